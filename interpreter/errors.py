@@ -1,0 +1,86 @@
+"""Every error this package raises, in one tree.
+
+    InterpreterError
+    ├── ConfigurationError        the server cannot start with these settings
+    ├── InvalidRequest            the caller asked for something we refuse (4xx)
+    │   ├── UnsupportedLanguage
+    │   ├── LanguageUnavailable
+    │   ├── InvalidWorkingDirectory
+    │   ├── InvalidTimeout
+    │   └── CodeTooLarge
+    ├── AuthenticationFailed
+    ├── JobNotFound
+    ├── JobAlreadyFinished
+    ├── ServiceUnavailable        the server is shutting down or overloaded
+    ├── ExecutionError            the executor could not start or watch a process
+    └── StoreError                the job store failed (driver errors are wrapped in it)
+
+The HTTP layer maps this tree to status codes in one table (``interpreter.api.errors``);
+business code never raises an HTTP exception. A subclass's docstring is its default message.
+"""
+
+from __future__ import annotations
+
+
+class InterpreterError(Exception):
+    """Internal server error."""
+
+    def __init__(self, message: str | None = None) -> None:
+        self.message = message or (self.__doc__ or "").strip()
+        super().__init__(self.message)
+
+
+class ConfigurationError(InterpreterError):
+    """The server's configuration is invalid."""
+
+
+class InvalidRequest(InterpreterError):
+    """The request is invalid."""
+
+
+class UnsupportedLanguage(InvalidRequest):
+    """The language is not supported."""
+
+
+class LanguageUnavailable(InvalidRequest):
+    """The language's interpreter is not available on this host."""
+
+
+class InvalidWorkingDirectory(InvalidRequest):
+    """working_directory must stay inside the workspace root."""
+
+
+class InvalidTimeout(InvalidRequest):
+    """timeout is out of range."""
+
+
+class CodeTooLarge(InvalidRequest):
+    """The submitted code is larger than the configured maximum."""
+
+
+class AuthenticationFailed(InterpreterError):
+    """Missing or invalid API key."""
+
+
+class JobNotFound(InterpreterError):
+    """Job not found."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"Job not found: {job_id}")
+        self.job_id = job_id
+
+
+class JobAlreadyFinished(InterpreterError):
+    """The job has already finished."""
+
+
+class ServiceUnavailable(InterpreterError):
+    """The server cannot take this request now."""
+
+
+class ExecutionError(InterpreterError):
+    """The process could not be started or supervised."""
+
+
+class StoreError(InterpreterError):
+    """The job store failed."""
