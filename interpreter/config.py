@@ -1,0 +1,103 @@
+"""Settings from ``INTERPRETER_*`` environment variables, built once at the entry point and passed down."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "interpreter"
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every knob of the server. Constructor arguments override the environment."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    max_jobs: int = Field(10, ge=1, le=1024, description="jobs running at once")
+    log_level: str = "INFO"
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    workspace_root: Path | None = None  # default: <data_dir>/workspaces
+
+    default_timeout_s: float = Field(30.0, gt=0, alias="INTERPRETER_DEFAULT_TIMEOUT")
+    max_timeout_s: float = Field(300.0, gt=0, alias="INTERPRETER_MAX_TIMEOUT")
+    kill_grace_s: float = Field(1.0, ge=0)
+    max_output_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    max_code_bytes: int = Field(1024 * 1024, ge=1)
+    max_pending_jobs: int = Field(10_000, ge=1)
+    file_scan_max_entries: int = Field(100_000, ge=1)
+    file_scan_max_seconds: float = Field(5.0, gt=0)
+
+    job_ttl_s: float = Field(24 * 3600.0, gt=0, alias="INTERPRETER_JOB_TTL")
+    cleanup_interval_s: float = Field(60.0, gt=0)
+    shutdown_grace_s: float = Field(10.0, ge=0)
+
+    job_path: str = "/usr/local/bin:/usr/bin:/bin"
+    python_command: str | None = None  # default: the first of /usr/bin/python3, python3 on PATH
+    node_command: str | None = None
+    bash_command: str | None = None
+    languages_json: str | None = Field(None, alias="INTERPRETER_LANGUAGES")
+
+    enable_authentication: bool = Field(False, alias="INTERPRETER_AUTH")
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    api_keys_file: Path | None = None
+    enable_cors: bool = Field(False, alias="INTERPRETER_CORS")
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    _split_keys = field_validator("api_keys", "cors_origins", mode="before")(_split_csv)
+
+    @field_validator("log_level")
+    @classmethod
+    def _upper(cls, value: str) -> str:
+        return value.upper()
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.default_timeout_s > self.max_timeout_s:
+            raise ValueError("INTERPRETER_DEFAULT_TIMEOUT must not exceed INTERPRETER_MAX_TIMEOUT")
+        return self
+
+    model_config = SettingsConfigDict(
+        env_prefix="INTERPRETER_", extra="ignore", populate_by_name=True
+    )
+
+    @property
+    def workspaces(self) -> Path:
+        return self.workspace_root or self.data_dir / "workspaces"
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "jobs.sqlite3"
+
+    @property
+    def outputs_dir(self) -> Path:
+        return self.data_dir / "outputs"
+
+    @property
+    def scratch_dir(self) -> Path:
+        return self.data_dir / "scratch"
+
+    def all_api_keys(self) -> list[str]:
+        """Keys from INTERPRETER_API_KEYS and from INTERPRETER_API_KEYS_FILE (one per line)."""
+        keys = list(self.api_keys)
+        if self.api_keys_file is not None:
+            text = self.api_keys_file.read_text()
+            keys += [
+                line.strip()
+                for line in text.splitlines()
+                if line.strip() and not line.startswith("#")
+            ]
+        return keys

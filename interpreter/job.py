@@ -1,0 +1,117 @@
+"""The job: a frozen value, its statuses, and the state machine kept as data."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+
+
+class JobStatus(str, Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return not TRANSITIONS[self]
+
+
+TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.PENDING: frozenset({JobStatus.RUNNING, JobStatus.CANCELLED, JobStatus.FAILED}),
+    JobStatus.RUNNING: frozenset(
+        {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.TIMEOUT, JobStatus.CANCELLED}
+    ),
+    JobStatus.COMPLETED: frozenset(),
+    JobStatus.FAILED: frozenset(),
+    JobStatus.TIMEOUT: frozenset(),
+    JobStatus.CANCELLED: frozenset(),
+}
+
+FINAL_STATUSES = frozenset(s for s in JobStatus if s.is_final)
+
+
+def sources_of(target: JobStatus) -> frozenset[JobStatus]:
+    """Every status from which ``target`` may be reached."""
+    return frozenset(src for src, targets in TRANSITIONS.items() if target in targets)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_job_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass(frozen=True, slots=True)
+class JobRequest:
+    """What the caller asked for, as validated by the API."""
+
+    code: str
+    language: str  # canonical name
+    timeout_s: float
+    capture_files: bool = True
+    working_directory: str | None = None  # resolved absolute path, or None for a fresh one
+    environment: dict[str, str] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class JobResult:
+    """What a finished job produced (outputs live in files beside the database)."""
+
+    exit_code: int | None = None
+    signal: int | None = None
+    stdout_bytes: int = 0
+    stderr_bytes: int = 0
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+    files_created: tuple[str, ...] = ()
+    files_modified: tuple[str, ...] = ()
+    files_deleted: tuple[str, ...] = ()
+    files_complete: bool = True
+    files_note: str | None = None
+    resource_usage: dict[str, Any] = field(default_factory=dict)
+    environment_snapshot: dict[str, str] = field(default_factory=dict)
+    working_directory: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobResult:
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        for name in ("files_created", "files_modified", "files_deleted"):
+            if name in values:
+                values[name] = tuple(values[name])
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    id: str
+    request: JobRequest
+    status: JobStatus = JobStatus.PENDING
+    owner: str | None = None  # hash of the API key that created it
+    created_at: datetime = field(default_factory=utcnow)
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    execution_time_ms: float | None = None
+    error_message: str | None = None
+    result: JobResult | None = None
+    seq: int | None = None  # store-assigned submission order
+
+    def evolve(self, **changes: Any) -> Job:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def is_final(self) -> bool:
+        return self.status.is_final

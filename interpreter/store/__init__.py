@@ -1,0 +1,9 @@
+"""Job storage behind one seam: ``JobStore``. ``MemoryStore`` is the shipped fake; ``SqlStore`` is real."""
+
+from __future__ import annotations
+
+from interpreter.store.base import JobStore
+from interpreter.store.memory import MemoryStore
+from interpreter.store.sql import SqlStore
+
+__all__ = ["JobStore", "MemoryStore", "SqlStore"]

@@ -1,0 +1,58 @@
+"""The store contract every backend fulfils (one contract test suite runs against each)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from interpreter.job import Job, JobResult, JobStatus
+
+
+class JobStore(Protocol):
+    async def open(self) -> None:
+        """Create the schema if needed and get ready to serve."""
+
+    async def close(self) -> None: ...
+
+    async def create(self, job: Job) -> Job:
+        """Persist a new pending job; returns it with its ``seq`` (submission order)."""
+
+    async def get(self, job_id: str) -> Job | None: ...
+
+    async def transition(self, job_id: str, to: JobStatus, **changes: Any) -> Job | None:
+        """Compare-and-set: move the job to ``to`` only from a status that the state machine
+        allows (``sources_of(to)``), applying ``changes``. Returns the updated job, or None when
+        the job is missing or its current status does not allow the move (it stays untouched)."""
+
+    async def attach_result(
+        self, job_id: str, result: JobResult, execution_time_ms: float | None
+    ) -> None:
+        """Attach a result to a job that already reached a final status without one (a job
+        cancelled while running), never changing its status."""
+
+    async def list(
+        self,
+        *,
+        owner: str | None,
+        status: JobStatus | None = None,
+        limit: int = 50,
+        before_seq: int | None = None,
+    ) -> Sequence[Job]:
+        """Newest first. ``owner=None`` lists every job (authentication off)."""
+
+    async def pending(self) -> Sequence[Job]:
+        """Pending jobs, oldest first."""
+
+    async def fail_running(self, message: str) -> Sequence[str]:
+        """Mark every running job failed with ``message`` (after a restart); returns their ids."""
+
+    async def expired(self, finished_before: datetime) -> Sequence[Job]:
+        """Final jobs completed before the cutoff."""
+
+    async def delete(self, job_ids: Sequence[str]) -> None: ...
+
+    async def count_by_status(self) -> dict[JobStatus, int]: ...
+
+    async def ping(self) -> None:
+        """A round trip to the backend; raises StoreError when it fails."""

@@ -1,0 +1,97 @@
+"""An in-memory store that fulfils the whole contract; unit tests use it and assert on its state."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from interpreter.job import Job, JobResult, JobStatus, sources_of, utcnow
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self.jobs: dict[str, Job] = {}
+        self._seq = itertools.count(1)
+        self.closed = False
+
+    async def open(self) -> None:
+        self.closed = False
+
+    async def close(self) -> None:
+        self.closed = True
+
+    async def create(self, job: Job) -> Job:
+        job = job.evolve(seq=next(self._seq))
+        self.jobs[job.id] = job
+        return job
+
+    async def get(self, job_id: str) -> Job | None:
+        return self.jobs.get(job_id)
+
+    async def transition(self, job_id: str, to: JobStatus, **changes: Any) -> Job | None:
+        job = self.jobs.get(job_id)
+        if job is None or job.status not in sources_of(to):
+            return None
+        job = job.evolve(status=to, **changes)
+        self.jobs[job_id] = job
+        return job
+
+    async def attach_result(
+        self, job_id: str, result: JobResult, execution_time_ms: float | None
+    ) -> None:
+        job = self.jobs.get(job_id)
+        if job is not None and job.is_final and job.result is None:
+            self.jobs[job_id] = job.evolve(result=result, execution_time_ms=execution_time_ms)
+
+    async def list(
+        self,
+        *,
+        owner: str | None,
+        status: JobStatus | None = None,
+        limit: int = 50,
+        before_seq: int | None = None,
+    ) -> Sequence[Job]:
+        jobs = sorted(self.jobs.values(), key=lambda j: j.seq or 0, reverse=True)
+        return [
+            j
+            for j in jobs
+            if (owner is None or j.owner == owner)
+            and (status is None or j.status == status)
+            and (before_seq is None or (j.seq or 0) < before_seq)
+        ][:limit]
+
+    async def pending(self) -> Sequence[Job]:
+        return sorted(
+            (j for j in self.jobs.values() if j.status == JobStatus.PENDING),
+            key=lambda j: j.seq or 0,
+        )
+
+    async def fail_running(self, message: str) -> Sequence[str]:
+        ids = [j.id for j in self.jobs.values() if j.status == JobStatus.RUNNING]
+        for job_id in ids:
+            await self.transition(
+                job_id, JobStatus.FAILED, error_message=message, completed_at=utcnow()
+            )
+        return ids
+
+    async def expired(self, finished_before: datetime) -> Sequence[Job]:
+        return [
+            j
+            for j in self.jobs.values()
+            if j.is_final and j.completed_at is not None and j.completed_at < finished_before
+        ]
+
+    async def delete(self, job_ids: Sequence[str]) -> None:
+        for job_id in job_ids:
+            self.jobs.pop(job_id, None)
+
+    async def count_by_status(self) -> dict[JobStatus, int]:
+        counts = dict.fromkeys(JobStatus, 0)
+        for job in self.jobs.values():
+            counts[job.status] += 1
+        return counts
+
+    async def ping(self) -> None:
+        return None
