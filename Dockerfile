@@ -1,0 +1,39 @@
+# The interpreter server: `docker build -t interpreter-server .`, then
+# `docker run -p 8000:8000 -v interpreter-data:/var/lib/interpreter interpreter-server`.
+FROM python:3.11-slim
+
+# node runs javascript jobs; bubblewrap is the sandbox the executor wraps jobs in.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends nodejs bubblewrap \
+    && rm -rf /var/lib/apt/lists/*
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY interpreter/ ./interpreter/
+RUN pip install --no-cache-dir .
+
+# The server never runs as root; its data directory (SQLite store, job workspaces) is a volume.
+RUN useradd --system --user-group --uid 10001 --create-home --home-dir /home/interpreter interpreter \
+    && mkdir -p /var/lib/interpreter \
+    && chown interpreter:interpreter /var/lib/interpreter
+
+ENV INTERPRETER_HOST=0.0.0.0 \
+    INTERPRETER_PORT=8000 \
+    INTERPRETER_DATA_DIR=/var/lib/interpreter
+VOLUME ["/var/lib/interpreter"]
+
+USER interpreter
+# `python -m` puts the working directory first on sys.path: start from an empty one, so that the
+# installed package is the one that runs and nothing in the data volume can shadow it.
+WORKDIR /home/interpreter
+EXPOSE 8000
+
+# /health answers 503 when unhealthy, which urlopen raises as an error: the probe then exits 1.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('INTERPRETER_PORT', '8000') + '/health', timeout=4)"]
+
+CMD ["python", "-m", "interpreter.server"]
