@@ -110,7 +110,9 @@ def expect(condition: bool, reason: str) -> None:
 
 
 def short(value: Any, limit: int = 160) -> str:
+    """``value`` on one line, cut to ``limit`` characters, for a check's one-line reason."""
     text = value if isinstance(value, str) else json.dumps(value, default=str)
+    text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
