@@ -1,4 +1,4 @@
-"""Settings from ``INTERPRETER_*`` environment variables, built once at the entry point and passed down."""
+"""Settings from ``INTERPRETER_*`` environment variables, built once at the entry point."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def _default_data_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share"
+    )
     return Path(base) / "interpreter"
 
 

@@ -1,4 +1,4 @@
-"""The environment a job runs with: a minimal base plus the caller's variables, never the server's."""
+"""The environment a job runs with: a minimal base plus the caller's variables, never ours."""
 
 from __future__ import annotations
 

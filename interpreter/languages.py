@@ -51,9 +51,11 @@ def _first_found(candidates: Iterable[str], path: str) -> str | None:
 def _default_languages(settings: Settings) -> list[Language]:
     # /usr/bin/python3 first: a pyenv shim on PATH costs ~70 ms a start (SANDBOX-FACTS.md).
     search = settings.job_path
-    python = settings.python_command or _first_found(
-        ["/usr/bin/python3", "/usr/local/bin/python3", "python3"], search
-    ) or "python3"
+    python = (
+        settings.python_command
+        or _first_found(["/usr/bin/python3", "/usr/local/bin/python3", "python3"], search)
+        or "python3"
+    )
     node = settings.node_command or _first_found(["/usr/bin/node", "node"], search) or "node"
     bash = settings.bash_command or _first_found(["/bin/bash", "bash"], search) or "bash"
     return [

@@ -1,4 +1,4 @@
-"""Where a job runs: a fresh directory per job, or a caller's directory inside the workspace root."""
+"""Where a job runs: a fresh directory per job, or one inside the workspace root."""
 
 from __future__ import annotations
 
@@ -45,3 +45,34 @@ def remove_tree(path: Path) -> None:
         shutil.rmtree(path)  # rmtree never follows symlinks inside the tree
     except OSError:
         pass
+
+
+class JobPaths:
+    """Where each of a job's files lives under the data directory."""
+
+    def __init__(self, data_dir: Path, workspace_root: Path) -> None:
+        self.data_dir = data_dir
+        self.workspace_root = workspace_root
+        self.outputs = data_dir / "outputs"
+        self.scratch_root = data_dir / "scratch"
+
+    def ensure(self) -> None:
+        for path in (self.data_dir, self.workspace_root, self.outputs, self.scratch_root):
+            path.mkdir(parents=True, exist_ok=True)
+
+    def workspace(self, job_id: str) -> Path:
+        """The fresh directory of a job that named no working_directory."""
+        return self.workspace_root / job_id
+
+    def stdout(self, job_id: str) -> Path:
+        return self.outputs / job_id / "stdout"
+
+    def stderr(self, job_id: str) -> Path:
+        return self.outputs / job_id / "stderr"
+
+    def output_dir(self, job_id: str) -> Path:
+        return self.outputs / job_id
+
+    def scratch(self, job_id: str) -> Path:
+        """Outside the workspace: the code file and the job's TMPDIR, removed after the run."""
+        return self.scratch_root / job_id

@@ -1,4 +1,4 @@
-"""Job storage behind one seam: ``JobStore``. ``MemoryStore`` is the shipped fake; ``SqlStore`` is real."""
+"""Job storage behind one seam, ``JobStore``: ``MemoryStore`` (the fake) and ``SqlStore``."""
 
 from __future__ import annotations
 

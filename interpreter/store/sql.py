@@ -198,9 +198,7 @@ class SqlStore:
 
     async def expired(self, finished_before: datetime) -> Sequence[Job]:
         final = [s.value for s in JobStatus if s.is_final]
-        query = jobs.select().where(
-            jobs.c.status.in_(final), jobs.c.completed_at < finished_before
-        )
+        query = jobs.select().where(jobs.c.status.in_(final), jobs.c.completed_at < finished_before)
         async with self._tx() as conn:
             rows = (await conn.execute(query)).all()
         return [_row_to_job(r) for r in rows]

@@ -1,0 +1,160 @@
+"""The FastAPI application: built from settings, with the store, dispatcher and service it owns."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import psutil
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from interpreter import __version__
+from interpreter.api import errors
+from interpreter.api.deps import AppParts
+from interpreter.api.routes import jobs, system
+from interpreter.config import Settings
+from interpreter.dispatcher import Dispatcher
+from interpreter.errors import ConfigurationError
+from interpreter.executor import ScanLimits
+from interpreter.languages import LanguageRegistry
+from interpreter.metrics import Metrics
+from interpreter.runner import JobRunner, RunLimits
+from interpreter.service import JobService
+from interpreter.store import SqlStore
+from interpreter.store.base import JobStore
+from interpreter.workspace import JobPaths
+
+logger = logging.getLogger("interpreter.access")
+
+
+class AccessLog:
+    """One structured line and one metrics observation per request (pure ASGI: cheap)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            elapsed = time.perf_counter() - start
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            self.metrics.request_duration.labels(scope["method"], template, str(status)).observe(
+                elapsed
+            )
+            logger.info(
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "route": template,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 3),
+                },
+            )
+
+
+def build_parts(settings: Settings, store: JobStore | None = None) -> AppParts:
+    keys = tuple(settings.all_api_keys()) if settings.enable_authentication else ()
+    if settings.enable_authentication and not keys:
+        raise ConfigurationError(
+            "authentication is enabled but no API key is configured: set INTERPRETER_API_KEYS "
+            "(comma-separated) or INTERPRETER_API_KEYS_FILE (one key per line)"
+        )
+    if settings.enable_cors and "*" in settings.cors_origins:
+        logger.warning("CORS allows every origin; credentials are disabled for it")
+    registry = LanguageRegistry.from_settings(settings)
+    paths = JobPaths(settings.data_dir, settings.workspaces)
+    metrics = Metrics()
+    store = store if store is not None else SqlStore.sqlite(settings.database_path)
+    runner = JobRunner(
+        registry,
+        paths,
+        RunLimits(
+            output_bytes=settings.max_output_bytes,
+            kill_grace_s=settings.kill_grace_s,
+            scan=ScanLimits(settings.file_scan_max_entries, settings.file_scan_max_seconds),
+        ),
+        job_path=settings.job_path,
+    )
+    dispatcher = Dispatcher(store, runner, settings.max_jobs, metrics)
+    service = JobService(settings, store, dispatcher, registry, paths)
+    return AppParts(
+        settings=settings,
+        store=store,
+        registry=registry,
+        dispatcher=dispatcher,
+        service=service,
+        metrics=metrics,
+        api_keys=keys,
+        started_monotonic=time.monotonic(),
+    )
+
+
+def create_app(settings: Settings | None = None, store: JobStore | None = None) -> FastAPI:
+    """The application. ``store`` overrides the SQLite store (tests pass a MemoryStore)."""
+    settings = settings or Settings()
+    parts = build_parts(settings, store)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        parts.service.paths.ensure()
+        await parts.store.open()
+        await parts.registry.probe_versions()
+        await parts.dispatcher.start()
+        psutil.cpu_percent(interval=None)  # prime the non-blocking sampler used by /health
+        retention = asyncio.create_task(parts.service.retention_loop(), name="retention")
+        logger.info(
+            "server ready",
+            extra={"data_dir": str(settings.data_dir), "max_jobs": settings.max_jobs},
+        )
+        try:
+            yield
+        finally:
+            retention.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await retention
+            await parts.dispatcher.stop(settings.shutdown_grace_s)
+            await parts.store.close()
+            logger.info("server stopped")
+
+    app = FastAPI(
+        title="Interpreter API",
+        version=__version__,
+        description="Runs untrusted code as jobs and answers with structured JSON.",
+        lifespan=lifespan,
+    )
+    app.state.parts = parts
+    errors.install(app)
+    app.include_router(jobs.router)
+    app.include_router(system.router)
+    if settings.enable_cors:
+        origins = settings.cors_origins
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_credentials="*" not in origins,  # never * with credentials
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type"],
+        )
+    app.add_middleware(AccessLog, metrics=parts.metrics)
+    return app

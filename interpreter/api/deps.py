@@ -1,0 +1,70 @@
+"""Named dependencies for the routes: the application's parts and the caller's identity."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from interpreter.config import Settings
+from interpreter.dispatcher import Dispatcher
+from interpreter.errors import AuthenticationFailed
+from interpreter.languages import LanguageRegistry
+from interpreter.metrics import Metrics
+from interpreter.service import JobService, owner_of
+from interpreter.store.base import JobStore
+
+
+@dataclass
+class AppParts:
+    settings: Settings
+    store: JobStore
+    registry: LanguageRegistry
+    dispatcher: Dispatcher
+    service: JobService
+    metrics: Metrics
+    api_keys: tuple[str, ...]
+    started_monotonic: float
+
+
+def get_parts(request: Request) -> AppParts:
+    parts: AppParts = request.app.state.parts
+    return parts
+
+
+def get_service(request: Request) -> JobService:
+    return get_parts(request).service
+
+
+def _presented_key(request: Request) -> str | None:
+    if key := request.headers.get("x-api-key"):
+        return key
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return None
+
+
+def authenticate(request: Request) -> str | None:
+    """The caller's owner id (hash of its key), or None when authentication is off."""
+    parts = get_parts(request)
+    if not parts.settings.enable_authentication:
+        return None
+    presented = _presented_key(request)
+    if presented is None:
+        raise AuthenticationFailed(
+            "Missing API key: send it in the X-API-Key header or as Authorization: Bearer <key>"
+        )
+    matched = False
+    for key in parts.api_keys:  # compare against every key, in constant time each
+        matched |= hmac.compare_digest(presented.encode(), key.encode())
+    if not matched:
+        raise AuthenticationFailed("Invalid API key")
+    return owner_of(presented)
+
+
+PartsDep = Annotated[AppParts, Depends(get_parts)]
+ServiceDep = Annotated[JobService, Depends(get_service)]
+OwnerDep = Annotated[str | None, Depends(authenticate)]

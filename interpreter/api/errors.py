@@ -1,0 +1,76 @@
+"""The one table from our error tree to HTTP status codes, and the handlers that apply it."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from interpreter.errors import (
+    AuthenticationFailed,
+    CodeTooLarge,
+    InterpreterError,
+    InvalidRequest,
+    JobAlreadyFinished,
+    JobNotFound,
+    ServiceUnavailable,
+)
+
+logger = logging.getLogger(__name__)
+
+STATUS_CODES: list[tuple[type[InterpreterError], int]] = [
+    (CodeTooLarge, 413),
+    (InvalidRequest, 422),
+    (AuthenticationFailed, 401),
+    (JobNotFound, 404),
+    (JobAlreadyFinished, 409),
+    (ServiceUnavailable, 503),
+]
+
+
+def status_code_for(exc: InterpreterError) -> int:
+    for kind, code in STATUS_CODES:
+        if isinstance(exc, kind):
+            return code
+    return 500
+
+
+async def _interpreter_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, InterpreterError)
+    code = status_code_for(exc)
+    if code >= 500:
+        logger.error("request failed: %s", exc.message, extra={"path": request.url.path})
+    headers = {"WWW-Authenticate": "Bearer"} if code == 401 else None
+    return JSONResponse({"detail": exc.message}, status_code=code, headers=headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422 shape, without echoing the submitted input (code, environment values)."""
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")}
+        for err in exc.errors()
+    ]
+    return JSONResponse({"detail": errors}, status_code=422)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error", extra={"path": request.url.path})
+    return JSONResponse({"detail": "Internal server error"}, status_code=500)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    return JSONResponse(
+        {"detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None)
+    )
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(InterpreterError, _interpreter_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

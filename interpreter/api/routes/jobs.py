@@ -1,0 +1,174 @@
+"""Job routes: submit, status, results, cancel, list."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from interpreter.api.deps import OwnerDep, ServiceDep
+from interpreter.api.schemas import (
+    ErrorResponse,
+    ExecuteRequest,
+    ExecuteResponse,
+    FullResult,
+    JobListResponse,
+    StatusResponse,
+    StructuredResult,
+)
+from interpreter.errors import InvalidRequest
+from interpreter.job import Job, JobStatus
+from interpreter.service import Submission
+
+router = APIRouter(tags=["jobs"])
+
+NOT_FOUND = {404: {"model": ErrorResponse, "description": "Job not found (or not yours)"}}
+AUTH = {401: {"model": ErrorResponse, "description": "Missing or invalid API key"}}
+
+
+def _metadata(job: Job) -> dict[str, Any]:
+    return {
+        **job.request.metadata,
+        "language": job.request.language,
+        "timeout": job.request.timeout_s,
+    }
+
+
+def status_view(job: Job) -> StatusResponse:
+    return StatusResponse(
+        job_id=job.id,
+        status=job.status,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        completed_at=job.completed_at,
+        execution_time_ms=job.execution_time_ms,
+        error_message=job.error_message,
+        metadata=_metadata(job),
+    )
+
+
+@router.post(
+    "/execute",
+    response_model=ExecuteResponse,
+    responses={
+        **AUTH,
+        413: {"model": ErrorResponse, "description": "Code larger than the configured maximum"},
+        422: {
+            "model": ErrorResponse,
+            "description": "Invalid body, language, timeout or directory",
+        },
+        503: {"model": ErrorResponse, "description": "Shutting down or too many pending jobs"},
+    },
+)
+async def execute(body: ExecuteRequest, service: ServiceDep, owner: OwnerDep) -> ExecuteResponse:
+    """Submit code to run; returns at once with the job id while the job runs in the background."""
+    job, estimate = await service.submit(
+        Submission(
+            code=body.code,
+            language=body.language,
+            timeout_s=body.timeout,
+            capture_files=body.capture_files,
+            working_directory=body.working_directory,
+            environment=body.environment_variables,
+            metadata=body.metadata,
+        ),
+        owner,
+    )
+    return ExecuteResponse(job_id=job.id, status=job.status, estimated_start_time=estimate)
+
+
+@router.get("/jobs/{job_id}/status", response_model=StatusResponse, responses={**AUTH, **NOT_FOUND})
+async def job_status(job_id: str, service: ServiceDep, owner: OwnerDep) -> StatusResponse:
+    """The job's status and timings."""
+    return status_view(await service.get(job_id, owner))
+
+
+@router.get("/results/{job_id}", response_model=StructuredResult, responses={**AUTH, **NOT_FOUND})
+async def structured_result(job_id: str, service: ServiceDep, owner: OwnerDep) -> StructuredResult:
+    """The orchestrator's result: exactly status, stdout, stderr and the files created."""
+    job = await service.get(job_id, owner)
+    outputs = await service.outputs(job)
+    files = list(job.result.files_created) if job.result else []
+    return StructuredResult(
+        status=job.status, stdout=outputs.stdout, stderr=outputs.stderr, files=files
+    )
+
+
+@router.get("/jobs/{job_id}/results", response_model=FullResult, responses={**AUTH, **NOT_FOUND})
+async def full_result(job_id: str, service: ServiceDep, owner: OwnerDep) -> FullResult:
+    """Everything known about the job: outputs, files, exit code, resource usage, environment."""
+    job = await service.get(job_id, owner)
+    outputs = await service.outputs(job)
+    result = job.result
+    metadata = {
+        **_metadata(job),
+        "files_created_count": len(result.files_created) if result else 0,
+        "stdout_length": len(outputs.stdout),
+        "stderr_length": len(outputs.stderr),
+    }
+    return FullResult(
+        job_id=job.id,
+        status=job.status,
+        stdout=outputs.stdout,
+        stderr=outputs.stderr,
+        stdout_truncated=result.stdout_truncated if result else False,
+        stderr_truncated=result.stderr_truncated if result else False,
+        files_created=list(result.files_created) if result else [],
+        files_modified=list(result.files_modified) if result else [],
+        files_deleted=list(result.files_deleted) if result else [],
+        files_complete=result.files_complete if result else True,
+        files_note=result.files_note if result else None,
+        execution_time_ms=job.execution_time_ms,
+        exit_code=result.exit_code if result else None,
+        signal=result.signal if result else None,
+        resource_usage=result.resource_usage if result and result.resource_usage else None,  # type: ignore[arg-type]
+        environment_snapshot=result.environment_snapshot if result else {},
+        working_directory=result.working_directory if result else None,
+        error_message=job.error_message,
+        metadata=metadata,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        completed_at=job.completed_at,
+    )
+
+
+CANCEL_RESPONSES = {
+    **AUTH,
+    **NOT_FOUND,
+    409: {"model": ErrorResponse, "description": "The job has already finished"},
+}
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=StatusResponse, responses=CANCEL_RESPONSES)
+async def cancel_job(job_id: str, service: ServiceDep, owner: OwnerDep) -> StatusResponse:
+    """Cancel a pending job (it never starts) or a running one (its process tree is killed)."""
+    return status_view(await service.cancel(job_id, owner))
+
+
+@router.delete("/jobs/{job_id}", response_model=StatusResponse, responses=CANCEL_RESPONSES)
+async def delete_job(job_id: str, service: ServiceDep, owner: OwnerDep) -> StatusResponse:
+    """Same as POST /jobs/{job_id}/cancel."""
+    return status_view(await service.cancel(job_id, owner))
+
+
+@router.get(
+    "/jobs", response_model=JobListResponse, responses={**AUTH, 422: {"model": ErrorResponse}}
+)
+async def list_jobs(
+    service: ServiceDep,
+    owner: OwnerDep,
+    status: JobStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+) -> JobListResponse:
+    """Jobs newest first, `limit` a page; follow `next_cursor` for older ones."""
+    before = None
+    if cursor is not None:
+        if not cursor.isdigit():
+            raise InvalidRequest(
+                f"invalid cursor {cursor!r}: pass the next_cursor of a previous page"
+            )
+        before = int(cursor)
+    jobs = await service.list(owner, status, limit, before)
+    next_cursor = str(jobs[-1].seq) if len(jobs) == limit and jobs[-1].seq is not None else None
+    return JobListResponse(jobs=[status_view(j) for j in jobs], next_cursor=next_cursor)

@@ -1,0 +1,124 @@
+"""Health, languages and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import psutil
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+
+from interpreter import __version__
+from interpreter.api.deps import AppParts, PartsDep
+from interpreter.api.schemas import HealthResponse, LanguageInfo, ServiceChecks, SystemResources
+from interpreter.job import utcnow
+from interpreter.metrics import CONTENT_TYPE_LATEST
+
+router = APIRouter(tags=["system"])
+
+STORE_TIMEOUT_S = 2.0
+
+
+async def _store_check(parts: AppParts) -> tuple[str, str | None, int]:
+    try:
+        counts = await asyncio.wait_for(parts.store.count_by_status(), STORE_TIMEOUT_S)
+    except Exception as exc:  # any failure of the round trip makes the store unhealthy
+        return "unhealthy", f"job store round trip failed: {exc.__class__.__name__}", 0
+    processed = sum(n for status, n in counts.items() if status.is_final)
+    return "healthy", None, processed
+
+
+def _dispatcher_check(parts: AppParts) -> tuple[str, str | None]:
+    dispatcher = parts.dispatcher
+    if not dispatcher.alive:
+        return "unhealthy", "dispatcher workers are not running"
+    if dispatcher.queue_depth >= parts.settings.max_pending_jobs:
+        return "degraded", f"queue is full ({dispatcher.queue_depth} pending)"
+    return "healthy", None
+
+
+def _languages_check(parts: AppParts) -> tuple[str, str | None]:
+    missing = [lang.name for lang in parts.registry.languages.values() if not lang.available]
+    if not missing:
+        return "healthy", None
+    if len(missing) == len(parts.registry.languages):
+        return "unhealthy", "no language interpreter found"
+    return "degraded", f"interpreter not found for: {', '.join(sorted(missing))}"
+
+
+def _disk_percent(parts: AppParts) -> float:
+    try:
+        return psutil.disk_usage(str(parts.settings.data_dir)).percent
+    except OSError:
+        return 0.0
+
+
+@router.get(
+    "/health",
+    response_model=HealthResponse,
+    responses={503: {"model": HealthResponse, "description": "A vital check failed"}},
+)
+async def health(parts: PartsDep) -> Response:
+    """Real checks of the dispatcher, the interpreters and the job store."""
+    store_state, store_why, processed = await _store_check(parts)
+    dispatcher_state, dispatcher_why = _dispatcher_check(parts)
+    languages_state, languages_why = _languages_check(parts)
+    states = [dispatcher_state, languages_state, store_state]
+    overall = (
+        "unhealthy" if "unhealthy" in states else "degraded" if "degraded" in states else "healthy"
+    )
+    details = {
+        name: why
+        for name, why in (
+            ("job_manager", dispatcher_why),
+            ("enhanced_terminal", languages_why),
+            ("async_interpreter", store_why),
+        )
+        if why
+    }
+    body = HealthResponse(
+        status=overall,
+        timestamp=utcnow(),
+        uptime_seconds=int(time.monotonic() - parts.started_monotonic),
+        version=__version__,
+        active_jobs=parts.dispatcher.running_count,
+        total_jobs_processed=processed,
+        system_resources=SystemResources(
+            cpu_percent=psutil.cpu_percent(interval=None),  # since the last call: never blocks
+            memory_percent=psutil.virtual_memory().percent,
+            disk_usage_percent=_disk_percent(parts),
+        ),
+        service_checks=ServiceChecks(
+            job_manager=dispatcher_state,
+            enhanced_terminal=languages_state,
+            async_interpreter=store_state,
+        ),
+        details=details,
+    )
+    return JSONResponse(
+        body.model_dump(mode="json"), status_code=503 if overall == "unhealthy" else 200
+    )
+
+
+@router.get("/languages", response_model=list[LanguageInfo])
+async def languages(parts: PartsDep) -> list[LanguageInfo]:
+    """Every language this server knows, and whether its interpreter is available here."""
+    return [
+        LanguageInfo(
+            name=lang.name,
+            aliases=list(lang.aliases),
+            version=parts.registry.versions.get(lang.name),
+            available=lang.available,
+            executable=lang.executable,
+        )
+        for lang in parts.registry.languages.values()
+    ]
+
+
+@router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+async def metrics(parts: PartsDep) -> Response:
+    """Prometheus metrics: request durations, jobs by final status, queue depth, job durations."""
+    parts.metrics.queue_depth.set(parts.dispatcher.queue_depth)
+    parts.metrics.running_jobs.set(parts.dispatcher.running_count)
+    return Response(parts.metrics.render(), media_type=CONTENT_TYPE_LATEST)

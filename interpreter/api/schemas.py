@@ -1,0 +1,161 @@
+"""Request and response models: the wire format of ../shared/spec/API.md."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from interpreter.job import JobStatus
+
+
+class ExecuteRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "code": "print('Hello World!')",
+                    "language": "python",
+                    "timeout": 30,
+                    "capture_files": True,
+                    "working_directory": "project-a",
+                    "environment_variables": {"GREETING": "hello"},
+                    "metadata": {"user": "orchestrator", "task_id": "12345"},
+                }
+            ]
+        },
+    )
+
+    code: str = Field(description="Source code to run")
+    language: str = Field("python", description="python, shell, javascript or an alias")
+    timeout: float | None = Field(
+        None, description="Wall-time limit in seconds (default and maximum are configurable)"
+    )
+    capture_files: bool = Field(True, description="Track files created, modified and deleted")
+    working_directory: str | None = Field(
+        None,
+        description="Directory inside the workspace root (relative paths are taken from the "
+        "root); default: a fresh directory per job",
+    )
+    environment_variables: dict[str, str] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Kept with the job")
+
+
+class ExecuteResponse(BaseModel):
+    job_id: str = Field(examples=["550e8400-e29b-41d4-a716-446655440000"])
+    status: JobStatus = Field(examples=["pending"])
+    estimated_start_time: datetime
+
+
+class StatusResponse(BaseModel):
+    job_id: str
+    status: JobStatus
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    execution_time_ms: float | None
+    error_message: str | None
+    metadata: dict[str, Any]
+
+
+class JobListResponse(BaseModel):
+    jobs: list[StatusResponse]
+    next_cursor: str | None = Field(
+        description="Pass as ?cursor= for the next (older) page; null on the last page"
+    )
+
+
+class StructuredResult(BaseModel):
+    """Exactly the orchestrator format: status, stdout, stderr, files (created, absolute)."""
+
+    status: JobStatus
+    stdout: str
+    stderr: str
+    files: list[str]
+
+
+class CpuPercent(BaseModel):
+    average: float | None
+
+
+class CpuTime(BaseModel):
+    user: float | None
+    system: float | None
+    total: float | None
+
+
+class MemoryBytes(BaseModel):
+    peak_rss: int | None
+    peak_vms: int | None
+
+
+class ResourceUsage(BaseModel):
+    pid: int | None
+    cpu_percent: CpuPercent
+    cpu_time_s: CpuTime
+    memory_bytes: MemoryBytes
+
+
+class FullResult(BaseModel):
+    job_id: str
+    status: JobStatus
+    stdout: str
+    stderr: str
+    stdout_truncated: bool
+    stderr_truncated: bool
+    files_created: list[str]
+    files_modified: list[str]
+    files_deleted: list[str]
+    files_complete: bool = Field(description="False when file tracking hit its bound")
+    files_note: str | None
+    execution_time_ms: float | None
+    exit_code: int | None
+    signal: int | None
+    resource_usage: ResourceUsage | None
+    environment_snapshot: dict[str, str]
+    working_directory: str | None
+    error_message: str | None
+    metadata: dict[str, Any]
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+
+
+class LanguageInfo(BaseModel):
+    name: str
+    aliases: list[str]
+    version: str | None
+    available: bool
+    executable: str | None
+
+
+class SystemResources(BaseModel):
+    cpu_percent: float
+    memory_percent: float
+    disk_usage_percent: float
+
+
+class ServiceChecks(BaseModel):
+    job_manager: str
+    enhanced_terminal: str
+    async_interpreter: str
+
+
+class HealthResponse(BaseModel):
+    status: str = Field(examples=["healthy"], description="healthy, degraded or unhealthy")
+    timestamp: datetime
+    uptime_seconds: int
+    version: str
+    active_jobs: int
+    total_jobs_processed: int
+    system_resources: SystemResources
+    service_checks: ServiceChecks
+    details: dict[str, str] = Field(
+        default_factory=dict, description="Why a check is not healthy, by check name"
+    )
+
+
+class ErrorResponse(BaseModel):
+    detail: Any = Field(examples=["Job not found: 550e8400-e29b-41d4-a716-446655440000"])

@@ -1,0 +1,209 @@
+"""The job service: what the HTTP routes call. Validation, submission, reads, cancel, retention."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from interpreter.config import Settings
+from interpreter.dispatcher import Dispatcher
+from interpreter.environment import invalid_names
+from interpreter.errors import (
+    CodeTooLarge,
+    InvalidRequest,
+    InvalidTimeout,
+    JobAlreadyFinished,
+    JobNotFound,
+    ServiceUnavailable,
+)
+from interpreter.job import Job, JobRequest, JobStatus, new_job_id, utcnow
+from interpreter.languages import LanguageRegistry
+from interpreter.store.base import JobStore
+from interpreter.workspace import JobPaths, remove_tree, resolve_working_directory
+
+logger = logging.getLogger(__name__)
+
+
+def owner_of(api_key: str | None) -> str | None:
+    """Jobs are owned by a hash of the key that created them; the key itself is never stored."""
+    if api_key is None:
+        return None
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        return str(uuid.UUID(value)) == value.lower()
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """What the caller sent, before validation against this server's settings."""
+
+    code: str
+    language: str
+    timeout_s: float | None = None
+    capture_files: bool = True
+    working_directory: str | None = None
+    environment: dict[str, str] | None = None
+    metadata: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outputs:
+    stdout: str
+    stderr: str
+
+
+class JobService:
+    def __init__(
+        self,
+        settings: Settings,
+        store: JobStore,
+        dispatcher: Dispatcher,
+        registry: LanguageRegistry,
+        paths: JobPaths,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.dispatcher = dispatcher
+        self.registry = registry
+        self.paths = paths
+
+    # -- submission -------------------------------------------------------------------------
+    def validate(self, sub: Submission) -> JobRequest:
+        size = len(sub.code.encode("utf-8", errors="surrogatepass"))
+        if size > self.settings.max_code_bytes:
+            raise CodeTooLarge(
+                f"code is {size} bytes; the maximum is {self.settings.max_code_bytes} bytes"
+            )
+        language = self.registry.require_available(sub.language)
+        timeout_s = self.settings.default_timeout_s if sub.timeout_s is None else sub.timeout_s
+        if not 0 < timeout_s <= self.settings.max_timeout_s:
+            raise InvalidTimeout(
+                f"timeout must be greater than 0 and at most {self.settings.max_timeout_s:g} "
+                f"seconds; got {timeout_s:g}"
+            )
+        environment = dict(sub.environment or {})
+        if bad := invalid_names(environment):
+            raise InvalidRequest(f"invalid environment variable names: {', '.join(sorted(bad))}")
+        if any("\x00" in v for v in environment.values()):
+            raise InvalidRequest("environment variable values must not contain NUL bytes")
+        workdir = None
+        if sub.working_directory:
+            workdir = str(
+                resolve_working_directory(self.paths.workspace_root, sub.working_directory)
+            )
+        return JobRequest(
+            code=sub.code,
+            language=language.name,
+            timeout_s=timeout_s,
+            capture_files=sub.capture_files,
+            working_directory=workdir,
+            environment=environment,
+            metadata=dict(sub.metadata or {}),
+        )
+
+    async def submit(self, sub: Submission, owner: str | None) -> tuple[Job, datetime]:
+        if not self.dispatcher.accepting:
+            raise ServiceUnavailable("the server is shutting down and takes no new jobs")
+        request = self.validate(sub)
+        if self.dispatcher.queue_depth >= self.settings.max_pending_jobs:
+            raise ServiceUnavailable(
+                f"too many pending jobs ({self.settings.max_pending_jobs}); retry later"
+            )
+        estimate = self.dispatcher.estimate_start()
+        job = await self.store.create(Job(id=new_job_id(), request=request, owner=owner))
+        self.dispatcher.enqueue(job.id)
+        self.dispatcher.metrics.jobs_submitted.inc()
+        logger.info(
+            "job pending",
+            extra={"job_id": job.id, "status": "pending", "language": request.language},
+        )
+        return job, estimate
+
+    # -- reads ------------------------------------------------------------------------------
+    async def get(self, job_id: str, owner: str | None) -> Job:
+        if not _is_uuid(job_id):
+            raise JobNotFound(job_id)
+        job = await self.store.get(job_id)
+        if job is None or (owner is not None and job.owner != owner):
+            raise JobNotFound(job_id)
+        return job
+
+    async def list(
+        self, owner: str | None, status: JobStatus | None, limit: int, cursor: int | None
+    ) -> Sequence[Job]:
+        return await self.store.list(owner=owner, status=status, limit=limit, before_seq=cursor)
+
+    async def outputs(self, job: Job) -> Outputs:
+        if job.result is None:
+            return Outputs("", "")
+        return await asyncio.to_thread(self._read_outputs, job.id)
+
+    def _read_outputs(self, job_id: str) -> Outputs:
+        return Outputs(_read_text(self.paths.stdout(job_id)), _read_text(self.paths.stderr(job_id)))
+
+    # -- cancel -----------------------------------------------------------------------------
+    async def cancel(self, job_id: str, owner: str | None) -> Job:
+        job = await self.get(job_id, owner)
+        if job.is_final:
+            raise JobAlreadyFinished(
+                f"Job {job_id} already finished with status '{job.status.value}'; "
+                "only pending or running jobs can be cancelled"
+            )
+        cancelled = await self.store.transition(
+            job_id, JobStatus.CANCELLED, completed_at=utcnow(), error_message="cancelled by request"
+        )
+        if cancelled is None:  # it finished between our read and the compare-and-set
+            job = await self.get(job_id, owner)
+            raise JobAlreadyFinished(
+                f"Job {job_id} already finished with status '{job.status.value}'; "
+                "only pending or running jobs can be cancelled"
+            )
+        self.dispatcher.cancel_running(job_id)
+        self.dispatcher.metrics.jobs_finished.labels(status="cancelled").inc()
+        logger.info("job cancelled", extra={"job_id": job_id, "status": "cancelled"})
+        return cancelled
+
+    # -- retention --------------------------------------------------------------------------
+    async def cleanup_expired(self) -> int:
+        """Delete finished jobs older than the TTL, with their outputs and fresh workspaces."""
+        cutoff = utcnow() - timedelta(seconds=self.settings.job_ttl_s)
+        expired = await self.store.expired(cutoff)
+        if not expired:
+            return 0
+        await self.store.delete([j.id for j in expired])
+        await asyncio.to_thread(self._remove_files, expired)
+        logger.info("expired jobs deleted", extra={"count": len(expired)})
+        return len(expired)
+
+    def _remove_files(self, jobs: Sequence[Job]) -> None:
+        for job in jobs:
+            remove_tree(self.paths.output_dir(job.id))
+            if job.request.working_directory is None:  # only the directories we created
+                remove_tree(self.paths.workspace(job.id))
+
+    async def retention_loop(self) -> None:
+        while True:
+            try:
+                await self.cleanup_expired()
+            except Exception:
+                logger.exception("retention sweep failed")
+            await asyncio.sleep(self.settings.cleanup_interval_s)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
