@@ -30,6 +30,7 @@ DEFAULT_URL = "http://localhost:8000"
 FINAL_STATUSES = {"completed", "failed", "timeout", "cancelled"}
 ALL_STATUSES = FINAL_STATUSES | {"pending", "running"}
 POLL_INTERVAL_S = 0.05
+TRIVIAL_JOB_MAX_RSS_BYTES = 64 * 2**20  # bash running `echo` needs about 4 MiB
 
 # The fields the contract promises in each answer.
 HEALTH_KEYS = {
@@ -376,6 +377,19 @@ def check_shell_job(ctx: Context) -> str:
     return "echo Hello World! printed Hello World!"
 
 
+def check_resource_usage_is_the_jobs(ctx: Context) -> str:
+    """A trivial job's peak memory must be its own, not the server's."""
+    _, result = run_job(ctx, {"code": "echo Hello World!", "language": "shell"})
+    expect_completed_with_stdout(result, HELLO_STDOUT)
+    peak_rss = result["resource_usage"]["memory_bytes"]["peak_rss"]
+    expect(
+        isinstance(peak_rss, int) and 0 < peak_rss < TRIVIAL_JOB_MAX_RSS_BYTES,
+        f"peak_rss of `echo` is {peak_rss!r} bytes, but bash needs a few MiB: "
+        "is it the server's memory?",
+    )
+    return f"peak RSS of `echo` {peak_rss / 2**20:.1f} MiB"
+
+
 def check_failure_exit_code(ctx: Context) -> str:
     _, result = run_job(ctx, {"code": "raise SystemExit(3)", "language": "python"})
     expect(result["status"] == "failed", f"status is {result['status']!r}, expected 'failed'")
@@ -489,6 +503,7 @@ CHECKS: list[tuple[str, Callable[[Context], str]]] = [
     ("full results", check_full_results),
     ("file tracking", check_file_tracking),
     ("shell job", check_shell_job),
+    ("resource usage is the job's", check_resource_usage_is_the_jobs),
     ("failure: exit code", check_failure_exit_code),
     ("failure: exception", check_failure_exception),
     ("environment variables", check_environment_variables),
