@@ -1,0 +1,147 @@
+"""Snapshots of a job's working directory and the difference between two of them.
+
+The walk never follows a symlink: a link is an entry of its own (``lstat`` semantics), reported by
+its own path and never descended into, even when it points at a directory. Each directory is
+opened with ``O_NOFOLLOW`` and checked to be the very directory the parent listed, so a job that
+swaps a directory for a symlink mid-scan cannot steer the walk outside its tree. A snapshot is
+bounded in entries and seconds; hitting a bound marks it incomplete instead of hanging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import stat
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from interpreter.executor import ScanLimits
+
+logger = logging.getLogger(__name__)
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class FileStat(NamedTuple):
+    size: int
+    mtime_ns: int
+    inode: int
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Regular files and symlinks under a directory: absolute path -> ``FileStat``."""
+
+    entries: Mapping[str, FileStat] = field(default_factory=dict)
+    complete: bool = True
+    note: str | None = None
+
+
+EMPTY = Snapshot()
+
+
+@dataclass(frozen=True, slots=True)
+class Diff:
+    created: tuple[str, ...]
+    modified: tuple[str, ...]
+    deleted: tuple[str, ...]
+    complete: bool
+    note: str | None
+
+
+class _ScanStopped(Exception):
+    """A scan bound was hit; the message says which."""
+
+
+class _Budget:
+    """Counts entries and watches the clock; raises ``_ScanStopped`` when a bound is hit."""
+
+    def __init__(self, limits: ScanLimits) -> None:
+        self._limits = limits
+        self._deadline = time.monotonic() + limits.max_seconds
+        self._seen = 0
+
+    def tick(self) -> None:
+        self._seen += 1
+        if self._seen > self._limits.max_entries:
+            raise _ScanStopped(f"file scan stopped after {self._limits.max_entries} entries")
+        if time.monotonic() > self._deadline:
+            raise _ScanStopped(f"file scan stopped after {self._limits.max_seconds:g} s")
+
+
+def scan(root: Path, limits: ScanLimits) -> Snapshot:
+    """Walk ``root`` without following symlinks, within ``limits`` (blocking)."""
+    top = os.path.abspath(root)
+    try:
+        top_stat = os.lstat(top)
+    except OSError:
+        return EMPTY
+    if not stat.S_ISDIR(top_stat.st_mode):
+        return EMPTY
+    budget = _Budget(limits)
+    entries: dict[str, FileStat] = {}
+    pending: list[tuple[str, int, int]] = [(top, top_stat.st_dev, top_stat.st_ino)]
+    try:
+        while pending:
+            path, dev, ino = pending.pop()
+            for name, st in _list_dir(path, dev, ino, budget):
+                full = os.path.join(path, name)
+                if stat.S_ISDIR(st.st_mode):
+                    pending.append((full, st.st_dev, st.st_ino))
+                elif stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+                    entries[full] = FileStat(st.st_size, st.st_mtime_ns, st.st_ino)
+    except _ScanStopped as stop:
+        logger.info("%s under %s", stop, top)
+        return Snapshot(entries, complete=False, note=str(stop))
+    return Snapshot(entries)
+
+
+def _list_dir(path: str, dev: int, ino: int, budget: _Budget) -> list[tuple[str, os.stat_result]]:
+    """Names and lstat results in directory ``path``, if it still is (dev, ino); else nothing."""
+    try:
+        fd = os.open(path, _DIR_FLAGS)
+    except OSError:
+        return []
+    try:
+        here = os.fstat(fd)
+        if (here.st_dev, here.st_ino) != (dev, ino):
+            return []  # replaced since its parent was listed
+        listed: list[tuple[str, os.stat_result]] = []
+        with os.scandir(fd) as it:
+            for entry in it:
+                budget.tick()
+                try:
+                    listed.append((entry.name, entry.stat(follow_symlinks=False)))
+                except OSError:
+                    continue  # vanished meanwhile
+        return listed
+    except OSError:
+        return []
+    finally:
+        os.close(fd)
+
+
+async def scan_async(root: Path, limits: ScanLimits) -> Snapshot:
+    """``scan`` in a worker thread, so the event loop never waits on the filesystem."""
+    return await asyncio.to_thread(scan, root, limits)
+
+
+def diff(before: Snapshot, after: Snapshot) -> Diff:
+    """What was created, modified (size, mtime or inode changed) and deleted between snapshots."""
+    old, new = before.entries, after.entries
+    created = sorted(path for path in new if path not in old)
+    deleted = sorted(path for path in old if path not in new)
+    modified = sorted(path for path, now in new.items() if path in old and old[path] != now)
+    notes = [note for note in (before.note, after.note) if note]
+    return Diff(
+        created=tuple(created),
+        modified=tuple(modified),
+        deleted=tuple(deleted),
+        complete=before.complete and after.complete,
+        note="; ".join(notes) or None,
+    )
