@@ -33,7 +33,7 @@ from interpreter.output import StreamCapture
 logger = logging.getLogger(__name__)
 
 _PIPE_SIZE_BYTES = 1 << 20
-_FIRST_SAMPLE_S = 0.02
+_LEADER_SAMPLES_S = (0.001, 0.001, 0.002, 0.004, 0.008)
 _SAMPLE_EVERY_S = 0.1
 _DRAIN_AFTER_EXIT_S = 0.5
 _SIGKILL_PATIENCE_S = 5.0
@@ -153,7 +153,7 @@ async def run_process(spec: ProcessSpec, cancel: asyncio.Event | None = None) ->
         finished_at=child.finished_at or datetime.now(UTC),
         duration_ms=wall_s * 1000,
     )
-    logger.info(
+    logger.debug(
         "process %d ended: %s exit_code=%s signal=%s duration_ms=%.1f",
         child.pid,
         termination,
@@ -181,9 +181,9 @@ class _Child:
         popen: subprocess.Popen[bytes],
         pidfd: int,
         outputs: tuple[tuple[StreamCapture, int], tuple[StreamCapture, int]],
+        started: tuple[float, datetime],
     ) -> None:
-        self.started_mono = time.monotonic()
-        self.started_at = datetime.now(UTC)
+        self.started_mono, self.started_at = started  # taken before the spawn
         self.exit_mono: float | None = None
         self.finished_at: datetime | None = None
         self.loop = loop
@@ -223,6 +223,7 @@ class _Child:
                 stderr_fd, stderr_w = os.pipe()
                 undo.callback(os.close, stderr_fd)
                 write_ends.append(stderr_w)
+                started = (time.monotonic(), datetime.now(UTC))
                 popen = _popen(spec, stdout_w, stderr_w)
             finally:
                 for fd in write_ends:
@@ -234,7 +235,7 @@ class _Child:
                 raise ExecutionError(f"cannot watch process {popen.pid}: {exc}") from exc
             undo.pop_all()
         logger.debug("started pid %d (%s)", popen.pid, spec.argv[0])
-        return cls(loop, popen, pidfd, ((stdout, stdout_fd), (stderr, stderr_fd)))
+        return cls(loop, popen, pidfd, ((stdout, stdout_fd), (stderr, stderr_fd)), started)
 
     def _on_exit(self) -> None:
         if self.pidfd is not None:
@@ -296,8 +297,21 @@ class _Child:
             with contextlib.suppress(psutil.Error):  # checks the pid was not reused
                 proc.send_signal(sig)
 
+    def _sample_leader(self) -> None:
+        """The leader's own peak RSS (VmHWM covers its life since exec), read inline: ~20 us."""
+        if self.exited.done():
+            return
+        status = _status_bytes(self.pid)
+        if hwm := status.get("VmHWM"):
+            self.peak_hwm_bytes = max(self.peak_hwm_bytes or 0, hwm)
+        if vms := status.get("VmSize"):
+            self.peak_vms_bytes = max(self.peak_vms_bytes or 0, vms)
+
     async def _sample_forever(self) -> None:
-        await asyncio.sleep(_FIRST_SAMPLE_S)
+        # Short jobs end before a tree sample: read the leader at 1, 2, 4, 8 and 16 ms first.
+        for delay_s in _LEADER_SAMPLES_S:
+            await asyncio.sleep(delay_s)
+            self._sample_leader()
         while not self.exited.done():
             sample = await asyncio.to_thread(_sample_tree, self.pid)
             if sample.vms_bytes is not None:
