@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,17 @@ def _status_and_error(
     return JobStatus.COMPLETED, None
 
 
+def _remove_scratch(scratch: Path, code_file: Path) -> None:
+    """Remove the code file and the job's TMPDIR: inline when the job left it empty (the common
+    case, a few syscalls), otherwise in a background thread (off the hot path)."""
+    try:
+        code_file.unlink(missing_ok=True)
+        (scratch / "tmp").rmdir()
+        scratch.rmdir()
+    except OSError:
+        threading.Thread(target=remove_tree, args=(scratch,), daemon=True).start()
+
+
 class JobRunner:
     def __init__(
         self, registry: LanguageRegistry, paths: JobPaths, limits: RunLimits, job_path: str
@@ -145,7 +157,7 @@ class JobRunner:
                 return Finish(JobStatus.CANCELLED, None, "cancelled", None)
             outcome = await run_process(spec, cancel)
         finally:
-            await asyncio.to_thread(remove_tree, scratch)
+            _remove_scratch(scratch, code_file)
         status, error = _status_and_error(job, outcome, spec.stderr_path)
         result = JobResult(
             exit_code=outcome.exit_code,

@@ -16,11 +16,12 @@ def resolve_working_directory(root: Path, requested: str) -> Path:
     """
     if "\x00" in requested:
         raise InvalidWorkingDirectory("working_directory must not contain NUL bytes")
+    root_real = Path(os.path.realpath(root))
     if ".." in Path(requested).parts:
         raise InvalidWorkingDirectory(
-            f"working_directory {requested!r} must not contain '..' components"
+            f"working_directory {requested!r} must not contain '..' components; use a path "
+            f"inside the workspace root {str(root_real)!r}"
         )
-    root_real = Path(os.path.realpath(root))
     candidate = Path(requested)
     if not candidate.is_absolute():
         candidate = root_real / candidate

@@ -25,7 +25,7 @@ from interpreter.languages import LanguageRegistry
 from interpreter.metrics import Metrics
 from interpreter.runner import JobRunner, RunLimits
 from interpreter.service import JobService
-from interpreter.store import SqlStore
+from interpreter.store import CachedStore, SqlStore
 from interpreter.store.base import JobStore
 from interpreter.workspace import JobPaths
 
@@ -85,7 +85,8 @@ def build_parts(settings: Settings, store: JobStore | None = None) -> AppParts:
     registry = LanguageRegistry.from_settings(settings)
     paths = JobPaths(settings.data_dir, settings.workspaces)
     metrics = Metrics()
-    store = store if store is not None else SqlStore.sqlite(settings.database_path)
+    if store is None:  # embedded: this process is the database's only writer
+        store = CachedStore(SqlStore.sqlite(settings.database_path))
     runner = JobRunner(
         registry,
         paths,

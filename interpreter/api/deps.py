@@ -29,13 +29,18 @@ class AppParts:
     started_monotonic: float
 
 
-def get_parts(request: Request) -> AppParts:
+# Dependencies are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in a worker
+# thread, a thread hop per dependency per request.
+
+
+async def get_parts(request: Request) -> AppParts:
     parts: AppParts = request.app.state.parts
     return parts
 
 
-def get_service(request: Request) -> JobService:
-    return get_parts(request).service
+async def get_service(request: Request) -> JobService:
+    parts: AppParts = request.app.state.parts
+    return parts.service
 
 
 def _presented_key(request: Request) -> str | None:
@@ -47,9 +52,9 @@ def _presented_key(request: Request) -> str | None:
     return None
 
 
-def authenticate(request: Request) -> str | None:
+async def authenticate(request: Request) -> str | None:
     """The caller's owner id (hash of its key), or None when authentication is off."""
-    parts = get_parts(request)
+    parts: AppParts = request.app.state.parts
     if not parts.settings.enable_authentication:
         return None
     presented = _presented_key(request)

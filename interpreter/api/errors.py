@@ -31,6 +31,11 @@ STATUS_CODES: list[tuple[type[InterpreterError], int]] = [
 ]
 
 
+def safe_text(value: object) -> str:
+    """Text that can always be encoded in a JSON response (lone surrogates escaped)."""
+    return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def status_code_for(exc: InterpreterError) -> int:
     for kind, code in STATUS_CODES:
         if isinstance(exc, kind):
@@ -44,14 +49,18 @@ async def _interpreter_error(request: Request, exc: Exception) -> JSONResponse:
     if code >= 500:
         logger.error("request failed: %s", exc.message, extra={"path": request.url.path})
     headers = {"WWW-Authenticate": "Bearer"} if code == 401 else None
-    return JSONResponse({"detail": exc.message}, status_code=code, headers=headers)
+    return JSONResponse({"detail": safe_text(exc.message)}, status_code=code, headers=headers)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     """FastAPI's 422 shape, without echoing the submitted input (code, environment values)."""
     assert isinstance(exc, RequestValidationError)
     errors = [
-        {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")}
+        {
+            "loc": [p if isinstance(p, int) else safe_text(p) for p in err.get("loc", ())],
+            "msg": safe_text(err.get("msg", "")),
+            "type": err.get("type", ""),
+        }
         for err in exc.errors()
     ]
     return JSONResponse({"detail": errors}, status_code=422)

@@ -2,12 +2,39 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from interpreter.job import JobStatus
+
+MAX_METADATA_DEPTH = 32
+MAX_METADATA_BYTES = 64 * 1024
+
+
+def _check_text(value: str, field: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"{field} contains text that is not valid Unicode (a lone surrogate)"
+        ) from None
+
+
+def _check_json(value: Any, field: str, depth: int) -> None:
+    if depth > MAX_METADATA_DEPTH:
+        raise ValueError(f"{field} is nested deeper than {MAX_METADATA_DEPTH} levels")
+    if isinstance(value, str):
+        _check_text(value, field)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(key, field)
+            _check_json(item, field, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_json(item, field, depth + 1)
 
 
 class ExecuteRequest(BaseModel):
@@ -40,7 +67,29 @@ class ExecuteRequest(BaseModel):
         "root); default: a fresh directory per job",
     )
     environment_variables: dict[str, str] = Field(default_factory=dict)
-    metadata: dict[str, Any] = Field(default_factory=dict, description="Kept with the job")
+    metadata: dict[str, Any] = Field(
+        default_factory=dict,
+        description=f"Kept with the job and returned with it (JSON, at most {MAX_METADATA_DEPTH} "
+        f"levels deep and {MAX_METADATA_BYTES} bytes)",
+    )
+
+    @model_validator(mode="after")
+    def _storable(self) -> ExecuteRequest:
+        """Every string must be valid Unicode (a lone surrogate cannot be stored or returned),
+        and metadata must stay small and shallow."""
+        _check_text(self.code, "code")
+        _check_text(self.language, "language")
+        _check_text(self.working_directory or "", "working_directory")
+        for name, value in self.environment_variables.items():
+            _check_text(name, "environment_variables")
+            _check_text(value, "environment_variables")
+        _check_json(self.metadata, "metadata", depth=0)
+        size = len(json.dumps(self.metadata, ensure_ascii=False).encode())
+        if size > MAX_METADATA_BYTES:
+            raise ValueError(
+                f"metadata is {size} bytes of JSON; the maximum is {MAX_METADATA_BYTES}"
+            )
+        return self
 
 
 class ExecuteResponse(BaseModel):
@@ -152,9 +201,6 @@ class HealthResponse(BaseModel):
     total_jobs_processed: int
     system_resources: SystemResources
     service_checks: ServiceChecks
-    details: dict[str, str] = Field(
-        default_factory=dict, description="Why a check is not healthy, by check name"
-    )
 
 
 class ErrorResponse(BaseModel):

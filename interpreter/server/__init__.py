@@ -63,7 +63,8 @@ class EnhancedInterpreterServer:
 
 def _describe(exc: ValidationError) -> str:
     problems = "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
+        f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+        for err in exc.errors()
     )
     return f"invalid configuration: {problems}"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import psutil
@@ -16,6 +17,7 @@ from interpreter.job import utcnow
 from interpreter.metrics import CONTENT_TYPE_LATEST
 
 router = APIRouter(tags=["system"])
+logger = logging.getLogger(__name__)
 
 STORE_TIMEOUT_S = 2.0
 
@@ -68,15 +70,13 @@ async def health(parts: PartsDep) -> Response:
     overall = (
         "unhealthy" if "unhealthy" in states else "degraded" if "degraded" in states else "healthy"
     )
-    details = {
-        name: why
-        for name, why in (
-            ("job_manager", dispatcher_why),
-            ("enhanced_terminal", languages_why),
-            ("async_interpreter", store_why),
-        )
-        if why
-    }
+    for name, why in (
+        ("job_manager", dispatcher_why),
+        ("enhanced_terminal", languages_why),
+        ("async_interpreter", store_why),
+    ):
+        if why:
+            logger.warning("health check %s: %s", name, why, extra={"check": name})
     body = HealthResponse(
         status=overall,
         timestamp=utcnow(),
@@ -94,7 +94,6 @@ async def health(parts: PartsDep) -> Response:
             enhanced_terminal=languages_state,
             async_interpreter=store_state,
         ),
-        details=details,
     )
     return JSONResponse(
         body.model_dump(mode="json"), status_code=503 if overall == "unhealthy" else 200
