@@ -9,15 +9,19 @@ from pathlib import Path
 import pytest
 
 from interpreter.job import Job, JobRequest, JobResult, JobStatus, new_job_id, utcnow
-from interpreter.store import MemoryStore, SqlStore
+from interpreter.store import CachedStore, MemoryStore, SqlStore
 from interpreter.store.base import JobStore
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "cached-sqlite"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobStore]:
-    backend: JobStore = (
-        MemoryStore() if request.param == "memory" else SqlStore.sqlite(tmp_path / "jobs.db")
-    )
+    backend: JobStore
+    if request.param == "memory":
+        backend = MemoryStore()
+    elif request.param == "sqlite":
+        backend = SqlStore.sqlite(tmp_path / "jobs.db")
+    else:
+        backend = CachedStore(SqlStore.sqlite(tmp_path / "jobs.db"))
     await backend.open()
     yield backend
     await backend.close()
@@ -170,3 +174,19 @@ async def test_sqlite_store_uses_wal(tmp_path: Path) -> None:
 
     with sqlite3.connect(tmp_path / "jobs.db") as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_cached_store_serves_reads_without_the_database_and_never_keeps_code(
+    tmp_path: Path,
+) -> None:
+    inner = SqlStore.sqlite(tmp_path / "jobs.db")
+    store = CachedStore(inner)
+    await store.open()
+    job = await store.create(make_job(code="print('secret code')"))
+    running = await store.transition(job.id, JobStatus.RUNNING)
+    assert running is not None and running.request.code == "print('secret code')"
+    await inner.close()  # the database is gone: reads of known jobs still answer
+    cached = await store.get(job.id)
+    assert cached is not None and cached.status == JobStatus.RUNNING
+    assert cached.request.code == ""
+    await store.close()
