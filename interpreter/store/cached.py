@@ -8,7 +8,6 @@ writing one database (PostgreSQL, scale-out), use the store without this cache.
 
 from __future__ import annotations
 
-import dataclasses
 from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import datetime
@@ -18,28 +17,36 @@ from interpreter.job import Job, JobResult, JobStatus
 from interpreter.store.base import JobStore
 
 
-def _view(job: Job) -> Job:
-    """What the cache keeps: the job without its code (up to 1 MiB; no reader needs it)."""
-    return job.evolve(request=dataclasses.replace(job.request, code=""))
+def _cost(job: Job) -> int:
+    """Roughly what an entry holds in memory: its code dominates (up to the code size limit)."""
+    return len(job.request.code) + 1024
 
 
 class CachedStore:
-    def __init__(self, inner: JobStore, max_entries: int = 10_000) -> None:
+    def __init__(self, inner: JobStore, max_bytes: int = 64 * 1024 * 1024) -> None:
         self.inner = inner
-        self.max_entries = max_entries
+        self.max_bytes = max_bytes
         self._jobs: OrderedDict[str, Job] = OrderedDict()
+        self._bytes = 0
 
     def _put(self, job: Job) -> None:
-        self._jobs[job.id] = _view(job)
-        self._jobs.move_to_end(job.id)
-        while len(self._jobs) > self.max_entries:
-            self._jobs.popitem(last=False)
+        self._drop(job.id)
+        self._jobs[job.id] = job
+        self._bytes += _cost(job)
+        while self._bytes > self.max_bytes and self._jobs:  # least recently written first
+            _, evicted = self._jobs.popitem(last=False)
+            self._bytes -= _cost(evicted)
+
+    def _drop(self, job_id: str) -> None:
+        if (old := self._jobs.pop(job_id, None)) is not None:
+            self._bytes -= _cost(old)
 
     async def open(self) -> None:
         await self.inner.open()
 
     async def close(self) -> None:
         self._jobs.clear()
+        self._bytes = 0
         await self.inner.close()
 
     async def create(self, job: Job) -> Job:
@@ -65,7 +72,7 @@ class CachedStore:
         self, job_id: str, result: JobResult, execution_time_ms: float | None
     ) -> None:
         await self.inner.attach_result(job_id, result, execution_time_ms)
-        self._jobs.pop(job_id, None)  # rare: read it back from the store next time
+        self._drop(job_id)  # rare: read it back from the store next time
 
     async def list(
         self,
@@ -83,7 +90,7 @@ class CachedStore:
     async def fail_running(self, message: str) -> Sequence[str]:
         ids = await self.inner.fail_running(message)
         for job_id in ids:
-            self._jobs.pop(job_id, None)
+            self._drop(job_id)
         return ids
 
     async def expired(self, finished_before: datetime) -> Sequence[Job]:
@@ -92,7 +99,7 @@ class CachedStore:
     async def delete(self, job_ids: Sequence[str]) -> None:
         await self.inner.delete(job_ids)
         for job_id in job_ids:
-            self._jobs.pop(job_id, None)
+            self._drop(job_id)
 
     async def count_by_status(self) -> dict[JobStatus, int]:
         return await self.inner.count_by_status()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from interpreter.errors import StoreError
 from interpreter.job import Job, JobRequest, JobResult, JobStatus, new_job_id, utcnow
 from interpreter.store import CachedStore, MemoryStore, SqlStore
 from interpreter.store.base import JobStore
@@ -176,17 +177,20 @@ async def test_sqlite_store_uses_wal(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-async def test_cached_store_serves_reads_without_the_database_and_never_keeps_code(
+async def test_cached_store_serves_reads_without_the_database_within_its_budget(
     tmp_path: Path,
 ) -> None:
     inner = SqlStore.sqlite(tmp_path / "jobs.db")
-    store = CachedStore(inner)
+    store = CachedStore(inner, max_bytes=3 * (1024 + 100))
     await store.open()
-    job = await store.create(make_job(code="print('secret code')"))
-    running = await store.transition(job.id, JobStatus.RUNNING)
-    assert running is not None and running.request.code == "print('secret code')"
-    await inner.close()  # the database is gone: reads of known jobs still answer
-    cached = await store.get(job.id)
+    jobs = [await store.create(make_job(code="x" * 100)) for _ in range(4)]
+    running = await store.transition(jobs[-1].id, JobStatus.RUNNING)
+    assert running is not None
+    await inner.close()  # the database is gone: recent jobs still answer from memory
+    cached = await store.get(jobs[-1].id)
     assert cached is not None and cached.status == JobStatus.RUNNING
-    assert cached.request.code == ""
+    assert cached.request.code == "x" * 100
+    assert await store.get(jobs[1].id) is not None
+    with pytest.raises(StoreError):  # the oldest was evicted: it needs the database
+        await store.get(jobs[0].id)
     await store.close()
