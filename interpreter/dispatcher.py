@@ -34,6 +34,7 @@ class Dispatcher:
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._cancel: dict[str, asyncio.Event] = {}
         self._cancel_reason: dict[str, str] = {}
+        self._cancel_requested: set[str] = set()
         self._workers: list[asyncio.Task[None]] = []
         self._busy: set[asyncio.Task[None]] = set()
         self._durations_s: deque[float] = deque(maxlen=50)
@@ -108,6 +109,14 @@ class Dispatcher:
         waves = math.ceil((ahead - free + 1) / self.max_jobs)
         return utcnow() + timedelta(seconds=waves * mean_s)
 
+    def request_cancel(self, job_id: str) -> None:
+        """Called before the store's cancel: a job not yet started here will not start."""
+        self._cancel_requested.add(job_id)
+
+    def withdraw_cancel(self, job_id: str) -> None:
+        """The store refused the cancel (the job had finished)."""
+        self._cancel_requested.discard(job_id)
+
     def cancel_running(self, job_id: str) -> bool:
         """Kill the job's process tree if it runs here; the caller already moved it to cancelled."""
         event = self._cancel.get(job_id)
@@ -134,23 +143,44 @@ class Dispatcher:
                 self._update_gauges()
 
     async def _run_one(self, job_id: str) -> None:
+        job = await self.store.get(job_id)
+        if job is None or job.status != JobStatus.PENDING or job_id in self._cancel_requested:
+            self._cancel_requested.discard(job_id)
+            return  # cancelled (or deleted) while pending: it never starts
         event = asyncio.Event()
-        self._cancel[job_id] = event  # before the transition, so that a cancel always finds it
+        self._cancel[job_id] = event
         try:
-            job = await self.store.transition(job_id, JobStatus.RUNNING, started_at=utcnow())
-            if job is None:
-                return  # cancelled (or deleted) while pending
-            self._log_transition(job, JobStatus.RUNNING)
-            self._update_gauges()
+            # The process starts while the store records ``running``: the compare-and-set still
+            # decides. Should it lose (a cancel got there first), the process is killed at once.
+            marking = asyncio.ensure_future(
+                self.store.transition(job_id, JobStatus.RUNNING, started_at=utcnow())
+            )
+            running = asyncio.ensure_future(self._guarded_run(job, event))
             try:
-                finish = await self.runner.run(job, event)
-            except Exception as exc:  # our fault, not the job's: say so and free the slot
-                logger.exception("runner failed", extra={"job_id": job_id})
-                finish = Finish(JobStatus.FAILED, None, f"internal error: {exc!r}", None)
+                marked = await marking
+            except BaseException:
+                event.set()
+                await asyncio.gather(running, return_exceptions=True)
+                raise
+            if marked is None:
+                event.set()
+                await running
+                return
+            self._log_transition(marked, JobStatus.RUNNING)
+            self._update_gauges()
+            finish = await running
         finally:
             self._cancel.pop(job_id, None)
+            self._cancel_requested.discard(job_id)
             reason = self._cancel_reason.pop(job_id, None)
-        await self._finish(job, finish, reason)
+        await self._finish(marked, finish, reason)
+
+    async def _guarded_run(self, job: Job, event: asyncio.Event) -> Finish:
+        try:
+            return await self.runner.run(job, event)
+        except Exception as exc:  # our fault, not the job's: say so and free the slot
+            logger.exception("runner failed", extra={"job_id": job.id})
+            return Finish(JobStatus.FAILED, None, f"internal error: {exc!r}", None)
 
     async def _finish(self, job: Job, finish: Finish, reason: str | None) -> None:
         error = (

@@ -28,6 +28,7 @@ import psutil
 
 from interpreter import filetrack
 from interpreter.errors import ExecutionError
+from interpreter.filetrack import ScanLimits
 from interpreter.output import StreamCapture
 
 logger = logging.getLogger(__name__)
@@ -41,13 +42,15 @@ _MAX_TRACKED_DESCENDANTS = 4096
 
 Termination = Literal["exit", "timeout", "cancelled"]
 
-
-@dataclass(frozen=True, slots=True)
-class ScanLimits:
-    """Bounds on one file-tracking snapshot of a working directory."""
-
-    max_entries: int = 100_000
-    max_seconds: float = 5.0
+__all__ = [
+    "CapturedStream",
+    "FileChanges",
+    "ProcessOutcome",
+    "ProcessSpec",
+    "ResourceUsage",
+    "ScanLimits",
+    "run_process",
+]
 
 
 @dataclass(frozen=True, slots=True)

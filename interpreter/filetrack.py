@@ -17,14 +17,19 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
-
-if TYPE_CHECKING:
-    from interpreter.executor import ScanLimits
+from typing import NamedTuple
 
 logger = logging.getLogger(__name__)
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@dataclass(frozen=True, slots=True)
+class ScanLimits:
+    """Bounds on one file-tracking snapshot of a working directory."""
+
+    max_entries: int = 100_000
+    max_seconds: float = 5.0
 
 
 class FileStat(NamedTuple):
@@ -96,7 +101,7 @@ def scan(root: Path, limits: ScanLimits) -> Snapshot:
                 elif stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
                     entries[full] = FileStat(st.st_size, st.st_mtime_ns, st.st_ino)
     except _ScanStopped as stop:
-        logger.info("%s under %s", stop, top)
+        logger.debug("%s under %s", stop, top)
         return Snapshot(entries, complete=False, note=str(stop))
     return Snapshot(entries)
 
@@ -126,8 +131,18 @@ def _list_dir(path: str, dev: int, ino: int, budget: _Budget) -> list[tuple[str,
         os.close(fd)
 
 
+_INLINE = ScanLimits(max_entries=64, max_seconds=0.002)
+
+
 async def scan_async(root: Path, limits: ScanLimits) -> Snapshot:
-    """``scan`` in a worker thread, so the event loop never waits on the filesystem."""
+    """``scan`` without blocking the event loop: a small tree (most jobs leave a few files) is
+    read inline within a 2 ms budget; anything larger is scanned again in a worker thread."""
+    inline = ScanLimits(
+        min(_INLINE.max_entries, limits.max_entries), min(_INLINE.max_seconds, limits.max_seconds)
+    )
+    snapshot = scan(root, inline)
+    if snapshot.complete or inline == limits:
+        return snapshot
     return await asyncio.to_thread(scan, root, limits)
 
 

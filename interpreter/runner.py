@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from interpreter.environment import build_environment, redact
-from interpreter.errors import ExecutionError, InterpreterError
+from interpreter.errors import ExecutionError, InterpreterError, InvalidWorkingDirectory
 from interpreter.executor import ProcessOutcome, ProcessSpec, ScanLimits, run_process
 from interpreter.job import Job, JobResult, JobStatus
 from interpreter.languages import LanguageRegistry
-from interpreter.workspace import JobPaths, remove_tree
+from interpreter.workspace import JobPaths, remove_tree, resolve_working_directory
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +111,14 @@ class JobRunner:
     def working_directory(self, job: Job) -> Path:
         if job.request.working_directory is None:
             return self.paths.workspace(job.id)
-        return Path(job.request.working_directory)
+        # Checked again now: another job may have swapped the directory for a symlink since
+        # the submission was validated.
+        try:
+            return resolve_working_directory(
+                self.paths.workspace_root, job.request.working_directory
+            )
+        except InvalidWorkingDirectory as exc:
+            raise ExecutionError(f"working directory refused at start: {exc.message}") from exc
 
     async def run(self, job: Job, cancel: asyncio.Event) -> Finish:
         try:

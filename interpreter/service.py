@@ -30,6 +30,8 @@ from interpreter.workspace import JobPaths, remove_tree, resolve_working_directo
 
 logger = logging.getLogger(__name__)
 
+INLINE_READ_BYTES = 256 * 1024
+
 
 def owner_of(api_key: str | None) -> str | None:
     """Jobs are owned by a hash of the key that created them; the key itself is never stored."""
@@ -148,6 +150,8 @@ class JobService:
     async def outputs(self, job: Job) -> Outputs:
         if job.result is None:
             return Outputs("", "")
+        if job.result.stdout_bytes + job.result.stderr_bytes <= INLINE_READ_BYTES:
+            return self._read_outputs(job.id)  # a page-cache read of a few KiB: no thread hop
         return await asyncio.to_thread(self._read_outputs, job.id)
 
     def _read_outputs(self, job_id: str) -> Outputs:
@@ -161,10 +165,12 @@ class JobService:
                 f"Job {job_id} already finished with status '{job.status.value}'; "
                 "only pending or running jobs can be cancelled"
             )
+        self.dispatcher.request_cancel(job_id)
         cancelled = await self.store.transition(
             job_id, JobStatus.CANCELLED, completed_at=utcnow(), error_message="cancelled by request"
         )
         if cancelled is None:  # it finished between our read and the compare-and-set
+            self.dispatcher.withdraw_cancel(job_id)
             job = await self.get(job_id, owner)
             raise JobAlreadyFinished(
                 f"Job {job_id} already finished with status '{job.status.value}'; "
