@@ -253,6 +253,7 @@ class _Child:
         self, timeout_s: float, kill_grace_s: float, cancel: asyncio.Event | None
     ) -> Termination:
         """Wait for exit, timeout or cancel; afterwards the leader is a zombie, its group dead."""
+        self._sample_leader()  # right after exec: a floor for jobs that end within a millisecond
         sampler = asyncio.create_task(self._sample_forever())
         waiters: set[asyncio.Future[Any]] = {self.exited}
         cancelled: asyncio.Future[Any] | None = None
