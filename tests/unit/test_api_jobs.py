@@ -236,10 +236,8 @@ async def test_no_more_than_max_jobs_run_at_once(make_api) -> None:
     bodies = [await api.wait(job_id) for job_id in ids]
 
     spans = [(utc(b["started_at"]), utc(b["completed_at"])) for b in bodies]
-    for start, _ in spans:
-        running = sum(1 for s, e in spans if s <= start < e)
-        assert running <= 2
-    assert sum(1 for s, _ in spans if s < spans[0][1]) == 2  # two did run together
+    overlaps = [sum(1 for s, e in spans if s <= start < e) for start, _ in spans]
+    assert max(overlaps) == 2  # two at once, never three
 
 
 async def test_execution_time_reflects_the_jobs_wall_time(api) -> None:

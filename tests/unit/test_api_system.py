@@ -96,7 +96,7 @@ async def test_health_answers_quickly_without_blocking_on_cpu_sampling(api) -> N
     responses = await asyncio.gather(*(api.client.get("/health") for _ in range(5)))
 
     assert all(r.status_code == 200 for r in responses)
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 2.0  # one blocking 1 s CPU sample each would be 5 s
 
 
 async def test_missing_interpreter_makes_health_degraded_and_its_language_unavailable(

@@ -1,0 +1,94 @@
+"""A slow or failing job store: the API's promises hold anyway.
+
+The MemoryStore answers instantly; a real database does not. These subclasses add latency or a
+transient failure at one step, to exercise the races and error paths a real store opens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from interpreter.errors import StoreError
+from interpreter.job import Job, JobStatus
+from interpreter.store.memory import MemoryStore
+
+
+class SlowToMarkRunning(MemoryStore):
+    """Recording ``running`` takes a while (a busy database)."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__()
+        self.delay_s = delay_s
+
+    async def transition(self, job_id: str, to: JobStatus, **changes: Any) -> Job | None:
+        if to == JobStatus.RUNNING:
+            await asyncio.sleep(self.delay_s)
+        return await super().transition(job_id, to, **changes)
+
+
+class FailsOnce(MemoryStore):
+    """The first transition to ``target`` raises StoreError (a dropped connection), then works."""
+
+    def __init__(self, target: JobStatus) -> None:
+        super().__init__()
+        self.target = target
+        self.failed = False
+
+    async def transition(self, job_id: str, to: JobStatus, **changes: Any) -> Job | None:
+        if to == self.target and not self.failed:
+            self.failed = True
+            raise StoreError("connection lost")
+        return await super().transition(job_id, to, **changes)
+
+
+async def test_job_cancelled_while_still_pending_never_runs_its_code(make_api, tmp_path) -> None:
+    api = await make_api(store=SlowToMarkRunning(delay_s=0.5), max_jobs=1)
+    marker = tmp_path / "ran"
+    job_id = await api.submit(f"echo ran > {marker}\nsleep 5", "shell", timeout=10)
+    await asyncio.sleep(0.2)  # the dispatcher has picked it up; the store still says pending
+    status = await api.status(job_id)
+    assert status["status"] == "pending"
+
+    response = await api.client.post(f"/jobs/{job_id}/cancel")
+
+    assert response.status_code == 200
+    assert response.json()["status"] == "cancelled"
+    assert response.json()["started_at"] is None
+    await asyncio.sleep(0.6)
+    assert (await api.status(job_id))["status"] == "cancelled"
+    assert not marker.exists(), "a job reported cancelled before it started ran its code"
+
+
+async def test_status_never_says_pending_while_the_code_runs(make_api, tmp_path) -> None:
+    api = await make_api(store=SlowToMarkRunning(delay_s=0.5), max_jobs=1)
+    marker = tmp_path / "ran"
+    job_id = await api.submit(f"echo ran > {marker}\nsleep 2", "shell", timeout=10)
+    await api.wait_until(marker.exists, 5, "the job's code to run")
+
+    status = await api.status(job_id)
+
+    assert status["status"] == "running"
+    await api.client.post(f"/jobs/{job_id}/cancel")
+
+
+async def test_transient_store_failure_when_starting_does_not_lose_the_job(make_api) -> None:
+    api = await make_api(store=FailsOnce(JobStatus.RUNNING), max_jobs=1)
+    job_id = await api.submit("print('hi')")
+
+    status = await api.wait(job_id, deadline_s=5)
+
+    assert status["status"] in ("completed", "failed")
+    follower = await api.submit("print('next')")
+    assert (await api.wait(follower))["status"] == "completed"
+
+
+async def test_transient_store_failure_when_finishing_does_not_leave_it_running(make_api) -> None:
+    api = await make_api(store=FailsOnce(JobStatus.COMPLETED), max_jobs=1)
+    job_id = await api.submit("print('hi')")
+
+    status = await api.wait(job_id, deadline_s=5)
+
+    assert status["status"] in ("completed", "failed")
+    follower = await api.submit("print('next')")
+    assert (await api.wait(follower))["status"] == "completed"
