@@ -10,8 +10,10 @@ import asyncio
 import logging
 import math
 from collections import deque
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
+from interpreter.errors import StoreError
 from interpreter.job import Job, JobStatus, utcnow
 from interpreter.metrics import Metrics
 from interpreter.runner import Finish, JobRunner
@@ -21,6 +23,7 @@ logger = logging.getLogger(__name__)
 
 RESTART_MESSAGE = "server restarted during execution"
 SHUTDOWN_MESSAGE = "cancelled: the server shut down during execution"
+STORE_RETRY_S = (0.1, 0.5, 1.0, 2.0)
 
 
 class Dispatcher:
@@ -34,7 +37,6 @@ class Dispatcher:
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._cancel: dict[str, asyncio.Event] = {}
         self._cancel_reason: dict[str, str] = {}
-        self._cancel_requested: set[str] = set()
         self._workers: list[asyncio.Task[None]] = []
         self._busy: set[asyncio.Task[None]] = set()
         self._durations_s: deque[float] = deque(maxlen=50)
@@ -109,14 +111,6 @@ class Dispatcher:
         waves = math.ceil((ahead - free + 1) / self.max_jobs)
         return utcnow() + timedelta(seconds=waves * mean_s)
 
-    def request_cancel(self, job_id: str) -> None:
-        """Called before the store's cancel: a job not yet started here will not start."""
-        self._cancel_requested.add(job_id)
-
-    def withdraw_cancel(self, job_id: str) -> None:
-        """The store refused the cancel (the job had finished)."""
-        self._cancel_requested.discard(job_id)
-
     def cancel_running(self, job_id: str) -> bool:
         """Kill the job's process tree if it runs here; the caller already moved it to cancelled."""
         event = self._cancel.get(job_id)
@@ -143,37 +137,30 @@ class Dispatcher:
                 self._update_gauges()
 
     async def _run_one(self, job_id: str) -> None:
-        job = await self.store.get(job_id)
-        if job is None or job.status != JobStatus.PENDING or job_id in self._cancel_requested:
-            self._cancel_requested.discard(job_id)
-            return  # cancelled (or deleted) while pending: it never starts
         event = asyncio.Event()
-        self._cancel[job_id] = event
+        self._cancel[job_id] = event  # before the transition, so that a cancel always finds it
         try:
-            # The process starts while the store records ``running``: the compare-and-set still
-            # decides. Should it lose (a cancel got there first), the process is killed at once.
-            marking = asyncio.ensure_future(
-                self.store.transition(job_id, JobStatus.RUNNING, started_at=utcnow())
-            )
-            running = asyncio.ensure_future(self._guarded_run(job, event))
+            # Compare-and-set before the process starts: a cancelled job never runs, and the
+            # store says "running" for as long as the code runs.
             try:
-                marked = await marking
-            except BaseException:
-                event.set()
-                await asyncio.gather(running, return_exceptions=True)
-                raise
-            if marked is None:
-                event.set()
-                await running
+                job = await self.store.transition(job_id, JobStatus.RUNNING, started_at=utcnow())
+            except StoreError:
+                logger.exception("cannot mark the job running; retrying", extra={"job_id": job_id})
+                self._requeue_later(job_id)
                 return
-            self._log_transition(marked, JobStatus.RUNNING)
+            if job is None:
+                return  # cancelled (or deleted) while pending
+            self._log_transition(job, JobStatus.RUNNING)
             self._update_gauges()
-            finish = await running
+            finish = await self._guarded_run(job, event)
         finally:
             self._cancel.pop(job_id, None)
-            self._cancel_requested.discard(job_id)
             reason = self._cancel_reason.pop(job_id, None)
-        await self._finish(marked, finish, reason)
+        await self._finish(job, finish, reason)
+
+    def _requeue_later(self, job_id: str) -> None:
+        """A store outage must not lose a pending job: try it again in a while."""
+        asyncio.get_running_loop().call_later(STORE_RETRY_S[-1], self._queue.put_nowait, job_id)
 
     async def _guarded_run(self, job: Job, event: asyncio.Event) -> Finish:
         try:
@@ -186,13 +173,16 @@ class Dispatcher:
         error = (
             reason if (finish.status == JobStatus.CANCELLED and reason) else finish.error_message
         )
-        done = await self.store.transition(
+        done = await self._with_retries(
             job.id,
-            finish.status,
-            completed_at=utcnow(),
-            execution_time_ms=finish.execution_time_ms,
-            error_message=error,
-            result=finish.result,
+            lambda: self.store.transition(
+                job.id,
+                finish.status,
+                completed_at=utcnow(),
+                execution_time_ms=finish.execution_time_ms,
+                error_message=error,
+                result=finish.result,
+            ),
         )
         if done is None:  # cancelled by the API meanwhile: keep its status, attach what ran
             if finish.result is not None:
@@ -205,6 +195,21 @@ class Dispatcher:
             self.metrics.job_duration.labels(language=job.request.language).observe(seconds)
         self.metrics.jobs_finished.labels(status=done.status.value).inc()
         self._log_transition(done, done.status)
+
+    async def _with_retries(
+        self, job_id: str, write: Callable[[], Awaitable[Job | None]]
+    ) -> Job | None:
+        """A finished job must reach its final status: retry the store through short outages.
+        If the store stays down, the job is failed by the next start ("server restarted")."""
+        for delay_s in (*STORE_RETRY_S, None):
+            try:
+                return await write()
+            except StoreError:
+                if delay_s is None:
+                    raise
+                logger.warning("store write failed; retrying", extra={"job_id": job_id})
+                await asyncio.sleep(delay_s)
+        return None  # unreachable
 
     def _log_transition(self, job: Job, status: JobStatus) -> None:
         logger.info(

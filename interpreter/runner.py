@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import signal
 import threading
 from dataclasses import dataclass
@@ -38,6 +39,10 @@ class Finish:
     execution_time_ms: float | None
 
 
+# Lines that follow the error itself: stack frames ("    at f (file:1:2)") and node's banner.
+_NOT_THE_ERROR = re.compile(r"^\s+at\s|^Node\.js v\d")
+
+
 def _last_line(path: Path, max_bytes: int = 4096) -> str | None:
     try:
         with path.open("rb") as handle:
@@ -46,7 +51,11 @@ def _last_line(path: Path, max_bytes: int = 4096) -> str | None:
             tail = handle.read().decode("utf-8", errors="replace")
     except OSError:
         return None
-    lines = [line.strip() for line in tail.splitlines() if line.strip()]
+    lines = [
+        line.strip()
+        for line in tail.splitlines()
+        if line.strip() and not _NOT_THE_ERROR.match(line)
+    ]
     return lines[-1][:500] if lines else None
 
 

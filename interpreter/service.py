@@ -165,12 +165,10 @@ class JobService:
                 f"Job {job_id} already finished with status '{job.status.value}'; "
                 "only pending or running jobs can be cancelled"
             )
-        self.dispatcher.request_cancel(job_id)
         cancelled = await self.store.transition(
             job_id, JobStatus.CANCELLED, completed_at=utcnow(), error_message="cancelled by request"
         )
         if cancelled is None:  # it finished between our read and the compare-and-set
-            self.dispatcher.withdraw_cancel(job_id)
             job = await self.get(job_id, owner)
             raise JobAlreadyFinished(
                 f"Job {job_id} already finished with status '{job.status.value}'; "
