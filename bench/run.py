@@ -513,6 +513,21 @@ def request_cost_phase(ours: Server, base: Server, repeats: int) -> dict[str, An
     return out
 
 
+def own_cpu_s(servers: list[Server]) -> float:
+    """CPU seconds of the harness, both servers and every child they reaped (the jobs)."""
+    total = 0.0
+    for pid in (os.getpid(), *(s.proc.pid for s in servers)):
+        t = psutil.Process(pid).cpu_times()
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+def machine_busy_s() -> float:
+    """CPU seconds all processes have used since boot, from /proc/stat."""
+    t = psutil.cpu_times()
+    return float(t.user + t.nice + t.system + t.irq + t.softirq + t.steal)
+
+
 def rss_mb(server: Server) -> float:
     return round(psutil.Process(server.proc.pid).memory_info().rss / 1e6, 1)
 
@@ -674,6 +689,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         try:
             with servers(workdir) as (ours, base):
+                busy0, own0, wall0 = machine_busy_s(), own_cpu_s([ours, base]), time.monotonic()
                 report["floor_spawn_ms"] = timed("floor", lambda: floor_spawn(20))
                 report["latency"] = timed(f"latency, N={n}", lambda: latency_phase(ours, base, n))
                 report["request_cost_ms"] = timed(
@@ -689,6 +705,11 @@ def main(argv: list[str] | None = None) -> int:
                     "10 MB stdout", lambda: large_output_phase(ours, base)
                 )
                 report["rss_after_run_mb"] = {"ours": rss_mb(ours), "baseline": rss_mb(base)}
+                foreign = (machine_busy_s() - busy0) - (own_cpu_s([ours, base]) - own0)
+                cores = os.cpu_count() or 1
+                report["other_processes_cpu_percent"] = round(
+                    max(0.0, 100 * foreign / ((time.monotonic() - wall0) * cores)), 1
+                )
         except BenchError as exc:
             print(f"\nbench failed: {exc}", file=sys.stderr)
             return 1
@@ -702,6 +723,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(
+        "CPU used by other processes during the run: "
+        f"{report['other_processes_cpu_percent']}% of the machine (0 = a quiet machine)"
+    )
     print(
         f"load average 1 min: {report['loadavg_1m_at_start']:.2f} at start, "
         f"{report['loadavg_1m_at_end']:.2f} at end (the benchmark itself adds about 2)"
