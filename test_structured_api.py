@@ -378,16 +378,25 @@ def check_shell_job(ctx: Context) -> str:
 
 
 def check_resource_usage_is_the_jobs(ctx: Context) -> str:
-    """A trivial job's peak memory must be its own, not the server's."""
-    _, result = run_job(ctx, {"code": "echo Hello World!", "language": "shell"})
-    expect_completed_with_stdout(result, HELLO_STDOUT)
-    peak_rss = result["resource_usage"]["memory_bytes"]["peak_rss"]
+    """Peak memory must be the job's own, not the server's: small for a trivial job, large for
+    one that fills 100 MiB."""
+    _, small = run_job(ctx, {"code": "print('Hello World!')", "language": "python"})
+    expect_completed_with_stdout(small, HELLO_STDOUT)
+    small_rss = small["resource_usage"]["memory_bytes"]["peak_rss"]
     expect(
-        isinstance(peak_rss, int) and 0 < peak_rss < TRIVIAL_JOB_MAX_RSS_BYTES,
-        f"peak_rss of `echo` is {peak_rss!r} bytes, but bash needs a few MiB: "
+        isinstance(small_rss, int) and 0 < small_rss < TRIVIAL_JOB_MAX_RSS_BYTES,
+        f"peak_rss of print() is {small_rss!r} bytes, but python needs a few MiB: "
         "is it the server's memory?",
     )
-    return f"peak RSS of `echo` {peak_rss / 2**20:.1f} MiB"
+    code = "import time\nx = b'x' * (100 * 2**20)\ntime.sleep(0.2)\nprint('Hello World!')"
+    _, big = run_job(ctx, {"code": code, "language": "python"})
+    expect_completed_with_stdout(big, HELLO_STDOUT)
+    big_rss = big["resource_usage"]["memory_bytes"]["peak_rss"]
+    expect(
+        isinstance(big_rss, int) and 100 * 2**20 <= big_rss < 2**30,
+        f"peak_rss of a job filling 100 MiB is {big_rss!r} bytes",
+    )
+    return f"peak RSS {small_rss / 2**20:.1f} MiB (print) and {big_rss / 2**20:.1f} MiB (100 MiB)"
 
 
 def check_failure_exit_code(ctx: Context) -> str:
