@@ -50,6 +50,9 @@ class Dispatcher:
         for job_id in failed:
             logger.warning("job failed by restart", extra={"job_id": job_id, "status": "failed"})
             self.metrics.jobs_finished.labels(status="failed").inc()
+        if failed:
+            crashed = [job for job_id in failed if (job := await self.store.get(job_id))]
+            await asyncio.to_thread(self.runner.clean_up_after_crash, crashed)
         for job in await self.store.pending():
             self._queue.put_nowait(job.id)
         self._update_gauges()

@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from interpreter.errors import ExecutionError, InterpreterError, InvalidWorkingD
 from interpreter.executor import ProcessOutcome, ProcessSpec, ScanLimits, run_process
 from interpreter.job import Job, JobResult, JobStatus
 from interpreter.languages import LanguageRegistry
+from interpreter.orphans import kill_leftovers
 from interpreter.workspace import JobPaths, remove_tree, resolve_working_directory
 
 logger = logging.getLogger(__name__)
@@ -128,6 +130,16 @@ class JobRunner:
             )
         except InvalidWorkingDirectory as exc:
             raise ExecutionError(f"working directory refused at start: {exc.message}") from exc
+
+    def clean_up_after_crash(self, jobs: Sequence[Job]) -> None:
+        """Kill what the given jobs (running when the server died) left behind; blocking."""
+        tmpdirs = {str(self.paths.scratch(job.id) / "tmp") for job in jobs}
+        workdirs = {
+            str(self.paths.workspace(j.id)) for j in jobs if j.request.working_directory is None
+        }
+        kill_leftovers(tmpdirs, workdirs)
+        for job in jobs:
+            remove_tree(self.paths.scratch(job.id))
 
     async def run(self, job: Job, cancel: asyncio.Event) -> Finish:
         try:
