@@ -82,6 +82,7 @@ class Dispatcher:
                     task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._workers = []
+        await asyncio.to_thread(self.runner.close)
 
     @property
     def accepting(self) -> bool:

@@ -10,6 +10,7 @@ working directory (argv has a 128 KiB limit per argument, and stdin stays /dev/n
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import shutil
@@ -19,6 +20,8 @@ from dataclasses import dataclass, field
 from interpreter.config import Settings
 from interpreter.errors import ConfigurationError, LanguageUnavailable, UnsupportedLanguage
 
+INLINE_CODE_MAX_BYTES = 64 * 1024
+
 
 @dataclass(frozen=True, slots=True)
 class Language:
@@ -27,6 +30,7 @@ class Language:
     extension: str
     aliases: tuple[str, ...] = ()
     version_args: tuple[str, ...] = ("--version",)
+    inline_args: tuple[str, ...] | None = None  # e.g. ("-c",): run code given on the command line
     executable: str | None = None  # command[0] resolved to an absolute path, None if missing
 
     @property
@@ -34,8 +38,18 @@ class Language:
         return self.executable is not None and os.access(self.executable, os.X_OK)
 
     def argv(self, code_file: str) -> tuple[str, ...]:
+        """Run the code written to ``code_file``."""
         assert self.executable is not None
         return (self.executable, *self.command[1:], code_file)
+
+    def inline_argv(self, code: str) -> tuple[str, ...] | None:
+        """Run ``code`` given on the command line (no file to write), if this language can and
+        the code fits well within the kernel's 128 KiB limit on one argument."""
+        if self.inline_args is None or self.executable is None:
+            return None
+        if "\x00" in code or len(code.encode("utf-8", "surrogatepass")) > INLINE_CODE_MAX_BYTES:
+            return None
+        return (self.executable, *self.command[1:], *self.inline_args, code)
 
 
 def _first_found(candidates: Iterable[str], path: str) -> str | None:
@@ -59,9 +73,9 @@ def _default_languages(settings: Settings) -> list[Language]:
     node = settings.node_command or _first_found(["/usr/bin/node", "node"], search) or "node"
     bash = settings.bash_command or _first_found(["/bin/bash", "bash"], search) or "bash"
     return [
-        Language("python", (python,), ".py", aliases=("python3", "py")),
-        Language("shell", (bash,), ".sh", aliases=("bash", "sh")),
-        Language("javascript", (node,), ".js", aliases=("js", "node")),
+        Language("python", (python,), ".py", aliases=("python3", "py"), inline_args=("-c",)),
+        Language("shell", (bash,), ".sh", aliases=("bash", "sh"), inline_args=("-c",)),
+        Language("javascript", (node,), ".js", aliases=("js", "node"), inline_args=("-e",)),
     ]
 
 
@@ -80,6 +94,7 @@ def _parse_custom(raw: str) -> list[Language]:
                     extension=spec.get("extension", ""),
                     aliases=tuple(spec.get("aliases", ())),
                     version_args=tuple(spec.get("version_args", ("--version",))),
+                    inline_args=tuple(spec["inline_args"]) if "inline_args" in spec else None,
                 )
             )
         return languages
@@ -93,14 +108,7 @@ def _resolve(language: Language, path: str) -> Language:
         executable = head if os.access(head, os.X_OK) else None
     else:
         executable = shutil.which(head, path=path)
-    return Language(
-        language.name,
-        language.command,
-        language.extension,
-        language.aliases,
-        language.version_args,
-        executable,
-    )
+    return dataclasses.replace(language, executable=executable)
 
 
 @dataclass

@@ -31,7 +31,6 @@ class StreamCapture:
     """Capture one stream into ``path``, keeping its head and tail within ``limit_bytes``."""
 
     def __init__(self, path: Path, limit_bytes: int) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.total_bytes = 0
         self._head_cap = max(limit_bytes, 0) // 2
@@ -39,7 +38,10 @@ class StreamCapture:
         self._head_len = 0
         self._ring = bytearray()  # grows up to _tail_cap, then wraps at _ring_pos
         self._ring_pos = 0
-        self._file_fd: int | None = os.open(path, _OPEN_FLAGS, 0o644)
+        # The file is created at the first byte: most jobs never write to stderr, and creating a
+        # file costs ~0.2 ms on a journaled disk. A stream that stays empty leaves no file.
+        self._file_fd: int | None = None
+        self._closed = False
         self._write_failed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pipe_fd: int | None = None
@@ -130,9 +132,21 @@ class StreamCapture:
     def _tail(self) -> bytes:
         return bytes(self._ring[self._ring_pos :] + self._ring[: self._ring_pos])
 
+    def _open(self) -> int | None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file_fd = os.open(self.path, _OPEN_FLAGS, 0o644)
+        except OSError as exc:
+            self._write_failed = True
+            logger.warning("cannot create %s, its output is lost: %s", self.path, exc)
+        return self._file_fd
+
     def _write(self, data: memoryview | bytes) -> None:
-        if self._file_fd is None or self._write_failed:
+        if self._closed or self._write_failed or not data:
             return
+        if self._file_fd is None and self._open() is None:
+            return
+        assert self._file_fd is not None
         view = memoryview(data)
         try:
             while view:
@@ -144,7 +158,7 @@ class StreamCapture:
     def finish(self) -> None:
         """Stop reading, write the marker and the tail, and close the file."""
         self.detach()
-        if self._file_fd is None:
+        if self._closed:
             return
         if self.truncated:
             dropped = self.total_bytes - self._head_cap - self._tail_cap
@@ -156,6 +170,7 @@ class StreamCapture:
     def close(self) -> None:
         """Release everything without writing the tail (idempotent)."""
         self.detach()
+        self._closed = True
         fd, self._file_fd = self._file_fd, None
         if fd is not None:
             with contextlib.suppress(OSError):

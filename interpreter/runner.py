@@ -7,8 +7,8 @@ import logging
 import os
 import re
 import signal
-import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,17 +99,6 @@ def _status_and_error(
     return JobStatus.COMPLETED, None
 
 
-def _remove_scratch(scratch: Path, code_file: Path) -> None:
-    """Remove the code file and the job's TMPDIR: inline when the job left it empty (the common
-    case, a few syscalls), otherwise in a background thread (off the hot path)."""
-    try:
-        code_file.unlink(missing_ok=True)
-        (scratch / "tmp").rmdir()
-        scratch.rmdir()
-    except OSError:
-        threading.Thread(target=remove_tree, args=(scratch,), daemon=True).start()
-
-
 class JobRunner:
     def __init__(
         self, registry: LanguageRegistry, paths: JobPaths, limits: RunLimits, job_path: str
@@ -118,6 +107,12 @@ class JobRunner:
         self.paths = paths
         self.limits = limits
         self.job_path = job_path
+        # Removing a job's TMPDIR costs a few journaled-disk syscalls: one thread does it, off
+        # the path between a job's exit and its final status.
+        self._janitor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="janitor")
+
+    def close(self) -> None:
+        self._janitor.shutdown(wait=True)
 
     def working_directory(self, job: Job) -> Path:
         if job.request.working_directory is None:
@@ -133,13 +128,21 @@ class JobRunner:
 
     def clean_up_after_crash(self, jobs: Sequence[Job]) -> None:
         """Kill what the given jobs (running when the server died) left behind; blocking."""
-        tmpdirs = {str(self.paths.scratch(job.id) / "tmp") for job in jobs}
+        tmpdirs = {str(self.paths.tmpdir(job.id)) for job in jobs}
         workdirs = {
             str(self.paths.workspace(j.id)) for j in jobs if j.request.working_directory is None
         }
         kill_leftovers(tmpdirs, workdirs)
         for job in jobs:
-            remove_tree(self.paths.scratch(job.id))
+            remove_tree(self.paths.tmpdir(job.id))
+            for language in self.registry.languages.values():
+                self.paths.code_file(job.id, language.extension).unlink(missing_ok=True)
+
+    @staticmethod
+    def _remove_scratch(tmpdir: Path, code_file: Path | None) -> None:
+        remove_tree(tmpdir)
+        if code_file is not None:
+            code_file.unlink(missing_ok=True)
 
     async def run(self, job: Job, cancel: asyncio.Event) -> Finish:
         try:
@@ -153,22 +156,27 @@ class JobRunner:
             raise ExecutionError(f"the {language.name} interpreter is not available on this host")
         cwd = self.working_directory(job)
         fresh = job.request.working_directory is None
-        scratch = self.paths.scratch(job.id)
+        tmpdir = self.paths.tmpdir(job.id)
+        argv = language.inline_argv(job.request.code)
+        code_file = None if argv else self.paths.code_file(job.id, language.extension)
         try:
-            (scratch / "tmp").mkdir(parents=True, exist_ok=True)
-            cwd.mkdir(parents=True, exist_ok=True)
-            code_file = scratch / f"code{language.extension}"
-            code_file.write_text(job.request.code, encoding="utf-8")
-        except OSError as exc:
+            tmpdir.mkdir()
+            if fresh:
+                cwd.mkdir()
+            else:
+                cwd.mkdir(parents=True, exist_ok=True)
+            if code_file is not None:
+                code_file.write_text(job.request.code, encoding="utf-8")
+                argv = language.argv(str(code_file))
+        except (OSError, UnicodeError) as exc:
+            self._janitor.submit(self._remove_scratch, tmpdir, code_file)
             raise ExecutionError(f"cannot prepare the job's directories: {exc}") from exc
+        assert argv is not None
         env = build_environment(
-            path=self.job_path,
-            home=str(cwd),
-            tmpdir=str(scratch / "tmp"),
-            extra=job.request.environment,
+            path=self.job_path, home=str(cwd), tmpdir=str(tmpdir), extra=job.request.environment
         )
         spec = ProcessSpec(
-            argv=language.argv(str(code_file)),
+            argv=argv,
             cwd=cwd,
             env=env,
             timeout_s=job.request.timeout_s,
@@ -185,7 +193,7 @@ class JobRunner:
                 return Finish(JobStatus.CANCELLED, None, "cancelled", None)
             outcome = await run_process(spec, cancel)
         finally:
-            _remove_scratch(scratch, code_file)
+            self._janitor.submit(self._remove_scratch, tmpdir, code_file)
         status, error = _status_and_error(job, outcome, spec.stderr_path)
         result = JobResult(
             exit_code=outcome.exit_code,

@@ -193,7 +193,8 @@ class JobService:
 
     def _remove_files(self, jobs: Sequence[Job]) -> None:
         for job in jobs:
-            remove_tree(self.paths.output_dir(job.id))
+            self.paths.stdout(job.id).unlink(missing_ok=True)
+            self.paths.stderr(job.id).unlink(missing_ok=True)
             if job.request.working_directory is None:  # only the directories we created
                 remove_tree(self.paths.workspace(job.id))
 

@@ -66,14 +66,15 @@ class JobPaths:
         return self.workspace_root / job_id
 
     def stdout(self, job_id: str) -> Path:
-        return self.outputs / job_id / "stdout"
+        return self.outputs / f"{job_id}.stdout"
 
     def stderr(self, job_id: str) -> Path:
-        return self.outputs / job_id / "stderr"
+        return self.outputs / f"{job_id}.stderr"
 
-    def output_dir(self, job_id: str) -> Path:
-        return self.outputs / job_id
-
-    def scratch(self, job_id: str) -> Path:
-        """Outside the workspace: the code file and the job's TMPDIR, removed after the run."""
+    def tmpdir(self, job_id: str) -> Path:
+        """The job's private TMPDIR, outside its working directory, removed after the run."""
         return self.scratch_root / job_id
+
+    def code_file(self, job_id: str, extension: str) -> Path:
+        """Where code too long for the command line is written (outside the job's TMPDIR)."""
+        return self.scratch_root / f"{job_id}{extension}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -497,3 +498,36 @@ async def test_concurrent_jobs_do_not_see_each_others_files(make_api) -> None:
     assert [os.path.basename(p) for p in a["files_created"]] == ["first.txt"]
     assert [os.path.basename(p) for p in b["files_created"]] == ["second.txt"]
     assert os.path.dirname(a["files_created"][0]) != os.path.dirname(b["files_created"][0])
+
+
+@pytest.mark.parametrize("language", ["python", "shell", "javascript"])
+async def test_code_too_long_for_the_command_line_runs_from_a_file(api, language: str) -> None:
+    padding = {"python": "#", "shell": "#", "javascript": "//"}[language]
+    printer = {
+        "python": "print('long ok')",
+        "shell": "echo 'long ok'",
+        "javascript": "console.log('long ok')",
+    }[language]
+    code = f"{padding} {'x' * 200_000}\n{printer}\n"
+
+    body = await api.run(code, language=language, timeout=10)
+
+    assert body["status"] == "completed", body["error_message"]
+    assert body["stdout"] == "long ok\n"
+
+
+async def test_the_jobs_tmpdir_is_private_and_removed_afterwards(api) -> None:
+    body = await api.run(
+        "import os, tempfile\n"
+        "print(tempfile.gettempdir())\n"
+        "open(os.path.join(tempfile.gettempdir(), 'scratch.bin'), 'wb').write(b'x' * 1000)"
+    )
+
+    tmpdir = body["stdout"].strip()
+    assert body["environment_snapshot"]["TMPDIR"] == tmpdir
+    assert not tmpdir.startswith(body["working_directory"])
+    for _ in range(100):  # removed off the hot path, moments after the job
+        if not os.path.exists(tmpdir):
+            break
+        await asyncio.sleep(0.02)
+    assert not os.path.exists(tmpdir)

@@ -294,7 +294,7 @@ async def test_expired_jobs_are_deleted_with_their_files_but_unfinished_ones_sta
     await api.wait(finished)
     full = await api.results(finished)
     workspace = Path(full["working_directory"])
-    outputs = api.settings.data_dir / "outputs" / finished
+    outputs = api.settings.data_dir / "outputs" / f"{finished}.stdout"
     assert (workspace / "made.txt").exists()
     assert outputs.exists()
     running = await api.submit("import time\ntime.sleep(30)", timeout=30)

@@ -75,9 +75,17 @@ def test_output_file_symlink_is_not_followed(tmp_path: Path) -> None:
     victim = tmp_path / "victim"
     victim.write_bytes(b"precious")
     (tmp_path / "out").symlink_to(victim)
-    with pytest.raises(OSError):
-        StreamCapture(tmp_path / "out", 100)
+    capture = StreamCapture(tmp_path / "out", 100)
+    capture.feed(b"overwritten")
+    capture.finish()
     assert victim.read_bytes() == b"precious"
+
+
+def test_a_stream_that_stays_empty_leaves_no_file(tmp_path: Path) -> None:
+    capture = StreamCapture(tmp_path / "out", 100)
+    capture.finish()
+    assert capture.total_bytes == 0
+    assert not (tmp_path / "out").exists()
 
 
 async def test_attached_pipe_is_read_until_eof(tmp_path: Path) -> None:
