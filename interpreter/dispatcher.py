@@ -18,6 +18,7 @@ from interpreter.job import Job, JobStatus, utcnow
 from interpreter.metrics import Metrics
 from interpreter.runner import Finish, JobRunner
 from interpreter.store.base import JobStore
+from interpreter.watch import FinalWatch
 
 logger = logging.getLogger(__name__)
 
@@ -28,9 +29,15 @@ STORE_RETRY_S = (0.1, 0.5, 1.0, 2.0)
 
 class Dispatcher:
     def __init__(
-        self, store: JobStore, runner: JobRunner, max_jobs: int, metrics: Metrics | None = None
+        self,
+        store: JobStore,
+        runner: JobRunner,
+        max_jobs: int,
+        metrics: Metrics | None = None,
+        watch: FinalWatch | None = None,
     ) -> None:
         self.store = store
+        self.watch = watch or FinalWatch()
         self.runner = runner
         self.max_jobs = max_jobs
         self.metrics = metrics or Metrics()
@@ -192,6 +199,7 @@ class Dispatcher:
             if finish.result is not None:
                 await self.store.attach_result(job.id, finish.result, finish.execution_time_ms)
             return
+        self.watch.notify(job.id)
         self.processed += 1
         if finish.execution_time_ms is not None:
             seconds = finish.execution_time_ms / 1000

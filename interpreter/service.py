@@ -31,6 +31,7 @@ from interpreter.workspace import JobPaths, remove_tree, resolve_working_directo
 logger = logging.getLogger(__name__)
 
 INLINE_READ_BYTES = 256 * 1024
+RECHECK_S = 0.5
 
 
 def owner_of(api_key: str | None) -> str | None:
@@ -142,6 +143,21 @@ class JobService:
             raise JobNotFound(job_id)
         return job
 
+    async def wait_final(self, job_id: str, owner: str | None, wait_s: float) -> Job:
+        """The job once it is final, or as it is after ``wait_s`` seconds (a long poll).
+
+        Final statuses written here wake the wait at once; it also re-reads the store every
+        ``RECHECK_S`` in case another writer finished the job."""
+        job = await self.get(job_id, owner)
+        deadline = asyncio.get_running_loop().time() + max(wait_s, 0.0)
+        while not job.is_final:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                break
+            await self.dispatcher.watch.wait(job_id, min(remaining, RECHECK_S))
+            job = await self.get(job_id, owner)
+        return job
+
     async def list(
         self, owner: str | None, status: JobStatus | None, limit: int, cursor: int | None
     ) -> Sequence[Job]:
@@ -175,6 +191,7 @@ class JobService:
                 "only pending or running jobs can be cancelled"
             )
         self.dispatcher.cancel_running(job_id)
+        self.dispatcher.watch.notify(job_id)
         self.dispatcher.metrics.jobs_finished.labels(status="cancelled").inc()
         logger.info("job cancelled", extra={"job_id": job_id, "status": "cancelled"})
         return cancelled

@@ -22,6 +22,17 @@ from interpreter.service import Submission
 
 router = APIRouter(tags=["jobs"])
 
+MAX_WAIT_S = 60.0
+WaitQuery = Annotated[
+    float,
+    Query(
+        ge=0,
+        le=MAX_WAIT_S,
+        description="Long poll: answer as soon as the job is final, or after this many seconds "
+        "with its current status (0, the default, answers at once)",
+    ),
+]
+
 NOT_FOUND = {404: {"model": ErrorResponse, "description": "Job not found (or not yours)"}}
 AUTH = {401: {"model": ErrorResponse, "description": "Missing or invalid API key"}}
 
@@ -78,15 +89,19 @@ async def execute(body: ExecuteRequest, service: ServiceDep, owner: OwnerDep) ->
 
 
 @router.get("/jobs/{job_id}/status", response_model=StatusResponse, responses={**AUTH, **NOT_FOUND})
-async def job_status(job_id: str, service: ServiceDep, owner: OwnerDep) -> StatusResponse:
+async def job_status(
+    job_id: str, service: ServiceDep, owner: OwnerDep, wait: WaitQuery = 0
+) -> StatusResponse:
     """The job's status and timings."""
-    return status_view(await service.get(job_id, owner))
+    return status_view(await service.wait_final(job_id, owner, wait))
 
 
 @router.get("/results/{job_id}", response_model=StructuredResult, responses={**AUTH, **NOT_FOUND})
-async def structured_result(job_id: str, service: ServiceDep, owner: OwnerDep) -> StructuredResult:
+async def structured_result(
+    job_id: str, service: ServiceDep, owner: OwnerDep, wait: WaitQuery = 0
+) -> StructuredResult:
     """The orchestrator's result: exactly status, stdout, stderr and the files created."""
-    job = await service.get(job_id, owner)
+    job = await service.wait_final(job_id, owner, wait)
     outputs = await service.outputs(job)
     files = list(job.result.files_created) if job.result else []
     return StructuredResult(
@@ -95,9 +110,11 @@ async def structured_result(job_id: str, service: ServiceDep, owner: OwnerDep) -
 
 
 @router.get("/jobs/{job_id}/results", response_model=FullResult, responses={**AUTH, **NOT_FOUND})
-async def full_result(job_id: str, service: ServiceDep, owner: OwnerDep) -> FullResult:
+async def full_result(
+    job_id: str, service: ServiceDep, owner: OwnerDep, wait: WaitQuery = 0
+) -> FullResult:
     """Everything known about the job: outputs, files, exit code, resource usage, environment."""
-    job = await service.get(job_id, owner)
+    job = await service.wait_final(job_id, owner, wait)
     outputs = await service.outputs(job)
     result = job.result
     metadata = {
