@@ -1,35 +1,33 @@
-"""The SQL job store (SQLite through aiosqlite today), on SQLAlchemy 2 Core, async.
+"""The SQL job store on SQLAlchemy 2 Core: SQLite today, the same tables on PostgreSQL later.
 
 Every status change is one ``UPDATE ... WHERE status IN (allowed sources)``: a compare-and-set,
-so a late writer can never overwrite a final status. Driver errors become ``StoreError`` here.
+so a late writer can never overwrite a final status. Each method is one sync operation over a
+SQLAlchemy ``Connection``, run by an ``engines.SqlRunner`` (one transaction, one hop off the
+event loop). Driver errors become ``StoreError`` here.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import event
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from interpreter.errors import StoreError
 from interpreter.job import Job, JobRequest, JobResult, JobStatus, sources_of, utcnow
+from interpreter.store.engines import (
+    AsyncEngineRunner,
+    Operation,
+    SqlRunner,
+    T,
+    ThreadedEngine,
+)
 from interpreter.store.tables import jobs, metadata
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=5000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
 
 
 def _row_to_job(row: sa.Row[Any]) -> Job:
@@ -73,100 +71,79 @@ def _values(changes: dict[str, Any]) -> dict[str, Any]:
 
 
 class SqlStore:
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self._engine: AsyncEngine | None = None
+    def __init__(self, make_runner: Callable[[], SqlRunner], description: str) -> None:
+        self._make_runner = make_runner
+        self.description = description
+        self._runner: SqlRunner | None = None
 
     @classmethod
     def sqlite(cls, path: Path) -> SqlStore:
-        return cls(f"sqlite+aiosqlite:///{path}")
+        return cls(lambda: ThreadedEngine(f"sqlite:///{path}"), f"SQLite at {path}")
 
-    @property
-    def engine(self) -> AsyncEngine:
-        if self._engine is None:
-            raise StoreError("the job store is not open")
-        return self._engine
+    @classmethod
+    def from_async_engine(cls, engine: AsyncEngine) -> SqlStore:
+        return cls(lambda: AsyncEngineRunner(engine), engine.url.render_as_string())
 
     async def open(self) -> None:
         try:
-            # Writes always commit or roll back explicitly, and SQLite opens no transaction for a
-            # SELECT, so the pool's reset-on-return round trip is pure cost (~0.5 ms a query).
-            engine = create_async_engine(self.url, pool_reset_on_return=None)
-            if engine.dialect.name == "sqlite":
-                event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-            self._engine = engine
-            async with engine.begin() as conn:
-                await conn.run_sync(metadata.create_all)
+            self._runner = self._make_runner()
+            await self._runner.run(metadata.create_all)
         except (SQLAlchemyError, OSError) as exc:
-            raise StoreError(f"cannot open the job store: {exc}") from exc
+            raise StoreError(f"cannot open the job store ({self.description}): {exc}") from exc
 
     async def close(self) -> None:
-        if self._engine is not None:
-            await self._engine.dispose()
-            self._engine = None
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.dispose()
 
-    @asynccontextmanager
-    async def _tx(self) -> AsyncIterator[AsyncConnection]:
-        """A transaction that commits on success and rolls back on error."""
+    async def _run(self, operation: Operation[T]) -> T:
+        if self._runner is None:
+            raise StoreError("the job store is not open")
         try:
-            async with self.engine.begin() as conn:
-                yield conn
+            return await self._runner.run(operation)
         except SQLAlchemyError as exc:
             raise StoreError(f"job store error: {exc.__class__.__name__}: {exc}") from exc
 
-    async def _read(self, query: sa.Executable) -> Sequence[sa.Row[Any]]:
-        """One read-only query, without a transaction round trip."""
-        try:
-            async with self.engine.connect() as conn:
-                rows = (await conn.execute(query)).all()
-                if conn.in_transaction():
-                    await conn.rollback()
-                return rows
-        except SQLAlchemyError as exc:
-            raise StoreError(f"job store error: {exc.__class__.__name__}: {exc}") from exc
+    async def _rows(self, query: sa.Executable) -> Sequence[sa.Row[Any]]:
+        return await self._run(lambda conn: conn.execute(query).all())
 
     async def create(self, job: Job) -> Job:
-        async with self._tx() as conn:
-            result = await conn.execute(
-                jobs.insert().values(
-                    id=job.id,
-                    owner=job.owner,
-                    status=job.status.value,
-                    language=job.request.language,
-                    request=_request_json(job.request),
-                    created_at=job.created_at,
-                )
-            )
-            seq = result.inserted_primary_key[0] if result.inserted_primary_key else None
-        return job.evolve(seq=seq)
+        insert = jobs.insert().values(
+            id=job.id,
+            owner=job.owner,
+            status=job.status.value,
+            language=job.request.language,
+            request=_request_json(job.request),
+            created_at=job.created_at,
+        )
+        keys = await self._run(lambda conn: conn.execute(insert).inserted_primary_key)
+        return job.evolve(seq=keys[0] if keys else None)
 
     async def get(self, job_id: str) -> Job | None:
-        rows = await self._read(jobs.select().where(jobs.c.id == job_id))
+        rows = await self._rows(jobs.select().where(jobs.c.id == job_id))
         return _row_to_job(rows[0]) if rows else None
 
     async def transition(self, job_id: str, to: JobStatus, **changes: Any) -> Job | None:
         sources = [s.value for s in sources_of(to)]
-        async with self._tx() as conn:
-            row = (
-                await conn.execute(
-                    jobs.update()
-                    .where(jobs.c.id == job_id, jobs.c.status.in_(sources))
-                    .values(status=to.value, **_values(changes))
-                    .returning(*jobs.c)
-                )
-            ).first()
-        return _row_to_job(row) if row is not None else None
+        update = (
+            jobs.update()
+            .where(jobs.c.id == job_id, jobs.c.status.in_(sources))
+            .values(status=to.value, **_values(changes))
+            .returning(*jobs.c)
+        )
+        rows = await self._rows(update)
+        return _row_to_job(rows[0]) if rows else None
 
     async def attach_result(
         self, job_id: str, result: JobResult, execution_time_ms: float | None
     ) -> None:
         final = [s.value for s in JobStatus if s.is_final]
-        async with self._tx() as conn:
-            await conn.execute(
-                jobs.update()
-                .where(jobs.c.id == job_id, jobs.c.status.in_(final), jobs.c.result.is_(None))
-                .values(result=result.to_dict(), execution_time_ms=execution_time_ms)
-            )
+        update = (
+            jobs.update()
+            .where(jobs.c.id == job_id, jobs.c.status.in_(final), jobs.c.result.is_(None))
+            .values(result=result.to_dict(), execution_time_ms=execution_time_ms)
+        )
+        await self._run(lambda conn: conn.execute(update))
 
     async def list(
         self,
@@ -183,45 +160,37 @@ class SqlStore:
             query = query.where(jobs.c.status == status.value)
         if before_seq is not None:
             query = query.where(jobs.c.seq < before_seq)
-        return [_row_to_job(r) for r in await self._read(query)]
+        return [_row_to_job(r) for r in await self._rows(query)]
 
     async def pending(self) -> Sequence[Job]:
         query = jobs.select().where(jobs.c.status == JobStatus.PENDING.value).order_by(jobs.c.seq)
-        return [_row_to_job(r) for r in await self._read(query)]
+        return [_row_to_job(r) for r in await self._rows(query)]
 
     async def fail_running(self, message: str) -> Sequence[str]:
-        async with self._tx() as conn:
-            rows = (
-                await conn.execute(
-                    jobs.update()
-                    .where(jobs.c.status == JobStatus.RUNNING.value)
-                    .values(
-                        status=JobStatus.FAILED.value,
-                        error_message=message,
-                        completed_at=utcnow(),
-                    )
-                    .returning(jobs.c.id)
-                )
-            ).all()
-        return [r.id for r in rows]
+        update = (
+            jobs.update()
+            .where(jobs.c.status == JobStatus.RUNNING.value)
+            .values(status=JobStatus.FAILED.value, error_message=message, completed_at=utcnow())
+            .returning(jobs.c.id)
+        )
+        return [r.id for r in await self._rows(update)]
 
     async def expired(self, finished_before: datetime) -> Sequence[Job]:
         final = [s.value for s in JobStatus if s.is_final]
         query = jobs.select().where(jobs.c.status.in_(final), jobs.c.completed_at < finished_before)
-        return [_row_to_job(r) for r in await self._read(query)]
+        return [_row_to_job(r) for r in await self._rows(query)]
 
     async def delete(self, job_ids: Sequence[str]) -> None:
-        if not job_ids:
-            return
-        async with self._tx() as conn:
-            await conn.execute(jobs.delete().where(jobs.c.id.in_(list(job_ids))))
+        if job_ids:
+            delete = jobs.delete().where(jobs.c.id.in_(list(job_ids)))
+            await self._run(lambda conn: conn.execute(delete))
 
     async def count_by_status(self) -> dict[JobStatus, int]:
         counts = dict.fromkeys(JobStatus, 0)
         query = sa.select(jobs.c.status, sa.func.count()).group_by(jobs.c.status)
-        for status, count in await self._read(query):
+        for status, count in await self._rows(query):
             counts[JobStatus(status)] = count
         return counts
 
     async def ping(self) -> None:
-        await self._read(sa.text("SELECT 1"))
+        await self._rows(sa.text("SELECT 1"))

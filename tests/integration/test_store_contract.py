@@ -1,4 +1,5 @@
-"""One contract, every store: the in-memory fake and SQLite (PostgreSQL joins later)."""
+"""One contract, every store: the in-memory fake, SQLite (threaded engine, cached, and through
+SQLAlchemy's asyncio layer, the path PostgreSQL will take)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from interpreter.errors import StoreError
 from interpreter.job import Job, JobRequest, JobResult, JobStatus, new_job_id, utcnow
@@ -14,15 +16,18 @@ from interpreter.store import CachedStore, MemoryStore, SqlStore
 from interpreter.store.base import JobStore
 
 
-@pytest.fixture(params=["memory", "sqlite", "cached-sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "cached-sqlite", "async-engine-sqlite"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobStore]:
     backend: JobStore
     if request.param == "memory":
         backend = MemoryStore()
     elif request.param == "sqlite":
         backend = SqlStore.sqlite(tmp_path / "jobs.db")
-    else:
+    elif request.param == "cached-sqlite":
         backend = CachedStore(SqlStore.sqlite(tmp_path / "jobs.db"))
+    else:  # the path an async driver (PostgreSQL) takes: the same operations via run_sync
+        engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}")
+        backend = SqlStore.from_async_engine(engine)
     await backend.open()
     yield backend
     await backend.close()
