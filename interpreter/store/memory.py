@@ -38,6 +38,9 @@ class MemoryStore:
         self.jobs[job_id] = job
         return job
 
+    async def compare_and_set(self, job_id: str, to: JobStatus, **changes: Any) -> bool:
+        return await self.transition(job_id, to, **changes) is not None
+
     async def attach_result(
         self, job_id: str, result: JobResult, execution_time_ms: float | None
     ) -> None:

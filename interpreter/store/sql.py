@@ -123,16 +123,23 @@ class SqlStore:
         rows = await self._rows(jobs.select().where(jobs.c.id == job_id))
         return _row_to_job(rows[0]) if rows else None
 
-    async def transition(self, job_id: str, to: JobStatus, **changes: Any) -> Job | None:
+    @staticmethod
+    def _cas(job_id: str, to: JobStatus, changes: dict[str, Any]) -> sa.Update:
         sources = [s.value for s in sources_of(to)]
-        update = (
+        return (
             jobs.update()
             .where(jobs.c.id == job_id, jobs.c.status.in_(sources))
             .values(status=to.value, **_values(changes))
-            .returning(*jobs.c)
         )
-        rows = await self._rows(update)
+
+    async def transition(self, job_id: str, to: JobStatus, **changes: Any) -> Job | None:
+        rows = await self._rows(self._cas(job_id, to, changes).returning(*jobs.c))
         return _row_to_job(rows[0]) if rows else None
+
+    async def compare_and_set(self, job_id: str, to: JobStatus, **changes: Any) -> bool:
+        update = self._cas(job_id, to, changes)
+        moved: int = await self._run(lambda conn: conn.execute(update).rowcount)
+        return moved == 1
 
     async def attach_result(
         self, job_id: str, result: JobResult, execution_time_ms: float | None

@@ -77,6 +77,25 @@ async def test_transition_is_compare_and_set(store: JobStore) -> None:
     assert final is not None and final.status == JobStatus.COMPLETED
 
 
+async def test_compare_and_set_moves_only_from_an_allowed_status(store: JobStore) -> None:
+    job = await store.create(make_job())
+    started = utcnow()
+    assert await store.compare_and_set(job.id, JobStatus.RUNNING, started_at=started)
+    assert not await store.compare_and_set(job.id, JobStatus.RUNNING)
+    assert not await store.compare_and_set(new_job_id(), JobStatus.RUNNING)
+    result = JobResult(exit_code=3)
+    assert await store.compare_and_set(job.id, JobStatus.FAILED, result=result, error_message="x")
+    assert not await store.compare_and_set(job.id, JobStatus.CANCELLED)
+    got = await store.get(job.id)
+    assert got is not None
+    assert (got.status, got.started_at, got.result, got.error_message) == (
+        JobStatus.FAILED,
+        started,
+        result,
+        "x",
+    )
+
+
 async def test_cancelled_job_is_never_overwritten_by_a_late_writer(store: JobStore) -> None:
     job = await store.create(make_job())
     await store.transition(job.id, JobStatus.RUNNING)
