@@ -13,11 +13,12 @@ from interpreter.api.schemas import (
     ExecuteResponse,
     FullResult,
     JobListResponse,
+    ResourceUsage,
     StatusResponse,
     StructuredResult,
 )
 from interpreter.errors import InvalidRequest
-from interpreter.job import Job, JobStatus
+from interpreter.job import Job, JobResult, JobStatus
 from interpreter.service import Submission
 
 router = APIRouter(tags=["jobs"])
@@ -116,33 +117,34 @@ async def full_result(
     """Everything known about the job: outputs, files, exit code, resource usage, environment."""
     job = await service.wait_final(job_id, owner, wait)
     outputs = await service.outputs(job)
-    result = job.result
-    metadata = {
-        **_metadata(job),
-        "files_created_count": len(result.files_created) if result else 0,
-        "stdout_length": len(outputs.stdout),
-        "stderr_length": len(outputs.stderr),
-    }
+    result = job.result or JobResult()  # a job that has not run yet: empty fields
     return FullResult(
         job_id=job.id,
         status=job.status,
         stdout=outputs.stdout,
         stderr=outputs.stderr,
-        stdout_truncated=result.stdout_truncated if result else False,
-        stderr_truncated=result.stderr_truncated if result else False,
-        files_created=list(result.files_created) if result else [],
-        files_modified=list(result.files_modified) if result else [],
-        files_deleted=list(result.files_deleted) if result else [],
-        files_complete=result.files_complete if result else True,
-        files_note=result.files_note if result else None,
+        stdout_truncated=result.stdout_truncated,
+        stderr_truncated=result.stderr_truncated,
+        files_created=list(result.files_created),
+        files_modified=list(result.files_modified),
+        files_deleted=list(result.files_deleted),
+        files_complete=result.files_complete,
+        files_note=result.files_note,
         execution_time_ms=job.execution_time_ms,
-        exit_code=result.exit_code if result else None,
-        signal=result.signal if result else None,
-        resource_usage=result.resource_usage if result and result.resource_usage else None,  # type: ignore[arg-type]
-        environment_snapshot=result.environment_snapshot if result else {},
-        working_directory=result.working_directory if result else None,
+        exit_code=result.exit_code,
+        signal=result.signal,
+        resource_usage=ResourceUsage.model_validate(result.resource_usage)
+        if result.resource_usage
+        else None,
+        environment_snapshot=result.environment_snapshot,
+        working_directory=result.working_directory,
         error_message=job.error_message,
-        metadata=metadata,
+        metadata={
+            **_metadata(job),
+            "files_created_count": len(result.files_created),
+            "stdout_length": len(outputs.stdout),
+            "stderr_length": len(outputs.stderr),
+        },
         created_at=job.created_at,
         started_at=job.started_at,
         completed_at=job.completed_at,
