@@ -14,7 +14,7 @@ import dataclasses
 import json
 import os
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from interpreter.config import Settings
@@ -122,12 +122,6 @@ class LanguageRegistry:
         if settings.languages_json:
             by_name.update({lang.name: lang for lang in _parse_custom(settings.languages_json)})
         return cls({n: _resolve(lang, settings.job_path) for n, lang in by_name.items()})
-
-    def __iter__(self) -> Iterable[Language]:  # type: ignore[override]
-        return iter(self.languages.values())
-
-    def names(self) -> Sequence[str]:
-        return sorted(self.languages)
 
     def lookup(self, name: str) -> Language:
         """The language called ``name`` or one of its aliases (case-insensitive)."""

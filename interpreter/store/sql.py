@@ -195,8 +195,9 @@ class SqlStore:
     async def count_by_status(self) -> dict[JobStatus, int]:
         counts = dict.fromkeys(JobStatus, 0)
         query = sa.select(jobs.c.status, sa.func.count()).group_by(jobs.c.status)
-        for status, count in await self._rows(query):
-            counts[JobStatus(status)] = count
+        for row in await self._rows(query):
+            status, count = tuple(row)
+            counts[JobStatus(status)] = int(count)
         return counts
 
     async def ping(self) -> None:

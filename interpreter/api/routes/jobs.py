@@ -34,8 +34,12 @@ WaitQuery = Annotated[
     ),
 ]
 
-NOT_FOUND = {404: {"model": ErrorResponse, "description": "Job not found (or not yours)"}}
-AUTH = {401: {"model": ErrorResponse, "description": "Missing or invalid API key"}}
+Responses = dict[int | str, dict[str, Any]]
+
+NOT_FOUND: Responses = {
+    404: {"model": ErrorResponse, "description": "Job not found (or not yours)"}
+}
+AUTH: Responses = {401: {"model": ErrorResponse, "description": "Missing or invalid API key"}}
 
 
 def _metadata(job: Job) -> dict[str, Any]:
@@ -151,7 +155,7 @@ async def full_result(
     )
 
 
-CANCEL_RESPONSES = {
+CANCEL_RESPONSES: Responses = {
     **AUTH,
     **NOT_FOUND,
     409: {"model": ErrorResponse, "description": "The job has already finished"},
