@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -58,6 +58,36 @@ class Settings(BaseSettings):
     api_keys_file: Path | None = None
     enable_cors: bool = Field(False, alias="INTERPRETER_CORS")
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # -- abuse of the API (rate limits, caps) ---------------------------------------------------
+    rate_limit: str = Field(
+        "120/minute", description="POST /execute per API key (per client address without auth)"
+    )
+    rate_limit_storage: str = "memory://"  # a `limits` storage URI, e.g. redis://127.0.0.1:6379
+    max_pending_per_key: int = Field(1_000, ge=1)
+    max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
+
+    # -- the sandbox and per-job limits (each: a default, and the maximum a request may ask) ----
+    sandbox: Literal["bwrap", "none"] = "none"
+    cpu_time_limit_s: float = Field(60.0, gt=0, alias="INTERPRETER_CPU_TIME_LIMIT")
+    max_cpu_time_limit_s: float = Field(600.0, gt=0, alias="INTERPRETER_MAX_CPU_TIME_LIMIT")
+    memory_limit_bytes: int = Field(512 * 2**20, ge=16 * 2**20, alias="INTERPRETER_MEMORY_LIMIT")
+    max_memory_limit_bytes: int = Field(
+        4 * 2**30, ge=16 * 2**20, alias="INTERPRETER_MAX_MEMORY_LIMIT"
+    )
+    process_limit: int = Field(128, ge=1, alias="INTERPRETER_PROCESS_LIMIT")
+    max_process_limit: int = Field(1024, ge=1, alias="INTERPRETER_MAX_PROCESS_LIMIT")
+    file_size_limit_bytes: int = Field(256 * 2**20, ge=2**20, alias="INTERPRETER_FILE_SIZE_LIMIT")
+    max_file_size_limit_bytes: int = Field(
+        4 * 2**30, ge=2**20, alias="INTERPRETER_MAX_FILE_SIZE_LIMIT"
+    )
+    open_files_limit: int = Field(256, ge=16, alias="INTERPRETER_OPEN_FILES_LIMIT")
+    max_open_files_limit: int = Field(4096, ge=16, alias="INTERPRETER_MAX_OPEN_FILES_LIMIT")
+    workspace_limit_bytes: int = Field(1 * 2**30, ge=2**20, alias="INTERPRETER_WORKSPACE_LIMIT")
+    max_workspace_limit_bytes: int = Field(
+        8 * 2**30, ge=2**20, alias="INTERPRETER_MAX_WORKSPACE_LIMIT"
+    )
+    tmp_limit_bytes: int = Field(64 * 2**20, ge=2**20, alias="INTERPRETER_TMP_LIMIT")
 
     _split_keys = field_validator("api_keys", "cors_origins", mode="before")(_split_csv)
 
