@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from interpreter.sandbox.limits import ResourceLimits
+
 
 class JobStatus(StrEnum):
     PENDING = "pending"
@@ -37,6 +39,20 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
 FINAL_STATUSES = frozenset(s for s in JobStatus if s.is_final)
 
 
+class TerminationReason(StrEnum):
+    """Why a finished job ended, for machines (``error_message`` says it for people)."""
+
+    EXIT = "exit"  # its main process exited by itself, with any exit code
+    TIMEOUT = "timeout"  # wall time
+    CPU_LIMIT = "cpu_limit"  # CPU time: RLIMIT_CPU (SIGXCPU, SIGKILL) or the cgroup's accounting
+    MEMORY_LIMIT = "memory_limit"  # killed by the cgroup's OOM killer
+    WORKSPACE_LIMIT = "workspace_limit"  # disk used in its working directory
+    OUTPUT_LIMIT = "output_limit"  # reserved: output over the cap is truncated, never killed
+    SIGNAL = "signal"  # killed by a signal that none of the above explains
+    CANCELLED = "cancelled"
+    SANDBOX_ERROR = "sandbox_error"  # not the code's doing: the sandbox or the server failed
+
+
 def sources_of(target: JobStatus) -> frozenset[JobStatus]:
     """Every status from which ``target`` may be reached."""
     return frozenset(src for src, targets in TRANSITIONS.items() if target in targets)
@@ -61,6 +77,7 @@ class JobRequest:
     working_directory: str | None = None  # resolved absolute path, or None for a fresh one
     environment: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+    limits: ResourceLimits | None = None  # None: the server's defaults when it runs
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +98,7 @@ class JobResult:
     resource_usage: dict[str, Any] = field(default_factory=dict)
     environment_snapshot: dict[str, str] = field(default_factory=dict)
     working_directory: str | None = None
+    termination_reason: TerminationReason | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -92,6 +110,8 @@ class JobResult:
         for name in ("files_created", "files_modified", "files_deleted"):
             if name in values:
                 values[name] = tuple(values[name])
+        if values.get("termination_reason") is not None:
+            values["termination_reason"] = TerminationReason(values["termination_reason"])
         return cls(**values)
 
 
@@ -115,3 +135,22 @@ class Job:
     @property
     def is_final(self) -> bool:
         return self.status.is_final
+
+
+def termination_reason(job: Job) -> TerminationReason | None:
+    """Why ``job`` ended; None while it is not final.
+
+    A job that ended without a result of its own was cancelled before it started, or failed
+    before or without a process to supervise (it could not start, or the server restarted
+    while it ran): not the code's doing, so ``sandbox_error``; ``error_message`` says which."""
+    if not job.is_final:
+        return None
+    if job.result is not None and job.result.termination_reason is not None:
+        return job.result.termination_reason
+    if job.status is JobStatus.CANCELLED:
+        return TerminationReason.CANCELLED
+    if job.status is JobStatus.TIMEOUT:
+        return TerminationReason.TIMEOUT
+    if job.status is JobStatus.COMPLETED:
+        return TerminationReason.EXIT
+    return TerminationReason.SANDBOX_ERROR

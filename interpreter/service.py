@@ -25,6 +25,7 @@ from interpreter.errors import (
 )
 from interpreter.job import Job, JobRequest, JobStatus, new_job_id, utcnow
 from interpreter.languages import LanguageRegistry
+from interpreter.sandbox.limits import resolve_limits
 from interpreter.store.base import JobStore
 from interpreter.workspace import JobPaths, remove_tree, resolve_working_directory
 
@@ -59,6 +60,7 @@ class Submission:
     working_directory: str | None = None
     environment: dict[str, str] | None = None
     metadata: dict[str, Any] | None = None
+    limits: dict[str, float | int | None] | None = None  # per-job overrides of the defaults
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +116,7 @@ class JobService:
             working_directory=workdir,
             environment=environment,
             metadata=dict(sub.metadata or {}),
+            limits=resolve_limits(self.settings, sub.limits),
         )
 
     async def submit(self, sub: Submission, owner: str | None) -> tuple[Job, datetime]:

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from interpreter.job import JobStatus
+from interpreter.job import JobStatus, TerminationReason
 
 MAX_METADATA_DEPTH = 32
 MAX_METADATA_BYTES = 64 * 1024
@@ -37,6 +37,28 @@ def _check_json(value: Any, field: str, depth: int) -> None:
             _check_json(item, field, depth + 1)
 
 
+class LimitsRequest(BaseModel):
+    """Per-job limits; each one left out takes the server's default. A value above the
+    server's maximum is refused with 422 (``GET /sandbox`` lists defaults and maximums)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cpu_time_s: float | None = Field(
+        None, gt=0, description="CPU time of all the job's processes together, in seconds"
+    )
+    memory_bytes: int | None = Field(
+        None, ge=16 * 2**20, description="Memory (cgroup: RSS, page cache, /tmp), no swap"
+    )
+    processes: int | None = Field(
+        None, ge=1, description="Tasks (processes and threads) running at once"
+    )
+    file_size_bytes: int | None = Field(None, ge=2**20, description="Largest file written")
+    open_files: int | None = Field(None, ge=16, description="Open file descriptors per process")
+    workspace_bytes: int | None = Field(
+        None, ge=2**20, description="Disk used in the working directory"
+    )
+
+
 class ExecuteRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -50,6 +72,7 @@ class ExecuteRequest(BaseModel):
                     "working_directory": "project-a",
                     "environment_variables": {"GREETING": "hello"},
                     "metadata": {"user": "orchestrator", "task_id": "12345"},
+                    "limits": {"memory_bytes": 268435456, "cpu_time_s": 10},
                 }
             ]
         },
@@ -71,6 +94,9 @@ class ExecuteRequest(BaseModel):
         default_factory=dict,
         description=f"Kept with the job and returned with it (JSON, at most {MAX_METADATA_DEPTH} "
         f"levels deep and {MAX_METADATA_BYTES} bytes)",
+    )
+    limits: LimitsRequest | None = Field(
+        None, description="Resource limits of this job, within the server's maximums"
     )
 
     @model_validator(mode="after")
@@ -166,6 +192,13 @@ class FullResult(BaseModel):
     environment_snapshot: dict[str, str]
     working_directory: str | None
     error_message: str | None
+    termination_reason: TerminationReason | None = Field(
+        description="Why it ended: exit, timeout, cpu_limit, memory_limit, workspace_limit, "
+        "output_limit, signal, cancelled or sandbox_error; null until it is final"
+    )
+    limits: dict[str, float] | None = Field(
+        description="The resource limits it ran (or will run) with"
+    )
     metadata: dict[str, Any]
     created_at: datetime
     started_at: datetime | None

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from interpreter.errors import StoreError
 from interpreter.job import Job, JobRequest, JobResult, JobStatus, sources_of, utcnow
+from interpreter.sandbox.limits import ResourceLimits
 from interpreter.store.engines import (
     AsyncEngineRunner,
     Operation,
@@ -42,6 +43,7 @@ def _row_to_job(row: sa.Row[Any]) -> Job:
             working_directory=req.get("working_directory"),
             environment=req.get("environment") or {},
             metadata=req.get("metadata") or {},
+            limits=ResourceLimits(**req["limits"]) if req.get("limits") else None,
         ),
         status=JobStatus(row.status),
         owner=row.owner,

@@ -18,7 +18,7 @@ from interpreter.api.schemas import (
     StructuredResult,
 )
 from interpreter.errors import InvalidRequest
-from interpreter.job import Job, JobResult, JobStatus
+from interpreter.job import Job, JobResult, JobStatus, termination_reason
 from interpreter.service import Submission
 
 router = APIRouter(tags=["jobs"])
@@ -71,7 +71,7 @@ def status_view(job: Job) -> StatusResponse:
         413: {"model": ErrorResponse, "description": "Code larger than the configured maximum"},
         422: {
             "model": ErrorResponse,
-            "description": "Invalid body, language, timeout or directory",
+            "description": "Invalid body, language, timeout, directory or limits",
         },
         503: {"model": ErrorResponse, "description": "Shutting down or too many pending jobs"},
     },
@@ -87,6 +87,7 @@ async def execute(body: ExecuteRequest, service: ServiceDep, owner: OwnerDep) ->
             working_directory=body.working_directory,
             environment=body.environment_variables,
             metadata=body.metadata,
+            limits=body.limits.model_dump(exclude_none=True) if body.limits else None,
         ),
         owner,
     )
@@ -143,6 +144,8 @@ async def full_result(
         environment_snapshot=result.environment_snapshot,
         working_directory=result.working_directory,
         error_message=job.error_message,
+        termination_reason=termination_reason(job),
+        limits=job.request.limits.to_dict() if job.request.limits else None,
         metadata={
             **_metadata(job),
             "files_created_count": len(result.files_created),

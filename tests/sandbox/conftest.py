@@ -1,0 +1,8 @@
+"""The sandbox tier: limits, cgroups and bubblewrap, with real processes.
+
+The API fixtures are the unit tier's (the real app in process with a MemoryStore).
+"""
+
+from __future__ import annotations
+
+from tests.unit.conftest import _isolated_environment, api, make_api  # noqa: F401
