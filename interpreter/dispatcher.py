@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from interpreter.errors import StoreError
 from interpreter.job import Job, JobStatus, utcnow
 from interpreter.metrics import Metrics
+from interpreter.pending import PendingJobs
 from interpreter.runner import Finish, JobRunner
 from interpreter.store.base import JobStore
 from interpreter.watch import FinalWatch
@@ -42,6 +43,7 @@ class Dispatcher:
         self.max_jobs = max_jobs
         self.metrics = metrics or Metrics()
         self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self.pending = PendingJobs()  # what the caps count; the queue may hold cancelled ids
         self._cancel: dict[str, asyncio.Event] = {}
         self._cancel_reason: dict[str, str] = {}
         self._workers: list[asyncio.Task[None]] = []
@@ -61,6 +63,7 @@ class Dispatcher:
             crashed = [job for job_id in failed if (job := await self.store.get(job_id))]
             await asyncio.to_thread(self.runner.clean_up_after_crash, crashed)
         for job in await self.store.pending():
+            self.pending.add(job.id, job.owner)
             self._queue.put_nowait(job.id)
         self._update_gauges()
         self._workers = [
@@ -105,7 +108,13 @@ class Dispatcher:
 
     @property
     def queue_depth(self) -> int:
-        return self._queue.qsize()
+        """Jobs waiting to start (a cancelled job no longer counts, though its id is queued)."""
+        return len(self.pending)
+
+    @property
+    def mean_duration_s(self) -> float:
+        """Mean run time of recent jobs (1 s before any has run)."""
+        return sum(self._durations_s) / len(self._durations_s) if self._durations_s else 1.0
 
     # -- submission and cancel -------------------------------------------------------------
     def enqueue(self, job_id: str) -> None:
@@ -118,9 +127,8 @@ class Dispatcher:
         ahead = self.queue_depth
         if ahead < free:
             return utcnow()
-        mean_s = sum(self._durations_s) / len(self._durations_s) if self._durations_s else 1.0
         waves = math.ceil((ahead - free + 1) / self.max_jobs)
-        return utcnow() + timedelta(seconds=waves * mean_s)
+        return utcnow() + timedelta(seconds=waves * self.mean_duration_s)
 
     def cancel_running(self, job_id: str) -> bool:
         """Kill the job's process tree if it runs here; the caller already moved it to cancelled."""
@@ -159,6 +167,7 @@ class Dispatcher:
                 logger.exception("cannot mark the job running; retrying", extra={"job_id": job_id})
                 self._requeue_later(job_id)
                 return
+            self.pending.discard(job_id)  # it left pending: running now, or cancelled before
             if job is None:
                 return  # cancelled (or deleted) while pending
             self._log_transition(job, JobStatus.RUNNING)

@@ -7,11 +7,16 @@
     │   ├── LanguageUnavailable
     │   ├── InvalidWorkingDirectory
     │   ├── InvalidTimeout
-    │   └── CodeTooLarge
+    │   ├── UnsafeEnvironment     an environment variable that could weaken the sandbox
+    │   ├── CodeTooLarge
+    │   └── BodyTooLarge          the request body is over the limit (refused before it is read)
     ├── AuthenticationFailed
+    ├── RateLimited               too many requests from this key or address (retry_after_s)
+    │   └── TooManyPendingJobs    too many of this key's jobs wait to start
     ├── JobNotFound
     ├── JobAlreadyFinished
-    ├── ServiceUnavailable        the server is shutting down or overloaded
+    ├── ServiceUnavailable        the server is shutting down or overloaded (retry_after_s)
+    │   └── QueueFull             too many jobs wait to start on the whole server
     ├── ExecutionError            the executor could not start or watch a process
     └── StoreError                the job store failed (driver errors are wrapped in it)
 
@@ -54,12 +59,32 @@ class InvalidTimeout(InvalidRequest):
     """timeout is out of range."""
 
 
+class UnsafeEnvironment(InvalidRequest):
+    """environment_variables holds names that could weaken the sandbox."""
+
+
 class CodeTooLarge(InvalidRequest):
     """The submitted code is larger than the configured maximum."""
 
 
+class BodyTooLarge(InvalidRequest):
+    """The request body is larger than the configured maximum."""
+
+
 class AuthenticationFailed(InterpreterError):
     """Missing or invalid API key."""
+
+
+class RateLimited(InterpreterError):
+    """Too many requests; retry later."""
+
+    def __init__(self, message: str | None = None, *, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class TooManyPendingJobs(RateLimited):
+    """Too many of this key's jobs are waiting to start."""
 
 
 class JobNotFound(InterpreterError):
@@ -76,6 +101,14 @@ class JobAlreadyFinished(InterpreterError):
 
 class ServiceUnavailable(InterpreterError):
     """The server cannot take this request now."""
+
+    def __init__(self, message: str | None = None, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class QueueFull(ServiceUnavailable):
+    """Too many jobs are waiting to start on this server; retry later."""
 
 
 class ExecutionError(InterpreterError):

@@ -14,14 +14,17 @@ from typing import Any
 
 from interpreter.config import Settings
 from interpreter.dispatcher import Dispatcher
-from interpreter.environment import invalid_names
+from interpreter.environment import invalid_names, refused_names
 from interpreter.errors import (
     CodeTooLarge,
     InvalidRequest,
     InvalidTimeout,
     JobAlreadyFinished,
     JobNotFound,
+    QueueFull,
     ServiceUnavailable,
+    TooManyPendingJobs,
+    UnsafeEnvironment,
 )
 from interpreter.job import Job, JobRequest, JobStatus, new_job_id, utcnow
 from interpreter.languages import LanguageRegistry
@@ -99,6 +102,11 @@ class JobService:
                 f"seconds; got {timeout_s:g}"
             )
         environment = dict(sub.environment or {})
+        if refused := refused_names(environment):
+            raise UnsafeEnvironment(
+                "environment variables refused, as they could weaken the sandbox: "
+                + "; ".join(f"{name} ({reason})" for name, reason in refused.items())
+            )
         if bad := invalid_names(environment):
             raise InvalidRequest(f"invalid environment variable names: {', '.join(sorted(bad))}")
         if any("\x00" in v for v in environment.values()):
@@ -123,12 +131,14 @@ class JobService:
         if not self.dispatcher.accepting:
             raise ServiceUnavailable("the server is shutting down and takes no new jobs")
         request = self.validate(sub)
-        if self.dispatcher.queue_depth >= self.settings.max_pending_jobs:
-            raise ServiceUnavailable(
-                f"too many pending jobs ({self.settings.max_pending_jobs}); retry later"
-            )
         estimate = self.dispatcher.estimate_start()
-        job = await self.store.create(Job(id=new_job_id(), request=request, owner=owner))
+        job_id = new_job_id()
+        self._admit(job_id, owner)
+        try:
+            job = await self.store.create(Job(id=job_id, request=request, owner=owner))
+        except BaseException:
+            self.dispatcher.pending.discard(job_id)
+            raise
         self.dispatcher.enqueue(job.id)
         self.dispatcher.metrics.jobs_submitted.inc()
         logger.info(
@@ -136,6 +146,28 @@ class JobService:
             extra={"job_id": job.id, "status": "pending", "language": request.language},
         )
         return job, estimate
+
+    def _admit(self, job_id: str, owner: str | None) -> None:
+        """Count the job as pending if the caps allow it (no await between check and count).
+
+        The cap per owner applies with authentication; without it, only the global cap."""
+        pending = self.dispatcher.pending
+        # A pending job leaves the queue about every mean run time / workers: a hint, not a promise
+        retry_after_s = self.dispatcher.mean_duration_s / self.dispatcher.max_jobs
+        per_key = self.settings.max_pending_per_key
+        if owner is not None and pending.count(owner) >= per_key:
+            raise TooManyPendingJobs(
+                f"too many pending jobs for this key ({per_key}); "
+                "wait for some to start, or cancel some",
+                retry_after_s=retry_after_s,
+            )
+        if len(pending) >= self.settings.max_pending_jobs:
+            raise QueueFull(
+                f"too many pending jobs on this server ({self.settings.max_pending_jobs}); "
+                "retry later",
+                retry_after_s=retry_after_s,
+            )
+        pending.add(job_id, owner)
 
     # -- reads ------------------------------------------------------------------------------
     async def get(self, job_id: str, owner: str | None) -> Job:
@@ -193,6 +225,7 @@ class JobService:
                 f"Job {job_id} already finished with status '{job.status.value}'; "
                 "only pending or running jobs can be cancelled"
             )
+        self.dispatcher.pending.discard(job_id)
         self.dispatcher.cancel_running(job_id)
         self.dispatcher.watch.notify(job_id)
         self.dispatcher.metrics.jobs_finished.labels(status="cancelled").inc()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -11,11 +12,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from interpreter.errors import (
     AuthenticationFailed,
+    BodyTooLarge,
     CodeTooLarge,
     InterpreterError,
     InvalidRequest,
     JobAlreadyFinished,
     JobNotFound,
+    RateLimited,
     ServiceUnavailable,
 )
 
@@ -23,8 +26,10 @@ logger = logging.getLogger(__name__)
 
 STATUS_CODES: list[tuple[type[InterpreterError], int]] = [
     (CodeTooLarge, 413),
+    (BodyTooLarge, 413),
     (InvalidRequest, 422),
     (AuthenticationFailed, 401),
+    (RateLimited, 429),
     (JobNotFound, 404),
     (JobAlreadyFinished, 409),
     (ServiceUnavailable, 503),
@@ -43,13 +48,27 @@ def status_code_for(exc: InterpreterError) -> int:
     return 500
 
 
+def retry_after(seconds: float) -> str:
+    """A Retry-After value: whole seconds, at least 1."""
+    return str(max(1, math.ceil(seconds)))
+
+
+def error_response(exc: InterpreterError, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The response for an error of our tree (also used by the middlewares, before routing)."""
+    code = status_code_for(exc)
+    headers = dict(headers or {})
+    if code == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(exc, RateLimited | ServiceUnavailable) and exc.retry_after_s is not None:
+        headers["Retry-After"] = retry_after(exc.retry_after_s)
+    return JSONResponse({"detail": safe_text(exc.message)}, status_code=code, headers=headers)
+
+
 async def _interpreter_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, InterpreterError)
-    code = status_code_for(exc)
-    if code >= 500:
+    if status_code_for(exc) >= 500:
         logger.error("request failed: %s", exc.message, extra={"path": request.url.path})
-    headers = {"WWW-Authenticate": "Bearer"} if code == 401 else None
-    return JSONResponse({"detail": safe_text(exc.message)}, status_code=code, headers=headers)
+    return error_response(exc)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
