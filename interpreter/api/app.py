@@ -15,7 +15,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from interpreter import __version__
 from interpreter.api import errors
+from interpreter.api.bodylimit import BodySizeLimit
 from interpreter.api.deps import AppParts
+from interpreter.api.ratelimit import ExecuteRateLimit, RateLimiter
 from interpreter.api.routes import jobs, system
 from interpreter.config import Settings
 from interpreter.dispatcher import Dispatcher
@@ -114,6 +116,7 @@ def build_parts(settings: Settings, store: JobStore | None = None) -> AppParts:
 def create_app(settings: Settings | None = None, store: JobStore | None = None) -> FastAPI:
     """The application. ``store`` overrides the SQLite store (tests pass a MemoryStore)."""
     settings = settings or Settings()
+    limiter = RateLimiter.from_settings(settings)
     parts = build_parts(settings, store)
 
     @contextlib.asynccontextmanager
@@ -148,6 +151,9 @@ def create_app(settings: Settings | None = None, store: JobStore | None = None) 
     errors.install(app)
     app.include_router(jobs.router)
     app.include_router(system.router)
+    # Outermost last: the access log sees every answer; CORS headers reach the limits' answers too
+    app.add_middleware(ExecuteRateLimit, limiter=limiter, api_keys=parts.api_keys)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     if settings.enable_cors:
         origins = settings.cors_origins
         app.add_middleware(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -43,13 +44,21 @@ async def get_service(request: Request) -> JobService:
     return parts.service
 
 
-def _presented_key(request: Request) -> str | None:
-    if key := request.headers.get("x-api-key"):
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    """The key in X-API-Key or Authorization: Bearer, if any."""
+    if key := headers.get("x-api-key"):
         return key
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    scheme, _, token = headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
     return None
+
+
+def is_known_key(presented: str, keys: Sequence[str]) -> bool:
+    matched = False
+    for key in keys:  # compare against every key, in constant time each
+        matched |= hmac.compare_digest(presented.encode(), key.encode())
+    return matched
 
 
 async def authenticate(request: Request) -> str | None:
@@ -57,15 +66,12 @@ async def authenticate(request: Request) -> str | None:
     parts: AppParts = request.app.state.parts
     if not parts.settings.enable_authentication:
         return None
-    presented = _presented_key(request)
+    presented = presented_key(request.headers)
     if presented is None:
         raise AuthenticationFailed(
             "Missing API key: send it in the X-API-Key header or as Authorization: Bearer <key>"
         )
-    matched = False
-    for key in parts.api_keys:  # compare against every key, in constant time each
-        matched |= hmac.compare_digest(presented.encode(), key.encode())
-    if not matched:
+    if not is_known_key(presented, parts.api_keys):
         raise AuthenticationFailed("Invalid API key")
     return owner_of(presented)
 

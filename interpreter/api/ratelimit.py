@@ -1,0 +1,209 @@
+"""Rate limiting of ``POST /execute``: a fixed window per API key, per client address without auth.
+
+Checked by a pure ASGI middleware before the body is read or parsed, so a refused request costs a
+counter increment (microseconds with the memory storage), never a JSON parse or a store write.
+Only submissions are limited: status polls, results and cancels are not.
+
+A fixed window (``limits``' ``FixedWindowRateLimiter``) rather than a moving one: one counter per
+identity, O(1) on every storage, and an exact Retry-After (when the window resets); the cost is
+that a client may spend two windows' worth in a burst across a window's edge.
+
+``memory://`` (the default) is served by ``MemoryCounters`` below rather than by ``limits``' own
+async memory storage, which sweeps every identity's counter after each hit: 0.8 ms a request with
+10,000 clients in the window, measured (``bench/abuse_checks.py``); ours sweeps once a second.
+Every other URI (``redis://``, ``memcached://``, ...) is ``limits``' asyncio storage for it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import math
+import time
+from collections.abc import Sequence
+
+from limits import RateLimitItem, parse_many
+from limits.aio.storage import Storage
+from limits.aio.strategies import FixedWindowRateLimiter
+from limits.errors import StorageError
+from limits.storage import storage_from_string
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from interpreter.api.deps import is_known_key, presented_key
+from interpreter.api.errors import error_response, retry_after
+from interpreter.config import Settings
+from interpreter.errors import ConfigurationError, RateLimited
+from interpreter.service import owner_of
+
+logger = logging.getLogger(__name__)
+
+NAMESPACE = "execute"
+STORAGE_WARNING_EVERY_S = 60.0
+SWEEP_EVERY_S = 1.0
+LIMITED_PATH = "/execute"
+
+
+class MemoryCounters(Storage):
+    """Fixed-window counters in this process's memory: O(1) a hit, expired ones dropped once a
+    second (so memory holds the identities seen within a window). Not registered as a scheme:
+    ``RateLimiter.from_settings`` builds it for ``memory://``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._counters: dict[str, tuple[int, float]] = {}  # key -> (count, window end, epoch s)
+        self._next_sweep_s = 0.0
+
+    @property
+    def base_exceptions(self) -> type[Exception] | tuple[type[Exception], ...]:
+        return ValueError  # nothing here fails; limits' wrapper wants a type
+
+    async def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        now = time.time()
+        if now >= self._next_sweep_s:
+            self._counters = {k: v for k, v in self._counters.items() if v[1] > now}
+            self._next_sweep_s = now + SWEEP_EVERY_S
+        count, end = self._counters.get(key, (0, 0.0))
+        if end <= now:
+            count, end = 0, now + expiry
+        self._counters[key] = (count + amount, end)
+        return count + amount
+
+    async def get(self, key: str) -> int:
+        count, end = self._counters.get(key, (0, 0.0))
+        return count if end > time.time() else 0
+
+    async def get_expiry(self, key: str) -> float:
+        now = time.time()
+        _, end = self._counters.get(key, (0, 0.0))
+        return end if end > now else now
+
+    async def check(self) -> bool:
+        return True
+
+    async def reset(self) -> int | None:
+        count = len(self._counters)
+        self._counters.clear()
+        return count
+
+    async def clear(self, key: str) -> None:
+        self._counters.pop(key, None)
+
+
+class RateLimiter:
+    """One or more limits (``120/minute``, ``10/second;120/minute``), counted per identity."""
+
+    def __init__(self, items: Sequence[RateLimitItem], storage: Storage) -> None:
+        self.items = tuple(items)
+        self.strategy = FixedWindowRateLimiter(storage)
+        self._warned_at_s = -math.inf
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RateLimiter:
+        """The limiter of INTERPRETER_RATE_LIMIT and _STORAGE; a bad value refuses to start."""
+        try:
+            items = parse_many(settings.rate_limit)
+        except ValueError:
+            items = []
+        if not items or any(item.amount < 1 for item in items):
+            raise ConfigurationError(
+                f"INTERPRETER_RATE_LIMIT={settings.rate_limit!r} is not a rate limit: write a "
+                "positive number of requests per period, e.g. '120/minute', '10 per second' or "
+                "'10/second;1000/hour'"
+            )
+        uri = settings.rate_limit_storage
+        if uri in ("memory://", "async+memory://"):
+            return cls(items, MemoryCounters())
+        if not uri.startswith("async+"):  # the same backend through limits' asyncio API
+            uri = f"async+{uri}"
+        try:
+            storage = storage_from_string(uri, wrap_exceptions=True)
+        except Exception as exc:  # unknown scheme, a driver not installed, a malformed URI
+            raise ConfigurationError(
+                f"INTERPRETER_RATE_LIMIT_STORAGE={settings.rate_limit_storage!r} cannot be used "
+                f"({exc}); memory:// needs nothing, redis://host:port needs "
+                "`pip install 'limits[async-redis]'`"
+            ) from None
+        if not isinstance(storage, Storage):
+            raise ConfigurationError(
+                f"INTERPRETER_RATE_LIMIT_STORAGE={settings.rate_limit_storage!r} has no asyncio "
+                "implementation in the limits library"
+            )
+        return cls(items, storage)
+
+    def __str__(self) -> str:
+        return "; ".join(str(item) for item in self.items)
+
+    async def hit(self, identity: str) -> None:
+        """Count one request of ``identity``; raise RateLimited, with when to retry, over a limit.
+
+        If the storage fails (a Redis outage), requests pass: the limiter guards the service
+        and must not take it down; a warning is logged once a minute meanwhile."""
+        try:
+            for item in self.items:
+                if not await self.strategy.hit(item, NAMESPACE, identity):
+                    stats = await self.strategy.get_window_stats(item, NAMESPACE, identity)
+                    wait_s = stats.reset_time - time.time()
+                    raise RateLimited(
+                        f"rate limit exceeded: {item}; retry in {retry_after(wait_s)} s",
+                        retry_after_s=wait_s,
+                    )
+        except StorageError as exc:
+            now = time.monotonic()
+            if now - self._warned_at_s >= STORAGE_WARNING_EVERY_S:
+                self._warned_at_s = now
+                logger.warning("rate limit storage failed; requests pass unlimited: %s", exc)
+
+
+def client_address(scope: Scope) -> str:
+    """The client's address; for IPv6 its /64, which one host usually holds whole."""
+    client = scope.get("client")
+    host: str = client[0] if client else "unknown"
+    if ":" not in host:
+        return host
+    try:
+        address = ipaddress.IPv6Address(host)
+    except ValueError:
+        return host
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Network((int(address) >> 64 << 64, 64)))
+
+
+def route_path(scope: Scope) -> str:
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
+class ExecuteRateLimit:
+    """Pure ASGI: one hit per ``POST /execute`` before the body is read; 429 over the limit.
+
+    The identity is the owner of a valid API key (the hash that owns its jobs), or else the
+    client's address: without authentication, and for requests whose key is missing or wrong
+    (which the route then answers 401), so that guessing keys is limited too."""
+
+    def __init__(self, app: ASGIApp, limiter: RateLimiter, api_keys: tuple[str, ...]) -> None:
+        self.app = app
+        self.limiter = limiter
+        self.api_keys = api_keys  # empty without authentication
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and route_path(scope) == LIMITED_PATH
+        ):
+            try:
+                await self.limiter.hit(self.identity(scope))
+            except RateLimited as exc:
+                await error_response(exc)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def identity(self, scope: Scope) -> str:
+        if self.api_keys:
+            key = presented_key(Headers(scope=scope))
+            if key is not None and is_known_key(key, self.api_keys):
+                return f"key:{owner_of(key)}"
+        return f"addr:{client_address(scope)}"
