@@ -88,6 +88,7 @@ class Settings(BaseSettings):
         8 * 2**30, ge=2**20, alias="INTERPRETER_MAX_WORKSPACE_LIMIT"
     )
     tmp_limit_bytes: int = Field(64 * 2**20, ge=2**20, alias="INTERPRETER_TMP_LIMIT")
+    cgroup_parent: str | None = None  # jobs' cgroups go under it; default <own>/interpreter-jobs
 
     _split_keys = field_validator("api_keys", "cors_origins", mode="before")(_split_csv)
 
