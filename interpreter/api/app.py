@@ -151,9 +151,10 @@ def create_app(settings: Settings | None = None, store: JobStore | None = None) 
     errors.install(app)
     app.include_router(jobs.router)
     app.include_router(system.router)
-    # Outermost last: the access log sees every answer; CORS headers reach the limits' answers too
-    app.add_middleware(ExecuteRateLimit, limiter=limiter, api_keys=parts.api_keys)
+    # Outermost last: the access log sees every answer, CORS headers reach the limits' answers,
+    # and a rate-limited submission is refused before any of its body is read, chunked or not.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(ExecuteRateLimit, limiter=limiter, api_keys=parts.api_keys)
     if settings.enable_cors:
         origins = settings.cors_origins
         app.add_middleware(

@@ -65,6 +65,25 @@ async def test_rate_limit_is_checked_before_the_body_is_read(make_api) -> None:
     assert refused.status_code == 429  # not 422: the body was never parsed
 
 
+async def test_a_rate_limited_chunked_body_is_not_read_at_all(make_api) -> None:
+    api = await make_api(rate_limit="1/minute")
+    assert (await post(api)).status_code == 200
+    sent = 0
+
+    async def chunks() -> AsyncIterator[bytes]:
+        nonlocal sent
+        for piece in (b'{"code": "true", ', b'"language": "shell"}'):
+            sent += 1
+            yield piece
+
+    refused = await api.client.post(
+        "/execute", content=chunks(), headers={"Content-Type": "application/json"}
+    )
+
+    assert refused.status_code == 429
+    assert sent == 0
+
+
 async def test_each_api_key_has_its_own_budget(make_api) -> None:
     api = await make_api(
         rate_limit="2/minute", enable_authentication=True, api_keys=["key-a", "key-b"]
