@@ -16,9 +16,10 @@ from typing import Any
 from interpreter.environment import build_environment, redact
 from interpreter.errors import ExecutionError, InterpreterError, InvalidWorkingDirectory
 from interpreter.executor import ProcessOutcome, ProcessSpec, ScanLimits, run_process
-from interpreter.job import Job, JobResult, JobStatus
+from interpreter.job import Job, JobResult, JobStatus, TerminationReason
 from interpreter.languages import LanguageRegistry
 from interpreter.orphans import kill_leftovers
+from interpreter.sandbox import NoSandbox, ResourceLimits, Sandbox, SandboxJob, describe_bytes
 from interpreter.workspace import JobPaths, remove_tree, resolve_working_directory
 
 logger = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ class RunLimits:
     output_bytes: int
     kill_grace_s: float
     scan: ScanLimits
+    resources: ResourceLimits | None = None  # the default of jobs stored without limits
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,49 +72,107 @@ def _signal_name(number: int) -> str:
 
 def _usage(outcome: ProcessOutcome) -> dict[str, Any]:
     usage = outcome.usage
+    total_s = usage.cpu_total_s
+    if total_s is None:
+        total_s = usage.cpu_user_s + usage.cpu_system_s
     return {
         "pid": usage.pid,
         "cpu_percent": {"average": round(usage.cpu_percent_avg, 2)},
         "cpu_time_s": {
             "user": round(usage.cpu_user_s, 6),
             "system": round(usage.cpu_system_s, 6),
-            "total": round(usage.cpu_user_s + usage.cpu_system_s, 6),
+            "total": round(total_s, 6),
         },
         "memory_bytes": {"peak_rss": usage.peak_rss_bytes, "peak_vms": usage.peak_vms_bytes},
     }
 
 
-def _status_and_error(
-    job: Job, outcome: ProcessOutcome, stderr: Path
-) -> tuple[JobStatus, str | None]:
-    if outcome.termination == "timeout":
-        return JobStatus.TIMEOUT, f"timed out after {job.request.timeout_s:g} s"
-    if outcome.termination == "cancelled":
-        return JobStatus.CANCELLED, "cancelled"
-    if outcome.signal is not None:
-        return (
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """How a process's outcome reads as a job's end."""
+
+    status: JobStatus
+    reason: TerminationReason
+    error: str | None
+    exit_code: int | None
+    signal: int | None
+
+
+def _ending(
+    job: Job, outcome: ProcessOutcome, limits: ResourceLimits, sandbox: Sandbox, stderr: Path
+) -> Ending:
+    """The job's status, termination reason and error message from its process's outcome."""
+    code, sig = sandbox.decode_exit(outcome.exit_code, outcome.signal)
+
+    def end(status: JobStatus, reason: TerminationReason, error: str | None) -> Ending:
+        return Ending(status, reason, error, code, sig)
+
+    memory = f"memory limit exceeded ({describe_bytes(limits.memory_bytes)})"
+    cpu = f"CPU time limit exceeded ({limits.cpu_time_s:g} s)"
+    match outcome.termination:
+        case "timeout":
+            return end(
+                JobStatus.TIMEOUT,
+                TerminationReason.TIMEOUT,
+                f"timed out after {job.request.timeout_s:g} s",
+            )
+        case "cancelled":
+            return end(JobStatus.CANCELLED, TerminationReason.CANCELLED, "cancelled")
+        case "cpu_limit":
+            return end(JobStatus.FAILED, TerminationReason.CPU_LIMIT, cpu)
+        case "workspace_limit":
+            workspace = describe_bytes(limits.workspace_bytes)
+            return end(
+                JobStatus.FAILED,
+                TerminationReason.WORKSPACE_LIMIT,
+                f"workspace disk limit exceeded ({workspace})",
+            )
+    if failure := sandbox.setup_failure(code, stderr):
+        return end(JobStatus.FAILED, TerminationReason.SANDBOX_ERROR, f"sandbox failed: {failure}")
+    confined = outcome.confined
+    if confined is not None and code != 0:
+        if confined.oom_kills:
+            return end(JobStatus.FAILED, TerminationReason.MEMORY_LIMIT, memory)
+        if sig == signal.SIGXCPU or (
+            sig == signal.SIGKILL and confined.cpu_total_s >= limits.cpu_time_s
+        ):
+            return end(JobStatus.FAILED, TerminationReason.CPU_LIMIT, cpu)
+    if sig is not None:
+        return end(
             JobStatus.FAILED,
-            f"killed by signal {outcome.signal} ({_signal_name(outcome.signal)})",
+            TerminationReason.SIGNAL,
+            f"killed by signal {sig} ({_signal_name(sig)})",
         )
-    if outcome.exit_code != 0:
-        return JobStatus.FAILED, _last_line(stderr) or f"exited with code {outcome.exit_code}"
-    return JobStatus.COMPLETED, None
+    if code != 0:
+        last = _last_line(stderr)
+        if confined is not None and job.request.language == "python" and last == "MemoryError":
+            # RLIMIT_AS refused one allocation too large for the limit: say it as the cgroup would
+            return end(JobStatus.FAILED, TerminationReason.MEMORY_LIMIT, memory)
+        return end(JobStatus.FAILED, TerminationReason.EXIT, last or f"exited with code {code}")
+    return end(JobStatus.COMPLETED, TerminationReason.EXIT, None)
 
 
 class JobRunner:
     def __init__(
-        self, registry: LanguageRegistry, paths: JobPaths, limits: RunLimits, job_path: str
+        self,
+        registry: LanguageRegistry,
+        paths: JobPaths,
+        limits: RunLimits,
+        job_path: str,
+        sandbox: Sandbox | None = None,
     ):
         self.registry = registry
         self.paths = paths
         self.limits = limits
         self.job_path = job_path
+        self.sandbox: Sandbox = sandbox or NoSandbox()
         # Removing a job's TMPDIR costs a few journaled-disk syscalls: one thread does it, off
         # the path between a job's exit and its final status.
         self._janitor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="janitor")
 
     def close(self) -> None:
         self._janitor.shutdown(wait=True)
+        self.sandbox.close()
 
     def working_directory(self, job: Job) -> Path:
         if job.request.working_directory is None:
@@ -133,34 +193,42 @@ class JobRunner:
             str(self.paths.workspace(j.id)) for j in jobs if j.request.working_directory is None
         }
         kill_leftovers(tmpdirs, workdirs)
+        self.sandbox.recover([job.id for job in jobs])
         for job in jobs:
             remove_tree(self.paths.tmpdir(job.id))
             for language in self.registry.languages.values():
                 self.paths.code_file(job.id, language.extension).unlink(missing_ok=True)
 
     @staticmethod
-    def _remove_scratch(tmpdir: Path, code_file: Path | None) -> None:
-        remove_tree(tmpdir)
+    def _remove_scratch(tmpdir: Path | None, code_file: Path | None) -> None:
+        if tmpdir is not None:
+            remove_tree(tmpdir)
         if code_file is not None:
             code_file.unlink(missing_ok=True)
 
     async def run(self, job: Job, cancel: asyncio.Event) -> Finish:
         try:
             return await self._run(job, cancel)
-        except InterpreterError as exc:
-            return Finish(JobStatus.FAILED, None, exc.message, None)
+        except InterpreterError as exc:  # it never ran: not the code's doing
+            result = JobResult(termination_reason=TerminationReason.SANDBOX_ERROR)
+            return Finish(JobStatus.FAILED, result, exc.message, None)
 
     async def _run(self, job: Job, cancel: asyncio.Event) -> Finish:
         language = self.registry.lookup(job.request.language)
         if not language.available:
             raise ExecutionError(f"the {language.name} interpreter is not available on this host")
+        limits = job.request.limits or self.limits.resources
+        if limits is None:
+            raise ExecutionError("the job has no resource limits and the server sets none")
         cwd = self.working_directory(job)
         fresh = job.request.working_directory is None
-        tmpdir = self.paths.tmpdir(job.id)
+        # With a private /tmp (the sandbox's), there is no host TMPDIR to make and remove.
+        tmpdir = None if self.sandbox.private_tmp else self.paths.tmpdir(job.id)
         argv = language.inline_argv(job.request.code)
         code_file = None if argv else self.paths.code_file(job.id, language.extension)
         try:
-            tmpdir.mkdir()
+            if tmpdir is not None:
+                tmpdir.mkdir()
             if fresh:
                 cwd.mkdir()
             else:
@@ -173,12 +241,30 @@ class JobRunner:
             raise ExecutionError(f"cannot prepare the job's directories: {exc}") from exc
         assert argv is not None
         env = build_environment(
-            path=self.job_path, home=str(cwd), tmpdir=str(tmpdir), extra=job.request.environment
+            path=self.job_path,
+            home=str(cwd),
+            tmpdir="/tmp" if tmpdir is None else str(tmpdir),
+            extra=job.request.environment,
         )
+        try:
+            prepared = self.sandbox.prepare(
+                SandboxJob(
+                    job_id=job.id,
+                    language=language.name,
+                    argv=argv,
+                    cwd=cwd,
+                    env=env,
+                    limits=limits,
+                    read_only_files=(code_file,) if code_file is not None else (),
+                )
+            )
+        except ExecutionError:
+            self._janitor.submit(self._remove_scratch, tmpdir, code_file)
+            raise
         spec = ProcessSpec(
-            argv=argv,
+            argv=prepared.argv,
             cwd=cwd,
-            env=env,
+            env=prepared.env,
             timeout_s=job.request.timeout_s,
             stdout_path=self.paths.stdout(job.id),
             stderr_path=self.paths.stderr(job.id),
@@ -187,17 +273,21 @@ class JobRunner:
             track_files=job.request.capture_files,
             cwd_is_fresh=fresh,
             scan_limits=self.limits.scan,
+            confinement=prepared.confinement,
+            workspace_limit_bytes=prepared.workspace_limit_bytes,
         )
         try:
             if cancel.is_set():
-                return Finish(JobStatus.CANCELLED, None, "cancelled", None)
+                result = JobResult(termination_reason=TerminationReason.CANCELLED)
+                return Finish(JobStatus.CANCELLED, result, "cancelled", None)
             outcome = await run_process(spec, cancel)
         finally:
+            self.sandbox.release(prepared)
             self._janitor.submit(self._remove_scratch, tmpdir, code_file)
-        status, error = _status_and_error(job, outcome, spec.stderr_path)
+        ending = _ending(job, outcome, limits, self.sandbox, spec.stderr_path)
         result = JobResult(
-            exit_code=outcome.exit_code,
-            signal=outcome.signal,
+            exit_code=ending.exit_code,
+            signal=ending.signal,
             stdout_bytes=outcome.stdout.total_bytes,
             stderr_bytes=outcome.stderr.total_bytes,
             stdout_truncated=outcome.stdout.truncated,
@@ -210,5 +300,6 @@ class JobRunner:
             resource_usage=_usage(outcome),
             environment_snapshot=redact(env),
             working_directory=str(cwd),
+            termination_reason=ending.reason,
         )
-        return Finish(status, result, error, round(outcome.duration_ms, 3))
+        return Finish(ending.status, result, ending.error, round(outcome.duration_ms, 3))

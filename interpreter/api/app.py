@@ -18,7 +18,7 @@ from interpreter.api import errors
 from interpreter.api.bodylimit import BodySizeLimit
 from interpreter.api.deps import AppParts
 from interpreter.api.ratelimit import ExecuteRateLimit, RateLimiter
-from interpreter.api.routes import jobs, system
+from interpreter.api.routes import jobs, sandbox, system
 from interpreter.config import Settings
 from interpreter.dispatcher import Dispatcher
 from interpreter.errors import ConfigurationError
@@ -26,6 +26,7 @@ from interpreter.executor import ScanLimits
 from interpreter.languages import LanguageRegistry
 from interpreter.metrics import Metrics
 from interpreter.runner import JobRunner, RunLimits
+from interpreter.sandbox import ResourceLimits, create_sandbox
 from interpreter.service import JobService
 from interpreter.store import CachedStore, SqlStore
 from interpreter.store.base import JobStore
@@ -96,8 +97,12 @@ def build_parts(settings: Settings, store: JobStore | None = None) -> AppParts:
             output_bytes=settings.max_output_bytes,
             kill_grace_s=settings.kill_grace_s,
             scan=ScanLimits(settings.file_scan_max_entries, settings.file_scan_max_seconds),
+            resources=ResourceLimits.defaults(settings),
         ),
         job_path=settings.job_path,
+        sandbox=create_sandbox(
+            settings, [lang.executable for lang in registry.languages.values() if lang.executable]
+        ),
     )
     dispatcher = Dispatcher(store, runner, settings.max_jobs, metrics)
     service = JobService(settings, store, dispatcher, registry, paths)
@@ -151,6 +156,7 @@ def create_app(settings: Settings | None = None, store: JobStore | None = None) 
     errors.install(app)
     app.include_router(jobs.router)
     app.include_router(system.router)
+    app.include_router(sandbox.router)
     # Outermost last: the access log sees every answer, CORS headers reach the limits' answers,
     # and a rate-limited submission is refused before any of its body is read, chunked or not.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

@@ -1,0 +1,52 @@
+"""What confines jobs on this server, and the limits a request may ask for."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from interpreter.api.deps import PartsDep
+from interpreter.sandbox import LIMITS, ResourceLimits
+
+router = APIRouter(tags=["system"])
+
+
+class LimitRange(BaseModel):
+    default: float
+    maximum: float
+
+
+class SandboxInfo(BaseModel):
+    mode: str = Field(description="bwrap, or none (no isolation: trusted local use only)")
+    isolated: bool
+    limits_enforced: bool = Field(
+        description="False with mode none: only wall time and output size are limited"
+    )
+    details: dict[str, Any] = Field(description="What the sandbox is made of, or the warning")
+    limits: dict[str, LimitRange] = Field(
+        description="Each limit a request may set in `limits`: the default and the maximum"
+    )
+    tmp_bytes: int = Field(description="Size of a job's private /tmp")
+
+
+@router.get("/sandbox", response_model=SandboxInfo)
+async def sandbox(parts: PartsDep) -> SandboxInfo:
+    """How jobs are confined here, and the default and maximum of each per-job limit."""
+    settings = parts.settings
+    described = parts.dispatcher.runner.sandbox.describe()
+    defaults = ResourceLimits.defaults(settings)
+    return SandboxInfo(
+        mode=described.pop("mode"),
+        isolated=described.pop("isolated"),
+        limits_enforced=described.pop("limits_enforced"),
+        details=described,
+        limits={
+            name: LimitRange(
+                default=getattr(defaults, name), maximum=getattr(settings, spec.maximum)
+            )
+            for name, spec in LIMITS.items()
+        },
+        tmp_bytes=defaults.tmp_bytes,
+    )

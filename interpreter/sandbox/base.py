@@ -1,0 +1,176 @@
+"""What the runner asks of a sandbox, and what the executor drives while a job runs.
+
+A ``Sandbox`` turns a job's command into a confined one (``prepare``) and cleans up after it
+(``release``, ``recover``). Its ``Confinement`` is what the executor needs to hold a process
+tree: move the process in before it runs anything (``admit``), signal or kill everything in it,
+and read what all of it used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import resource
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from interpreter.errors import ExecutionError
+from interpreter.sandbox.cgroupfs import CgroupUsage, JobCgroup
+from interpreter.sandbox.limits import ResourceLimits
+
+__all__ = [
+    "CgroupConfinement",
+    "CgroupUsage",
+    "Confinement",
+    "GATE",
+    "NoSandbox",
+    "Prepared",
+    "Sandbox",
+    "SandboxJob",
+]
+
+MiB = 2**20
+# The executor's gate: a tiny shell that waits for a line on its stdin (sent once the process is
+# in its cgroup), then becomes the job's command with stdin from /dev/null and nothing of its
+# own in the environment (dash exports PWD).
+GATE = ("/bin/sh", "-c", 'read -r _ && unset PWD && exec "$@" </dev/null', "gate")
+ExitStatus = tuple[int | None, int | None]  # (exit code, signal): one of them is None
+
+
+class Confinement(Protocol):
+    """A job's cgroup and rlimits, as the executor drives them."""
+
+    cpu_limit_s: float | None  # the cgroup's CPU time at which the job is killed
+
+    def admit(self, pid: int) -> None:
+        """Move ``pid`` in and apply the rlimits, before it runs the job's command."""
+
+    def signal(self, sig: int, spare: Collection[int] = ()) -> None:
+        """Send ``sig`` to every process of the job but ``spare``."""
+
+    def kill_all(self) -> None:
+        """SIGKILL every process of the job, daemons included."""
+
+    def usage(self) -> CgroupUsage: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxJob:
+    """What the runner knows of a job when it asks the sandbox to confine it."""
+
+    job_id: str
+    language: str
+    argv: tuple[str, ...]
+    cwd: Path
+    env: Mapping[str, str]  # the job's own environment (TMPDIR=/tmp with a private /tmp)
+    limits: ResourceLimits
+    read_only_files: tuple[Path, ...] = ()  # e.g. the code file, outside the working directory
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """The confined command: what to spawn, with what environment, held by what."""
+
+    argv: tuple[str, ...]
+    env: Mapping[str, str]
+    confinement: Confinement | None = None
+    workspace_limit_bytes: int | None = None
+    cleanup: JobCgroup | None = field(default=None, repr=False)
+
+
+class Sandbox(Protocol):
+    name: str  # "bwrap" or "none"
+    private_tmp: bool  # the job gets a /tmp of its own: no host TMPDIR to create
+
+    def prepare(self, job: SandboxJob) -> Prepared:
+        """The confined command; ``ExecutionError`` if the confinement cannot be set up."""
+
+    def release(self, prepared: Prepared) -> None:
+        """After the job: let go of what ``prepare`` made (never blocks)."""
+
+    def recover(self, job_ids: Collection[str]) -> None:
+        """At start: kill and remove what jobs of a crashed server left (blocking)."""
+
+    def decode_exit(self, exit_code: int | None, signal: int | None) -> ExitStatus:
+        """The job's own (exit code, signal) from what the spawned process reported."""
+
+    def setup_failure(self, exit_code: int | None, stderr: Path) -> str | None:
+        """Why the sandbox failed to start the job, if that is what the outcome shows."""
+
+    def describe(self) -> dict[str, Any]:
+        """What it guarantees, for ``GET /sandbox`` and the log at start."""
+
+    def close(self) -> None: ...
+
+
+class NoSandbox:
+    """Jobs run as the server's user with its view of the machine: trusted local use only."""
+
+    name = "none"
+    private_tmp = False
+
+    def prepare(self, job: SandboxJob) -> Prepared:
+        return Prepared(argv=job.argv, env=job.env)
+
+    def release(self, prepared: Prepared) -> None:
+        pass
+
+    def recover(self, job_ids: Collection[str]) -> None:
+        pass
+
+    def decode_exit(self, exit_code: int | None, signal: int | None) -> ExitStatus:
+        return exit_code, signal
+
+    def setup_failure(self, exit_code: int | None, stderr: Path) -> str | None:
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "mode": "none",
+            "isolated": False,
+            "limits_enforced": False,
+            "warning": "INTERPRETER_SANDBOX=none: jobs run without a sandbox, as the server's "
+            "user, with its files, network and processes in reach; only wall time and output "
+            "size are limited. Use it only for code you would run yourself.",
+        }
+
+    def close(self) -> None:
+        pass
+
+
+class CgroupConfinement:
+    """A job's cgroup plus the rlimits of the process that starts it (inherited by all)."""
+
+    def __init__(self, cgroup: JobCgroup, limits: ResourceLimits, python: bool) -> None:
+        self.cgroup = cgroup
+        self.cpu_limit_s: float | None = limits.cpu_time_s
+        cpu_s = math.ceil(limits.cpu_time_s)
+        self.rlimits: list[tuple[int, tuple[int, int]]] = [
+            (resource.RLIMIT_CPU, (cpu_s, cpu_s + 1)),  # SIGXCPU, then SIGKILL a second later
+            (resource.RLIMIT_FSIZE, (limits.file_size_bytes, limits.file_size_bytes)),
+            (resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files)),
+            (resource.RLIMIT_CORE, (0, 0)),
+        ]
+        if python:  # one huge allocation raises a catchable MemoryError; growth meets the cgroup
+            space = max(2 * limits.memory_bytes, limits.memory_bytes + 256 * MiB)
+            self.rlimits.append((resource.RLIMIT_AS, (space, space)))
+
+    def admit(self, pid: int) -> None:
+        self.cgroup.attach(pid)
+        for which, values in self.rlimits:
+            try:
+                resource.prlimit(pid, which, values)
+            except (OSError, ValueError) as exc:
+                raise ExecutionError(f"cannot set rlimit {which} of process {pid}: {exc}") from exc
+
+    def signal(self, sig: int, spare: Collection[int] = ()) -> None:
+        with contextlib.suppress(OSError):
+            self.cgroup.signal(sig, spare)
+
+    def kill_all(self) -> None:
+        self.cgroup.kill_all()
+
+    def usage(self) -> CgroupUsage:
+        return self.cgroup.usage()

@@ -1,0 +1,466 @@
+"""How the executor holds one process: spawn it (behind the gate when confined), watch it for
+exit, timeout, cancel and limits, kill everything it started, sample what it uses, reap it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import resource
+import select
+import signal
+import subprocess
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+
+import psutil
+
+from interpreter.errors import ExecutionError
+from interpreter.output import StreamCapture
+from interpreter.sandbox.base import GATE, CgroupUsage, Confinement
+
+if TYPE_CHECKING:
+    from interpreter.executor import ProcessSpec
+
+logger = logging.getLogger(__name__)
+
+_PIPE_SIZE_BYTES = 1 << 20
+_LEADER_SAMPLES_S = (0.001, 0.001, 0.002, 0.004, 0.008)
+_SAMPLE_EVERY_S = 0.1
+_SIGKILL_PATIENCE_S = 5.0
+_MAX_TRACKED_DESCENDANTS = 4096
+_WORKSPACE_EVERY = 5  # confinement samples (of _SAMPLE_EVERY_S) between two workspace sizings
+
+Termination = Literal["exit", "timeout", "cancelled", "cpu_limit", "workspace_limit"]
+
+
+class Child:
+    """One spawned process group: its pipes, its pidfd and what we learn while it runs.
+
+    The leader is reaped only by ``reap`` (or ``abandon``); until then its pid, and so its
+    process group id, cannot be reused, which makes every ``killpg`` before it safe.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        popen: subprocess.Popen[bytes],
+        pidfd: int,
+        outputs: tuple[tuple[StreamCapture, int], tuple[StreamCapture, int]],
+        started: tuple[float, datetime],
+        spec: ProcessSpec,
+    ) -> None:
+        self.started_mono, self.started_at = started  # taken before the spawn
+        self.exit_mono: float | None = None
+        self.finished_at: datetime | None = None
+        self.loop = loop
+        self.popen = popen
+        self.pid = popen.pid
+        self.pidfd: int | None = pidfd
+        self.reaped = False
+        self.peak_vms_bytes: int | None = None
+        self.peak_hwm_bytes: int | None = None
+        self.server_hwm_bytes = _status_bytes("self").get("VmHWM", 0)
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self.confinement = spec.confinement
+        self.limit_hit: asyncio.Future[Termination] = loop.create_future()  # set by the sampler
+        self._cwd = spec.cwd
+        self._workspace_limit_bytes = spec.workspace_limit_bytes
+        self._scan_entries = spec.scan_limits.max_entries
+        self._descendants: dict[int, psutil.Process] = {}
+        (self.stdout, stdout_fd), (self.stderr, stderr_fd) = outputs
+        loop.add_reader(pidfd, self._on_exit)
+        self.stdout.attach(loop, stdout_fd)
+        self.stderr.attach(loop, stderr_fd)
+
+    @classmethod
+    def spawn(cls, spec: ProcessSpec, loop: asyncio.AbstractEventLoop) -> Child:
+        """Start ``spec.argv`` in its own session; ``ExecutionError`` if it cannot start."""
+        if not spec.argv:
+            raise ExecutionError("cannot start a process: argv is empty")
+        with contextlib.ExitStack() as undo:
+            try:
+                stdout = StreamCapture(spec.stdout_path, spec.output_limit_bytes)
+                undo.callback(stdout.close)
+                stderr = StreamCapture(spec.stderr_path, spec.output_limit_bytes)
+                undo.callback(stderr.close)
+            except OSError as exc:
+                message = f"cannot open output file {exc.filename}: {exc.strerror}"
+                raise ExecutionError(message) from exc
+            write_ends: list[int] = []
+            try:
+                stdout_fd, stdout_w = os.pipe()
+                undo.callback(os.close, stdout_fd)
+                write_ends.append(stdout_w)
+                stderr_fd, stderr_w = os.pipe()
+                undo.callback(os.close, stderr_fd)
+                write_ends.append(stderr_w)
+                started = (time.monotonic(), datetime.now(UTC))
+                if spec.confinement is None:
+                    popen = _popen(spec, stdout_w, stderr_w)
+                else:
+                    gate_r, gate_w = os.pipe()
+                    undo.callback(_close, gate_w)
+                    write_ends.append(gate_r)
+                    popen = _popen(spec, stdout_w, stderr_w, stdin=gate_r, gated=True)
+            finally:
+                for fd in write_ends:
+                    os.close(fd)
+            undo.callback(_kill_and_wait, popen, spec.confinement)
+            if spec.confinement is not None:  # in the cgroup before the job's command runs
+                spec.confinement.admit(popen.pid)
+                os.write(gate_w, b"\n")
+            try:
+                pidfd = os.pidfd_open(popen.pid)
+            except OSError as exc:
+                raise ExecutionError(f"cannot watch process {popen.pid}: {exc}") from exc
+            undo.pop_all()
+            if spec.confinement is not None:
+                os.close(gate_w)
+        logger.debug("started pid %d (%s)", popen.pid, spec.argv[0])
+        outputs = ((stdout, stdout_fd), (stderr, stderr_fd))
+        return cls(loop, popen, pidfd, outputs, started, spec)
+
+    def _on_exit(self) -> None:
+        if self.pidfd is not None:
+            self.loop.remove_reader(self.pidfd)
+        if self.exit_mono is None:
+            self.exit_mono = time.monotonic()
+            self.finished_at = datetime.now(UTC)
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+    async def supervise(
+        self, timeout_s: float, kill_grace_s: float, cancel: asyncio.Event | None
+    ) -> Termination:
+        """Wait for exit, timeout, cancel or a limit; afterwards the leader is a zombie and
+        everything it started is dead."""
+        if self.confinement is None:
+            self._sample_leader()  # right after exec: a floor for jobs ending within a millisecond
+            sampler = asyncio.create_task(self._sample_forever())
+        else:
+            sampler = asyncio.create_task(self._watch_confined())
+        waiters: set[asyncio.Future[Any]] = {self.exited, self.limit_hit}
+        cancelled: asyncio.Future[Any] | None = None
+        if cancel is not None:
+            cancelled = asyncio.ensure_future(cancel.wait())
+            waiters.add(cancelled)
+        termination: Termination = "exit"
+        try:
+            await asyncio.wait(
+                waiters, timeout=max(timeout_s, 0.0), return_when=asyncio.FIRST_COMPLETED
+            )
+            if not self.exited.done():
+                if self.limit_hit.done():  # a limit is a hard stop: no grace
+                    termination = self.limit_hit.result()
+                    await self._terminate(0.0)
+                else:
+                    termination = "timeout"
+                    if cancelled is not None and cancelled.done():
+                        termination = "cancelled"
+                    await self._terminate(kill_grace_s)
+        finally:
+            sampler.cancel()
+            if cancelled is not None:
+                cancelled.cancel()
+        # Whatever is left (``sleep 100 &``, a daemon) dies while the leader is a zombie.
+        if self.confinement is not None:
+            await asyncio.to_thread(self.confinement.kill_all)
+        else:
+            self._signal_all(signal.SIGKILL, list(self._descendants.values()))
+        return termination
+
+    async def _terminate(self, kill_grace_s: float) -> None:
+        """SIGTERM the group and every descendant, wait ``kill_grace_s``, then SIGKILL."""
+        if self.confinement is not None:
+            await self._terminate_confined(kill_grace_s)
+            return
+        doomed = [*self._descendants.values(), *await asyncio.to_thread(_children, self.pid)]
+        self._signal_all(signal.SIGTERM, doomed)
+        self._signal_all(signal.SIGCONT, doomed)  # a stopped process gets its SIGTERM now
+        if kill_grace_s > 0:
+            await asyncio.wait({self.exited}, timeout=kill_grace_s)
+        doomed += await asyncio.to_thread(_children, self.pid)
+        self._signal_all(signal.SIGKILL, doomed)
+        done, _ = await asyncio.wait({self.exited}, timeout=_SIGKILL_PATIENCE_S)
+        if not done:
+            logger.warning("process %d survives SIGKILL for now; still waiting", self.pid)
+            await self.exited
+
+    async def _terminate_confined(self, kill_grace_s: float) -> None:
+        """The same through the cgroup, sparing the leader from SIGTERM: the sandbox's own
+        process would otherwise take the job down at once, without its grace."""
+        if kill_grace_s > 0:
+            assert self.confinement is not None
+            self.confinement.signal(signal.SIGTERM, spare=(self.pid,))
+            self.confinement.signal(signal.SIGCONT, spare=(self.pid,))
+            await asyncio.wait({self.exited}, timeout=kill_grace_s)
+        if not self.exited.done():
+            await asyncio.to_thread(self._kill_confined)
+        done, _ = await asyncio.wait({self.exited}, timeout=_SIGKILL_PATIENCE_S)
+        if not done:
+            logger.warning("process %d survives SIGKILL for now; still waiting", self.pid)
+            await self.exited
+
+    def _kill_confined(self) -> None:
+        assert self.confinement is not None
+        self.confinement.kill_all()
+        if not self.reaped:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGKILL)
+
+    async def _watch_confined(self) -> None:
+        """Every 100 ms: the cgroup's CPU time against its limit, and every 0.5 s the disk the
+        working directory uses against its limit. Sets ``limit_hit`` when one is passed."""
+        assert self.confinement is not None
+        cpu_limit_s = self.confinement.cpu_limit_s
+        ticks = 0
+        while not self.exited.done():
+            await asyncio.sleep(_SAMPLE_EVERY_S)
+            try:
+                usage = self.confinement.usage()
+            except OSError:
+                return
+            if cpu_limit_s is not None and usage.cpu_total_s >= cpu_limit_s:
+                self.limit_hit.set_result("cpu_limit")
+                return
+            ticks += 1
+            if self._workspace_limit_bytes is not None and ticks % _WORKSPACE_EVERY == 0:
+                used = await asyncio.to_thread(disk_usage, self._cwd, self._scan_entries)
+                if used > self._workspace_limit_bytes:
+                    self.limit_hit.set_result("workspace_limit")
+                    return
+
+    def final_usage(self) -> CgroupUsage | None:
+        """What the whole cgroup used (read once the job is over), or None when unconfined."""
+        if self.confinement is None:
+            return None
+        try:
+            return self.confinement.usage()
+        except OSError as exc:
+            logger.warning("process %d: cannot read its cgroup's usage: %s", self.pid, exc)
+            return None
+
+    def _signal_all(self, sig: int, procs: list[psutil.Process]) -> None:
+        if self.reaped:
+            return  # the pgid may belong to someone else now
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, sig)
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):  # checks the pid was not reused
+                proc.send_signal(sig)
+
+    def _sample_leader(self) -> None:
+        """The leader's own peak RSS (VmHWM covers its life since exec), read inline: ~20 us."""
+        if self.exited.done():
+            return
+        status = _status_bytes(self.pid)
+        if hwm := status.get("VmHWM"):
+            self.peak_hwm_bytes = max(self.peak_hwm_bytes or 0, hwm)
+        if vms := status.get("VmSize"):
+            self.peak_vms_bytes = max(self.peak_vms_bytes or 0, vms)
+
+    async def _sample_forever(self) -> None:
+        # Short jobs end before a tree sample: read the leader at 1, 2, 4, 8 and 16 ms first.
+        for delay_s in _LEADER_SAMPLES_S:
+            await asyncio.sleep(delay_s)
+            self._sample_leader()
+        while not self.exited.done():
+            sample = await asyncio.to_thread(_sample_tree, self.pid)
+            if sample.vms_bytes is not None:
+                self.peak_vms_bytes = max(self.peak_vms_bytes or 0, sample.vms_bytes)
+            if sample.hwm_bytes is not None:
+                self.peak_hwm_bytes = max(self.peak_hwm_bytes or 0, sample.hwm_bytes)
+            self._remember(sample.descendants)
+            await asyncio.sleep(_SAMPLE_EVERY_S)
+
+    def _remember(self, descendants: list[psutil.Process]) -> None:
+        if len(self._descendants) + len(descendants) > _MAX_TRACKED_DESCENDANTS:
+            alive = {pid: p for pid, p in self._descendants.items() if p.is_running()}
+            self._descendants = alive
+        for proc in descendants:
+            if len(self._descendants) >= _MAX_TRACKED_DESCENDANTS:
+                break
+            self._descendants.setdefault(proc.pid, proc)
+
+    def peak_rss_bytes(self, rusage_bytes: int) -> int:
+        """wait4's ru_maxrss, unless it can only be the server's own high-water mark.
+
+        At exec the kernel charges the old memory (the server's, shared by vfork or copied by
+        fork) to the child's ru_maxrss, so a figure no larger than the server's VmHWM says
+        nothing about the job; the largest VmHWM sampled in the tree is used instead (0 if the
+        job ended before the first sample).
+        """
+        sampled = self.peak_hwm_bytes or 0
+        if rusage_bytes > self.server_hwm_bytes:
+            return max(rusage_bytes, sampled)
+        return sampled
+
+    async def reap(self) -> tuple[int, resource.struct_rusage]:
+        """Collect the exited leader's status and rusage (it covers its waited-for children)."""
+        while True:
+            try:
+                pid, status, rusage = os.wait4(self.pid, os.WNOHANG)
+            except ChildProcessError as exc:
+                self._mark_reaped(-1)
+                raise ExecutionError(f"process {self.pid} was reaped by someone else") from exc
+            if pid:
+                self._mark_reaped(status)
+                return status, rusage
+            await asyncio.sleep(0.001)  # the pidfd said it exited: only a moment away
+
+    def _mark_reaped(self, status: int) -> None:
+        self.reaped = True
+        self.popen.returncode = os.waitstatus_to_exitcode(status) if status >= 0 else -1
+        fd, self.pidfd = self.pidfd, None
+        if fd is not None:
+            self.loop.remove_reader(fd)
+            os.close(fd)
+
+    async def drain(self, timeout_s: float) -> None:
+        """Read what the pipes still hold; give up after ``timeout_s`` if someone keeps them."""
+        done = await asyncio.gather(
+            self.stdout.wait_eof(timeout_s), self.stderr.wait_eof(timeout_s)
+        )
+        if not all(done):
+            logger.info("process %d: an escaped descendant holds its output open", self.pid)
+        self.stdout.finish()
+        self.stderr.finish()
+
+    def abandon(self) -> None:
+        """Kill, reap and close everything without awaiting (we are being cancelled)."""
+        try:
+            if not self.reaped:
+                if self.confinement is not None:
+                    self._kill_confined()
+                doomed = [*self._descendants.values(), *_children(self.pid)]
+                self._signal_all(signal.SIGKILL, doomed)
+                if self.pidfd is not None:  # block briefly: SIGKILLed processes die at once
+                    poller = select.poll()
+                    poller.register(self.pidfd, select.POLLIN)
+                    poller.poll(1000)
+                pid, status, _ = os.wait4(self.pid, os.WNOHANG)
+                if pid:
+                    self._mark_reaped(status)
+                else:  # stuck in the kernel: let a thread wait for it
+                    logger.warning("process %d outlives SIGKILL; reaping it in a thread", self.pid)
+                    self._mark_reaped(-1)
+                    self.popen.returncode = None
+                    threading.Thread(target=self.popen.wait, daemon=True).start()
+        finally:
+            self.stdout.close()
+            self.stderr.close()
+            if not self.reaped:
+                self._mark_reaped(-1)
+
+
+def _popen(
+    spec: ProcessSpec,
+    stdout_fd: int,
+    stderr_fd: int,
+    stdin: int = subprocess.DEVNULL,
+    gated: bool = False,
+) -> subprocess.Popen[bytes]:
+    for fd in (stdout_fd, stderr_fd):
+        with contextlib.suppress(OSError):  # fewer wakeups; fine without
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_SIZE_BYTES)
+    program = spec.argv[0]
+    try:
+        return subprocess.Popen(
+            [*GATE, *spec.argv] if gated else list(spec.argv),
+            cwd=spec.cwd,
+            env=dict(spec.env),
+            stdin=stdin,
+            stdout=stdout_fd,
+            stderr=stderr_fd,
+            close_fds=True,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        if exc.filename is not None and str(exc.filename) == str(spec.cwd) != program:
+            raise ExecutionError(f"cannot start {program!r} in {spec.cwd}: {reason}") from exc
+        raise ExecutionError(f"cannot start {program!r}: {reason}") from exc
+    except ValueError as exc:  # e.g. an embedded NUL byte
+        raise ExecutionError(f"cannot start {program!r}: {exc}") from exc
+
+
+def _kill_and_wait(popen: subprocess.Popen[bytes], confinement: Confinement | None) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(popen.pid, signal.SIGKILL)
+    if confinement is not None:
+        with contextlib.suppress(OSError):
+            confinement.kill_all()
+    popen.wait()
+
+
+def _close(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
+
+
+def disk_usage(root: Path, max_entries: int) -> int:
+    """Bytes of disk the tree under ``root`` uses (``lstat``: symlinks are never followed);
+    a floor past ``max_entries`` entries. Runs in a thread."""
+    total = 0
+    seen = 0
+    pending = [str(root)]
+    while pending and seen < max_entries:
+        try:
+            with os.scandir(pending.pop()) as entries:
+                for entry in entries:
+                    seen += 1
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            pending.append(entry.path)
+                        total += entry.stat(follow_symlinks=False).st_blocks * 512
+                    except OSError:
+                        continue
+        except OSError:
+            continue
+    return total
+
+
+def _children(pid: int) -> list[psutil.Process]:
+    """All descendants of ``pid`` now (a scan of /proc: call it off the loop when you can)."""
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+class _Sample(NamedTuple):
+    vms_bytes: int | None  # summed over the tree
+    hwm_bytes: int | None  # the largest peak RSS of one process
+    descendants: list[psutil.Process]
+
+
+def _sample_tree(pid: int) -> _Sample:
+    """Memory of ``pid`` and its descendants, and those descendants (runs in a thread)."""
+    descendants = _children(pid)
+    vms_bytes = hwm_bytes = 0
+    for member in (pid, *(proc.pid for proc in descendants)):
+        status = _status_bytes(member)
+        vms_bytes += status.get("VmSize", 0)
+        hwm_bytes = max(hwm_bytes, status.get("VmHWM", 0))
+    return _Sample(vms_bytes or None, hwm_bytes or None, descendants)
+
+
+def _status_bytes(pid: int | str) -> dict[str, int]:
+    """VmSize and VmHWM of ``/proc/<pid>/status`` in bytes; {} if gone, no keys for a zombie."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as status:
+            lines = status.read().splitlines()
+    except OSError:
+        return {}
+    found: dict[str, int] = {}
+    for line in lines:
+        if line.startswith((b"VmSize:", b"VmHWM:")):
+            name, _, value = line.partition(b":")
+            found[name.decode()] = int(value.split()[0]) * 1024
+    return found

@@ -1,0 +1,317 @@
+"""The bubblewrap sandbox: its command line, fail-closed start, and jobs run in it for real.
+
+Jobs go through the real app in process (a MemoryStore) with ``sandbox="bwrap"``; each test that
+needs the sandbox is skipped with the reason when this host cannot run it (no bwrap, no root).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from interpreter.api.app import create_app
+from interpreter.config import Settings
+from interpreter.errors import ConfigurationError
+from interpreter.sandbox import BwrapSandbox, ResourceLimits, SandboxJob, bwrap
+from interpreter.sandbox.cgroups import detect
+
+MiB = 2**20
+
+
+def bwrap_unusable() -> str | None:
+    if bwrap.find_bwrap("/usr/bin:/bin") is None:
+        return "bubblewrap is not installed"
+    if os.geteuid() != 0:
+        return "per-job cgroups need root here"
+    try:
+        detect().setup()
+    except ConfigurationError as exc:
+        return exc.message
+    return None
+
+
+UNUSABLE = bwrap_unusable()
+needs_bwrap = pytest.mark.skipif(UNUSABLE is not None, reason=f"no sandbox here: {UNUSABLE}")
+
+
+@pytest.fixture
+async def sandboxed(make_api: Any) -> Any:
+    if UNUSABLE is not None:
+        pytest.skip(f"no sandbox here: {UNUSABLE}")
+    return await make_api(sandbox="bwrap")
+
+
+def cgroup_dirs(job_id: str) -> list[Path]:
+    driver = detect()
+    driver.setup()
+    return [d for d in driver.open(job_id).directories() if d.exists()]
+
+
+# -- the command line -----------------------------------------------------------------------------
+def test_static_arguments_unshare_everything_and_drop_the_user() -> None:
+    args = bwrap.static_args(MiB, {"passwd": Path("/x/passwd")}, ["/opt/node"])
+    joined = " ".join(args)
+    for flag in (
+        "--unshare-user",
+        "--unshare-pid",
+        "--unshare-net",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--disable-userns",
+        "--uid 65534 --gid 65534",
+        "--cap-drop ALL",
+        "--new-session",
+        "--die-with-parent",
+        "--clearenv",
+        "--ro-bind /usr /usr",
+        "--proc /proc",
+        "--dev /dev",
+        f"--size {MiB} --tmpfs /tmp",
+        "--ro-bind /x/passwd /etc/passwd",
+        "--ro-bind /opt/node /opt/node",
+    ):
+        assert flag in joined, flag
+    assert "/etc/shadow" not in joined and "--bind /etc" not in joined
+
+
+def test_prefixes_of_interpreters_outside_the_system_directories() -> None:
+    assert bwrap._prefixes(["/usr/bin/python3", "/bin/bash"]) == []
+    assert bwrap._prefixes(["/opt/node-v20/bin/node", "/srv/tools/ruby"]) == [
+        "/opt/node-v20",
+        "/srv/tools",
+    ]
+
+
+def test_prepare_binds_the_workspace_at_its_own_path_and_sets_only_the_jobs_variables(
+    tmp_path: Path,
+) -> None:
+    class FakeDriver:
+        def create(self, name: str, limits: ResourceLimits) -> Any:
+            return object()
+
+    sandbox = BwrapSandbox("/usr/bin/bwrap", FakeDriver(), ["--static"], "bwrap x", MiB)  # type: ignore[arg-type]
+    try:
+        limits = ResourceLimits.defaults(Settings())
+        job = SandboxJob(
+            "j1",
+            "python",
+            ("/usr/bin/python3", "-c", "print(1)"),
+            tmp_path / "ws",
+            {"HOME": str(tmp_path / "ws"), "TMPDIR": "/tmp", "A": "1"},
+            limits,
+            (tmp_path / "code.py",),
+        )
+        prepared = sandbox.prepare(job)
+    finally:
+        sandbox.close()
+    argv = list(prepared.argv)
+    ws, code = str(tmp_path / "ws"), str(tmp_path / "code.py")
+    assert argv[:2] == ["/usr/bin/bwrap", "--static"]
+    assert argv[argv.index("--bind") : argv.index("--bind") + 3] == ["--bind", ws, ws]
+    assert ["--ro-bind", code, code] == argv[argv.index(code) - 1 : argv.index(code) + 2]
+    assert argv[argv.index("--chdir") + 1] == ws
+    assert argv[argv.index("--") + 1 :] == ["/usr/bin/python3", "-c", "print(1)"]
+    assert ["--setenv", "A", "1"] == argv[argv.index("A") - 1 : argv.index("A") + 2]
+    assert prepared.env == {}  # bwrap itself: an empty environment
+    assert prepared.workspace_limit_bytes == limits.workspace_bytes
+
+
+def test_exit_codes_above_128_are_signals_and_bwrap_errors_are_recognised(tmp_path: Path) -> None:
+    sandbox = BwrapSandbox.__new__(BwrapSandbox)
+    assert sandbox.decode_exit(137, None) == (None, 9)
+    assert sandbox.decode_exit(152, None) == (None, 24)
+    assert sandbox.decode_exit(3, None) == (3, None)
+    stderr = tmp_path / "stderr"
+    stderr.write_text("bwrap: Can't find source path /nope: No such file or directory\n")
+    assert sandbox.setup_failure(1, stderr) == (
+        "bwrap: Can't find source path /nope: No such file or directory"
+    )
+    assert sandbox.setup_failure(2, stderr) is None
+    stderr.write_text("Traceback ...\nbwrap: not really\n")
+    assert sandbox.setup_failure(1, stderr) is None
+
+
+# -- fail closed ----------------------------------------------------------------------------------
+def test_without_bwrap_the_server_refuses_to_start_saying_how_to_fix_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bwrap, "find_bwrap", lambda path: None)
+    with pytest.raises(ConfigurationError, match="apt-get install -y bubblewrap.*SANDBOX=none"):
+        create_app(Settings(data_dir=tmp_path, sandbox="bwrap"))
+
+
+def test_without_usable_cgroups_the_server_refuses_to_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_cgroups(parent: str | None = None) -> Any:
+        raise ConfigurationError("no usable cgroups: none mounted")
+
+    monkeypatch.setattr(bwrap, "detect", no_cgroups)
+    with pytest.raises(ConfigurationError, match="needs a cgroup per job: no usable cgroups"):
+        create_app(Settings(data_dir=tmp_path, sandbox="bwrap"))
+
+
+async def test_without_a_sandbox_a_warning_is_logged_and_get_sandbox_says_so(
+    make_api: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    api = await make_api(sandbox="none")
+    assert any("INTERPRETER_SANDBOX=none" in r.getMessage() for r in caplog.records)
+    body = (await api.client.get("/sandbox")).json()
+    assert body["mode"] == "none" and body["isolated"] is False
+    assert body["limits_enforced"] is False and "warning" in body["details"]
+    assert body["limits"]["memory_bytes"] == {
+        "default": api.settings.memory_limit_bytes,
+        "maximum": api.settings.max_memory_limit_bytes,
+    }
+
+
+# -- jobs in the sandbox --------------------------------------------------------------------------
+async def test_get_sandbox_describes_it(sandboxed: Any) -> None:
+    body = (await sandboxed.client.get("/sandbox")).json()
+    assert body["mode"] == "bwrap" and body["isolated"] and body["limits_enforced"]
+    assert body["details"]["uid"] == 65534 and body["details"]["network"] is False
+    assert "cgroup v" in body["details"]["cgroup"]
+
+
+@pytest.mark.parametrize(
+    ("language", "code"),
+    [
+        ("python", "import os; print(os.getuid(), os.getcwd(), os.environ['TMPDIR'])"),
+        ("shell", 'echo "$(id -u) $(pwd) $TMPDIR"'),
+        ("javascript", "console.log(process.getuid(), process.cwd(), process.env.TMPDIR)"),
+    ],
+)
+async def test_every_language_runs_as_nobody_in_its_own_directory(
+    sandboxed: Any, language: str, code: str
+) -> None:
+    body = await sandboxed.run(code, language)
+    workspace = sandboxed.workspace_root / body["job_id"]
+    assert body["status"] == "completed", body["stderr"]
+    assert body["stdout"] == f"65534 {workspace} /tmp\n"
+    assert body["termination_reason"] == "exit"
+    assert body["resource_usage"]["memory_bytes"]["peak_rss"] > 0  # the cgroup's peak
+
+
+async def test_files_keep_their_true_absolute_paths(sandboxed: Any) -> None:
+    body = await sandboxed.run("open('out.txt', 'w').write('x')\nopen('/tmp/scratch', 'w')")
+    workspace = sandboxed.workspace_root / body["job_id"]
+    assert body["files_created"] == [str(workspace / "out.txt")]
+    assert (workspace / "out.txt").read_text() == "x"
+
+
+async def test_a_long_program_runs_from_its_code_file(sandboxed: Any) -> None:
+    code = "x = 1\n" * 20_000 + "print('long', x)\n"  # over the command line's inline limit
+    body = await sandboxed.run(code)
+    assert body["status"] == "completed", body["stderr"]
+    assert body["stdout"] == "long 1\n"
+
+
+async def test_memory_limit_says_so(sandboxed: Any) -> None:
+    code = "a = []\nwhile True:\n    a.append(bytearray(2**20))"
+    body = await sandboxed.run(code, limits={"memory_bytes": 64 * MiB})
+    assert body["status"] == "failed"
+    assert body["termination_reason"] == "memory_limit"
+    assert body["error_message"] == "memory limit exceeded (64 MiB)"
+    assert 48 * MiB <= body["resource_usage"]["memory_bytes"]["peak_rss"] <= 65 * MiB
+
+
+async def test_one_huge_python_allocation_is_a_memory_limit_too(sandboxed: Any) -> None:
+    body = await sandboxed.run("x = bytearray(2**40)", limits={"memory_bytes": 64 * MiB})
+    assert body["termination_reason"] == "memory_limit"
+    assert body["stderr"].rstrip().endswith("MemoryError")  # RLIMIT_AS: catchable in Python
+
+
+async def test_cpu_limit_stops_a_spin(sandboxed: Any) -> None:
+    body = await sandboxed.run("while True: pass", limits={"cpu_time_s": 0.5}, timeout=10)
+    assert body["status"] == "failed"
+    assert body["termination_reason"] == "cpu_limit"
+    assert body["error_message"] == "CPU time limit exceeded (0.5 s)"
+    assert 0.5 <= body["resource_usage"]["cpu_time_s"]["total"] < 1.5
+
+
+async def test_cpu_limit_counts_every_process_of_the_job(sandboxed: Any) -> None:
+    spin = "while :; do :; done"
+    body = await sandboxed.run(f"{spin} & {spin} & wait", "shell", limits={"cpu_time_s": 1})
+    assert body["termination_reason"] == "cpu_limit"
+    assert body["execution_time_ms"] < 3000  # two spinners reach 1 s of CPU in about 0.5 s
+
+
+async def test_file_size_and_open_files_limits(sandboxed: Any) -> None:
+    code = (
+        "import os\n"
+        "try:\n"
+        "    open('big', 'wb').write(b'x' * (3 * 2**20))\n"
+        "except OSError as e:\n"
+        "    print('fsize', e.errno)\n"
+        "fds = []\n"
+        "try:\n"
+        "    while True: fds.append(os.open('/dev/null', os.O_RDONLY))\n"
+        "except OSError as e:\n"
+        "    print('nofile', e.errno, len(fds) < 32)\n"
+    )
+    body = await sandboxed.run(code, limits={"file_size_bytes": 2 * MiB, "open_files": 32})
+    assert body["stdout"] == "fsize 27\nnofile 24 True\n", body["stderr"]  # EFBIG, EMFILE
+
+
+async def test_workspace_limit_stops_a_job_filling_its_directory(sandboxed: Any) -> None:
+    code = (
+        "import time\n"
+        "with open('fill', 'wb') as f:\n"
+        "    while True:\n"
+        "        f.write(b'x' * 2**20); f.flush(); time.sleep(0.005)"
+    )
+    body = await sandboxed.run(code, limits={"workspace_bytes": 4 * MiB}, timeout=20)
+    assert body["termination_reason"] == "workspace_limit"
+    assert body["error_message"] == "workspace disk limit exceeded (4 MiB)"
+
+
+async def test_private_tmp_is_capped(make_api: Any) -> None:
+    if UNUSABLE is not None:
+        pytest.skip(f"no sandbox here: {UNUSABLE}")
+    api = await make_api(sandbox="bwrap", tmp_limit_bytes=2 * MiB)
+    code = (
+        "try:\n    open('/tmp/f', 'wb').write(b'x' * 3 * 2**20)\nexcept OSError as e:\n"
+        "    print(e.errno)"
+    )
+    body = await api.run(code)
+    assert body["stdout"] == "28\n", body["stderr"]  # ENOSPC
+
+
+async def test_timeout_and_signal_and_exit_reasons(sandboxed: Any) -> None:
+    timed_out = await sandboxed.run("sleep 30", "shell", timeout=0.5)
+    assert (timed_out["status"], timed_out["termination_reason"]) == ("timeout", "timeout")
+    killed = await sandboxed.run("kill -9 $$", "shell")
+    assert killed["termination_reason"] == "signal"
+    assert (killed["exit_code"], killed["signal"]) == (None, 9)
+    assert killed["error_message"] == "killed by signal 9 (SIGKILL)"
+    exited = await sandboxed.run("exit 3", "shell")
+    assert (exited["exit_code"], exited["termination_reason"]) == (3, "exit")
+
+
+async def test_cancelled_job_reason(sandboxed: Any) -> None:
+    job_id = await sandboxed.submit("echo started; sleep 30", "shell")
+    await sandboxed.wait_for(job_id, {"running"})
+    await sandboxed.client.post(f"/jobs/{job_id}/cancel")
+    await sandboxed.wait_until(
+        lambda: sandboxed.store.jobs[job_id].result is not None, 10, "the cancelled job's result"
+    )
+    body = await sandboxed.results(job_id)
+    assert (body["status"], body["termination_reason"]) == ("cancelled", "cancelled")
+
+
+async def test_a_sandbox_that_cannot_start_the_job_is_a_sandbox_error(sandboxed: Any) -> None:
+    sandbox = sandboxed.app.state.parts.dispatcher.runner.sandbox
+    sandbox.static = [*sandbox.static, "--ro-bind", "/nonexistent-source", "/x"]
+    body = await sandboxed.run("print(1)")
+    assert body["status"] == "failed"
+    assert body["termination_reason"] == "sandbox_error"
+    assert body["error_message"].startswith("sandbox failed: bwrap: Can't find source path")
+
+
+async def test_the_jobs_cgroup_is_removed_after_it(sandboxed: Any) -> None:
+    body = await sandboxed.run("sleep 0.2 & echo hi", "shell")
+    assert body["status"] == "completed"
+    await sandboxed.wait_until(lambda: not cgroup_dirs(body["job_id"]), 10, "cgroup removal")
