@@ -58,6 +58,7 @@ class ProcessSpec:
     scan_limits: ScanLimits = field(default_factory=ScanLimits)
     confinement: Confinement | None = None  # the sandbox's cgroup: holds the whole tree
     workspace_limit_bytes: int | None = None  # disk use of cwd, sampled (needs a confinement)
+    pass_fds: tuple[int, ...] = ()  # kept open for the process (the caller closes its own)
 
 
 @dataclass(frozen=True, slots=True)

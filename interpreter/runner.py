@@ -275,6 +275,7 @@ class JobRunner:
             scan_limits=self.limits.scan,
             confinement=prepared.confinement,
             workspace_limit_bytes=prepared.workspace_limit_bytes,
+            pass_fds=prepared.pass_fds,
         )
         try:
             if cancel.is_set():

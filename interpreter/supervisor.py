@@ -22,7 +22,7 @@ import psutil
 
 from interpreter.errors import ExecutionError
 from interpreter.output import StreamCapture
-from interpreter.sandbox.base import GATE, CgroupUsage, Confinement
+from interpreter.sandbox.base import CgroupUsage, Confinement, gated
 
 if TYPE_CHECKING:
     from interpreter.executor import ProcessSpec
@@ -107,14 +107,15 @@ class Child:
                     gate_r, gate_w = os.pipe()
                     undo.callback(_close, gate_w)
                     write_ends.append(gate_r)
-                    popen = _popen(spec, stdout_w, stderr_w, stdin=gate_r, gated=True)
+                    popen = _popen(spec, stdout_w, stderr_w, stdin=gate_r)
             finally:
                 for fd in write_ends:
                     os.close(fd)
             undo.callback(_kill_and_wait, popen, spec.confinement)
-            if spec.confinement is not None:  # in the cgroup before the job's command runs
+            if spec.confinement is not None:  # the gate joins its cgroup; rlimits, then go
                 spec.confinement.admit(popen.pid)
-                os.write(gate_w, b"\n")
+                with contextlib.suppress(BrokenPipeError):  # it could not join: it says so
+                    os.write(gate_w, b"\n")
             try:
                 pidfd = os.pidfd_open(popen.pid)
             except OSError as exc:
@@ -170,7 +171,8 @@ class Child:
                 cancelled.cancel()
         # Whatever is left (``sleep 100 &``, a daemon) dies while the leader is a zombie.
         if self.confinement is not None:
-            await asyncio.to_thread(self.confinement.kill_all)
+            if self.confinement.occupied():  # normally the pid namespace took them all
+                await asyncio.to_thread(self.confinement.kill_all)
         else:
             self._signal_all(signal.SIGKILL, list(self._descendants.values()))
         return termination
@@ -364,7 +366,6 @@ def _popen(
     stdout_fd: int,
     stderr_fd: int,
     stdin: int = subprocess.DEVNULL,
-    gated: bool = False,
 ) -> subprocess.Popen[bytes]:
     for fd in (stdout_fd, stderr_fd):
         with contextlib.suppress(OSError):  # fewer wakeups; fine without
@@ -372,7 +373,10 @@ def _popen(
     program = spec.argv[0]
     try:
         return subprocess.Popen(
-            [*GATE, *spec.argv] if gated else list(spec.argv),
+            gated(spec.confinement.join_files, spec.argv)
+            if spec.confinement is not None
+            else list(spec.argv),
+            pass_fds=spec.pass_fds,
             cwd=spec.cwd,
             env=dict(spec.env),
             stdin=stdin,

@@ -2,8 +2,8 @@
 
 A ``Sandbox`` turns a job's command into a confined one (``prepare``) and cleans up after it
 (``release``, ``recover``). Its ``Confinement`` is what the executor needs to hold a process
-tree: move the process in before it runs anything (``admit``), signal or kill everything in it,
-and read what all of it used.
+tree: the files the process writes itself into before it runs anything, rlimits to apply while
+it waits (``admit``), signal or kill everything in it, and read what all of it used.
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ from interpreter.sandbox.cgroupfs import CgroupUsage, JobCgroup
 from interpreter.sandbox.limits import ResourceLimits
 
 __all__ = [
+    "GATE",
     "CgroupConfinement",
     "CgroupUsage",
     "Confinement",
-    "GATE",
+    "gated",
     "NoSandbox",
     "Prepared",
     "Sandbox",
@@ -32,10 +33,26 @@ __all__ = [
 ]
 
 MiB = 2**20
-# The executor's gate: a tiny shell that waits for a line on its stdin (sent once the process is
-# in its cgroup), then becomes the job's command with stdin from /dev/null and nothing of its
-# own in the environment (dash exports PWD).
-GATE = ("/bin/sh", "-c", 'read -r _ && unset PWD && exec "$@" </dev/null', "gate")
+# The executor's gate, run as ``GATE + (join files..., "--", command...)``: a tiny shell that
+# writes itself into its cgroup (``0`` to each join file), waits for a line on its stdin (sent
+# once the executor has applied the rlimits), then becomes the command with stdin from /dev/null
+# and nothing of its own in the environment (dash exports PWD). If it cannot join it says so on
+# stderr ("gate: ...") and exits 125 before anything of the job runs.
+GATE_SCRIPT = (
+    'while [ "$#" -gt 0 ] && [ "$1" != -- ]; do'
+    ' echo 0 2>/dev/null > "$1" || { echo "gate: cannot join cgroup $1" >&2; exit 125; }; shift;'
+    " done; shift; "
+    'read -r _ || exit 125; unset PWD; exec "$@" </dev/null'
+)
+GATE = ("/bin/sh", "-c", GATE_SCRIPT, "gate")
+GATE_FAILURE_EXIT = 125
+
+
+def gated(join_files: tuple[Path, ...], argv: tuple[str, ...]) -> list[str]:
+    """The command line that starts ``argv`` behind the gate."""
+    return [*GATE, *map(str, join_files), "--", *argv]
+
+
 ExitStatus = tuple[int | None, int | None]  # (exit code, signal): one of them is None
 
 
@@ -43,15 +60,19 @@ class Confinement(Protocol):
     """A job's cgroup and rlimits, as the executor drives them."""
 
     cpu_limit_s: float | None  # the cgroup's CPU time at which the job is killed
+    join_files: tuple[Path, ...]  # the gate writes itself into these
 
     def admit(self, pid: int) -> None:
-        """Move ``pid`` in and apply the rlimits, before it runs the job's command."""
+        """Apply the rlimits to the gate ``pid``, before it runs the job's command."""
 
     def signal(self, sig: int, spare: Collection[int] = ()) -> None:
         """Send ``sig`` to every process of the job but ``spare``."""
 
     def kill_all(self) -> None:
-        """SIGKILL every process of the job, daemons included."""
+        """SIGKILL every process of the job, daemons included (may block briefly)."""
+
+    def occupied(self) -> bool:
+        """Whether any process of the job is left (one small read)."""
 
     def usage(self) -> CgroupUsage: ...
 
@@ -77,6 +98,7 @@ class Prepared:
     env: Mapping[str, str]
     confinement: Confinement | None = None
     workspace_limit_bytes: int | None = None
+    pass_fds: tuple[int, ...] = ()  # open for the spawned process (the seccomp program)
     cleanup: JobCgroup | None = field(default=None, repr=False)
 
 
@@ -145,6 +167,7 @@ class CgroupConfinement:
 
     def __init__(self, cgroup: JobCgroup, limits: ResourceLimits, python: bool) -> None:
         self.cgroup = cgroup
+        self.join_files = cgroup.join_files
         self.cpu_limit_s: float | None = limits.cpu_time_s
         cpu_s = math.ceil(limits.cpu_time_s)
         self.rlimits: list[tuple[int, tuple[int, int]]] = [
@@ -158,7 +181,6 @@ class CgroupConfinement:
             self.rlimits.append((resource.RLIMIT_AS, (space, space)))
 
     def admit(self, pid: int) -> None:
-        self.cgroup.attach(pid)
         for which, values in self.rlimits:
             try:
                 resource.prlimit(pid, which, values)
@@ -171,6 +193,12 @@ class CgroupConfinement:
 
     def kill_all(self) -> None:
         self.cgroup.kill_all()
+
+    def occupied(self) -> bool:
+        try:
+            return bool(self.cgroup.pids())
+        except OSError:
+            return False
 
     def usage(self) -> CgroupUsage:
         return self.cgroup.usage()

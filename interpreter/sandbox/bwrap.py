@@ -1,16 +1,17 @@
 """Every job in a bubblewrap sandbox with a cgroup of its own.
 
 Per job, ``bwrap`` gets new user, pid, network, IPC, UTS and cgroup namespaces; the job runs as
-uid/gid 65534 with no capabilities, ``no_new_privs`` (bwrap sets it) and no way to create user
-namespaces of its own (``--disable-userns``), in a new session, and dies with the server
-(``--die-with-parent``). Its filesystem is a fresh tmpfs root holding, read-only, ``/usr`` (and the
-``/bin``, ``/lib*``, ``/sbin`` links or directories), the few ``/etc`` files programs need, a
-generated ``passwd``, ``group`` and ``hosts``, and the install prefix of any language interpreter
-that lives elsewhere; read-write, only the job's working directory at its own absolute path (so
-reported paths stay true), a private size-capped ``/tmp`` and ``/dev/shm``. ``/proc`` shows the
-job's own processes only; ``/dev`` has the usual null, zero, random and tty devices; there is no
-network interface but loopback. bwrap itself starts with an empty environment (its pid 1 keeps
-it, readable at ``/proc/1/environ``): the job's variables are set with ``--setenv``.
+uid/gid 65534 with no capabilities, ``no_new_privs`` (bwrap sets it), a seccomp filter
+(``seccomp.py``) and no way to create user namespaces of its own (``--disable-userns``), in a new
+session, and dies with the server (``--die-with-parent``). Its filesystem is a fresh tmpfs root,
+read-only, holding read-only ``/usr`` (and the ``/bin``, ``/lib*``, ``/sbin`` links or
+directories), the few ``/etc`` files programs need, a generated ``passwd``, ``group`` and
+``hosts``, and the install prefix of any language interpreter that lives elsewhere; read-write,
+only the job's working directory at its own absolute path (so reported paths stay true), a
+private size-capped ``/tmp`` and ``/dev/shm``. ``/proc`` shows the job's own processes only;
+``/dev`` has the usual null, zero, random and tty devices; there is no network interface but
+loopback. bwrap itself starts with an empty environment (its pid 1 keeps it, readable at
+``/proc/1/environ``): the job's variables are set with ``--setenv``.
 
 On the host the job's processes run as the server's user (uid 0 when the server runs as root:
 bwrap maps the sandbox's 65534 to it). Their reach is what the mounts above give them.
@@ -20,16 +21,25 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 import shutil
 import subprocess
 import uuid
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any
 
 from interpreter.config import Settings
 from interpreter.errors import ConfigurationError, ExecutionError
-from interpreter.sandbox.base import GATE, CgroupConfinement, ExitStatus, Prepared, SandboxJob
+from interpreter.sandbox import seccomp
+from interpreter.sandbox.base import (
+    GATE_FAILURE_EXIT,
+    CgroupConfinement,
+    ExitStatus,
+    Prepared,
+    SandboxJob,
+    gated,
+)
 from interpreter.sandbox.cgroups import CgroupDriver, Remover, detect
 from interpreter.sandbox.limits import ResourceLimits, describe_bytes
 
@@ -38,9 +48,9 @@ logger = logging.getLogger(__name__)
 SANDBOX_UID = 65534
 HOSTNAME = "sandbox"
 SYSTEM_DIRS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
-# /etc, read-only and only these: the loader's cache, name service and time zone settings,
-# certificates, and what interpreters read at start. Never passwd/shadow/ssh keys: the job's
-# processes are the server's user on the host, so a root-only file bound here would be readable.
+# /etc holds copies of only these: the loader's cache, name service and time zone settings,
+# certificates, and what interpreters read at start. Never shadow or keys: the job's processes
+# are the server's user on the host, so a root-only file there would be readable to them.
 ETC_FILES = (
     "ld.so.cache",
     "ld.so.conf",
@@ -101,19 +111,40 @@ def _prefixes(executables: Iterable[str]) -> list[str]:
     return sorted(found)
 
 
-def _write_etc(directory: Path) -> dict[str, Path]:
-    directory.mkdir(parents=True, exist_ok=True)
-    written = {}
+def build_etc(directory: Path, host_etc: Path = Path("/etc")) -> Path:
+    """The sandbox's /etc, made afresh at each start: copies of ``ETC_FILES`` (directories with
+    their symlinks as links, never a ``private`` directory) and the generated files. One bind
+    of it costs a job less than a bind per file (~0.13 ms each)."""
+    fresh = directory.with_name(f"{directory.name}.{os.getpid()}.new")
+    shutil.rmtree(fresh, ignore_errors=True)
+    fresh.mkdir(parents=True)
+    for name in ETC_FILES:
+        source, target = host_etc / name, fresh / name
+        try:
+            if source.is_symlink():
+                target.symlink_to(os.readlink(source))
+            elif source.is_dir():
+                shutil.copytree(
+                    source, target, symlinks=True, ignore=shutil.ignore_patterns("private")
+                )
+            elif source.is_file():
+                shutil.copy2(source, target)
+        except OSError as exc:
+            logger.warning("sandbox /etc: %s not copied: %s", source, exc)
     for name, content in GENERATED_ETC.items():
-        path = directory / name
-        if not path.exists() or path.read_text() != content:
-            path.write_text(content)
-        path.chmod(0o644)
-        written[name] = path
-    return written
+        (fresh / name).write_text(content)
+    for path in (fresh, *fresh.rglob("*")):
+        if not path.is_symlink():
+            path.chmod(0o755 if path.is_dir() else 0o644)
+    old = directory.with_name(f"{directory.name}.{os.getpid()}.old")
+    if directory.exists():
+        directory.rename(old)
+    fresh.rename(directory)
+    shutil.rmtree(old, ignore_errors=True)
+    return directory
 
 
-def static_args(tmp_bytes: int, etc: Mapping[str, Path], prefixes: Iterable[str]) -> list[str]:
+def static_args(tmp_bytes: int, etc: Path, prefixes: Iterable[str]) -> list[str]:
     """Everything of the command line that does not depend on the job."""
     args = [
         "--unshare-user",
@@ -136,10 +167,7 @@ def static_args(tmp_bytes: int, etc: Mapping[str, Path], prefixes: Iterable[str]
         "--clearenv",
         *_system_mounts(),
     ]
-    for name in ETC_FILES:
-        args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
-    for name, path in etc.items():
-        args += ["--ro-bind", str(path), f"/etc/{name}"]
+    args += ["--ro-bind", str(etc), "/etc"]
     for prefix in prefixes:
         args += ["--ro-bind", prefix, prefix]
     args += ["--proc", "/proc", "--dev", "/dev"]
@@ -161,6 +189,7 @@ class BwrapSandbox:
         self.static = static
         self.version = version
         self.tmp_bytes = tmp_bytes
+        self.seccomp = seccomp.program() if seccomp.supported() else None
         self.remover = Remover()
 
     @classmethod
@@ -178,7 +207,7 @@ class BwrapSandbox:
                 f"INTERPRETER_SANDBOX=bwrap needs a cgroup per job: {exc.message}; or set "
                 "INTERPRETER_SANDBOX=none for trusted local use only"
             ) from exc
-        etc = _write_etc(settings.data_dir / "sandbox" / "etc")
+        etc = build_etc(settings.data_dir / "sandbox" / "etc")
         static = static_args(settings.tmp_limit_bytes, etc, _prefixes(executables))
         sandbox = cls(bwrap, cgroups, static, version, settings.tmp_limit_bytes)
         try:
@@ -199,7 +228,8 @@ class BwrapSandbox:
         assert prepared.confinement is not None
         try:
             with subprocess.Popen(
-                [*GATE, *prepared.argv],
+                gated(prepared.confinement.join_files, prepared.argv),
+                pass_fds=prepared.pass_fds,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
@@ -229,11 +259,19 @@ class BwrapSandbox:
         cgroup = self.cgroups.create(job.job_id, job.limits)
         cwd = str(job.cwd)
         argv = [self.bwrap, *self.static]
+        pass_fds: tuple[int, ...] = ()
+        if self.seccomp is not None:
+            try:
+                pass_fds = (seccomp.memfd(self.seccomp),)
+            except OSError as exc:
+                self.remover.remove(cgroup)
+                raise ExecutionError(f"cannot pass the seccomp filter: {exc}") from exc
+            argv += ["--seccomp", str(pass_fds[0])]
         if job.cwd != Path("/"):
             argv += ["--bind", cwd, cwd]
         for path in job.read_only_files:
             argv += ["--ro-bind", str(path), str(path)]
-        argv += ["--chdir", cwd]
+        argv += ["--remount-ro", "/", "--chdir", cwd]  # last: the root's own tmpfs read-only
         for name, value in job.env.items():
             argv += ["--setenv", name, value]
         argv += ["--", *job.argv]
@@ -242,10 +280,13 @@ class BwrapSandbox:
             env={},  # bwrap's own environment: its pid 1 shows it in /proc/1/environ
             confinement=CgroupConfinement(cgroup, job.limits, python=job.language == "python"),
             workspace_limit_bytes=job.limits.workspace_bytes,
+            pass_fds=pass_fds,
             cleanup=cgroup,
         )
 
     def release(self, prepared: Prepared) -> None:
+        for fd in prepared.pass_fds:
+            os.close(fd)
         if prepared.cleanup is not None:
             self.remover.remove(prepared.cleanup)
 
@@ -266,8 +307,10 @@ class BwrapSandbox:
         return exit_code, signal
 
     def setup_failure(self, exit_code: int | None, stderr: Path) -> str | None:
-        """bwrap's own message (``bwrap: ...``, exit code 1) when it could not start the job."""
-        if exit_code != 1:
+        """bwrap's own message (``bwrap: ...``, exit code 1) when it could not start the job,
+        or the gate's (``gate: ...``, exit code 125) when it could not join the cgroup."""
+        prefix = {1: "bwrap: ", GATE_FAILURE_EXIT: "gate: "}.get(exit_code or 0)
+        if prefix is None:
             return None
         try:
             with stderr.open("rb") as handle:
@@ -275,7 +318,7 @@ class BwrapSandbox:
         except OSError:
             return None
         first = head.splitlines()[0] if head else ""
-        return first if first.startswith("bwrap: ") else None
+        return first if first.startswith(prefix) else None
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -286,6 +329,9 @@ class BwrapSandbox:
             "cgroup": self.cgroups.describe(),
             "uid": SANDBOX_UID,
             "network": False,
+            "seccomp": f"{len(seccomp.BLOCKED) + len(seccomp.UNAVAILABLE)} system calls refused"
+            if self.seccomp is not None
+            else f"none (no filter built in for {platform.machine()})",
             "tmp": describe_bytes(self.tmp_bytes),
         }
 

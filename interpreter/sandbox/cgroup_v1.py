@@ -25,6 +25,10 @@ class V1JobCgroup(JobCgroup):
     def procs_files(self) -> tuple[Path, ...]:
         return tuple(d / "cgroup.procs" for d in self.dirs.values())
 
+    @property
+    def join_files(self) -> tuple[Path, ...]:
+        return tuple(d / "tasks" for d in self.dirs.values())
+
     def directories(self) -> tuple[Path, ...]:
         return tuple(self.dirs.values())
 

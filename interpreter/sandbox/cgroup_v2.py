@@ -32,6 +32,10 @@ class V2JobCgroup(JobCgroup):
     def procs_files(self) -> tuple[Path, ...]:
         return (self.path / "cgroup.procs",)
 
+    @property
+    def join_files(self) -> tuple[Path, ...]:
+        return self.procs_files  # cgroup.threads needs threaded mode: the process lock it is
+
     def directories(self) -> tuple[Path, ...]:
         return (self.path,)
 

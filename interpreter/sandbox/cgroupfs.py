@@ -75,7 +75,14 @@ class JobCgroup(ABC):
     @property
     @abstractmethod
     def procs_files(self) -> tuple[Path, ...]:
-        """Where a pid is written to join (one file per v1 hierarchy)."""
+        """Where a pid is written to move a process in (one file per v1 hierarchy)."""
+
+    @property
+    @abstractmethod
+    def join_files(self) -> tuple[Path, ...]:
+        """Where a process writes ``0`` to move itself in. On v1 that is ``tasks``: a thread
+        moving itself skips the kernel's global threadgroup lock, whose writer side waits for
+        an RCU grace period (several ms when cgroups have been quiet) on ``cgroup.procs``."""
 
     @abstractmethod
     def pids(self) -> list[int]:

@@ -17,23 +17,11 @@ from interpreter.config import Settings
 from interpreter.errors import ConfigurationError
 from interpreter.sandbox import BwrapSandbox, ResourceLimits, SandboxJob, bwrap
 from interpreter.sandbox.cgroups import detect
+from tests.sandbox.usable import UNUSABLE
 
 MiB = 2**20
 
 
-def bwrap_unusable() -> str | None:
-    if bwrap.find_bwrap("/usr/bin:/bin") is None:
-        return "bubblewrap is not installed"
-    if os.geteuid() != 0:
-        return "per-job cgroups need root here"
-    try:
-        detect().setup()
-    except ConfigurationError as exc:
-        return exc.message
-    return None
-
-
-UNUSABLE = bwrap_unusable()
 needs_bwrap = pytest.mark.skipif(UNUSABLE is not None, reason=f"no sandbox here: {UNUSABLE}")
 
 
@@ -52,7 +40,7 @@ def cgroup_dirs(job_id: str) -> list[Path]:
 
 # -- the command line -----------------------------------------------------------------------------
 def test_static_arguments_unshare_everything_and_drop_the_user() -> None:
-    args = bwrap.static_args(MiB, {"passwd": Path("/x/passwd")}, ["/opt/node"])
+    args = bwrap.static_args(MiB, Path("/data/sandbox/etc"), ["/opt/node"])
     joined = " ".join(args)
     for flag in (
         "--unshare-user",
@@ -70,11 +58,30 @@ def test_static_arguments_unshare_everything_and_drop_the_user() -> None:
         "--proc /proc",
         "--dev /dev",
         f"--size {MiB} --tmpfs /tmp",
-        "--ro-bind /x/passwd /etc/passwd",
+        "--ro-bind /data/sandbox/etc /etc",
         "--ro-bind /opt/node /opt/node",
     ):
         assert flag in joined, flag
     assert "/etc/shadow" not in joined and "--bind /etc" not in joined
+
+
+def test_the_sandbox_etc_holds_copies_of_public_files_only(tmp_path: Path) -> None:
+    host = tmp_path / "host-etc"
+    (host / "ssl" / "private").mkdir(parents=True)
+    (host / "ssl" / "private" / "key.pem").write_text("secret key")
+    (host / "ssl" / "openssl.cnf").write_text("cnf")
+    (host / "alternatives").mkdir()
+    (host / "alternatives" / "node").symlink_to("/usr/bin/nodejs")
+    (host / "nsswitch.conf").write_text("hosts: files")
+    (host / "shadow").write_text("root:$6$hash")
+    etc = bwrap.build_etc(tmp_path / "data" / "etc", host_etc=host)
+    assert (etc / "nsswitch.conf").read_text() == "hosts: files"
+    assert (etc / "ssl" / "openssl.cnf").read_text() == "cnf"
+    assert os.readlink(etc / "alternatives" / "node") == "/usr/bin/nodejs"
+    assert not (etc / "ssl" / "private").exists() and not (etc / "shadow").exists()
+    assert "nobody:x:65534:65534" in (etc / "passwd").read_text()
+    assert "127.0.0.1" in (etc / "hosts").read_text()
+    assert bwrap.build_etc(tmp_path / "data" / "etc", host_etc=host) == etc  # rebuilt in place
 
 
 def test_prefixes_of_interpreters_outside_the_system_directories() -> None:
@@ -88,9 +95,12 @@ def test_prefixes_of_interpreters_outside_the_system_directories() -> None:
 def test_prepare_binds_the_workspace_at_its_own_path_and_sets_only_the_jobs_variables(
     tmp_path: Path,
 ) -> None:
+    class FakeCgroup:
+        join_files = (Path("/cg/tasks"),)
+
     class FakeDriver:
         def create(self, name: str, limits: ResourceLimits) -> Any:
-            return object()
+            return FakeCgroup()
 
     sandbox = BwrapSandbox("/usr/bin/bwrap", FakeDriver(), ["--static"], "bwrap x", MiB)  # type: ignore[arg-type]
     try:
@@ -105,6 +115,8 @@ def test_prepare_binds_the_workspace_at_its_own_path_and_sets_only_the_jobs_vari
             (tmp_path / "code.py",),
         )
         prepared = sandbox.prepare(job)
+        for fd in prepared.pass_fds:
+            os.close(fd)
     finally:
         sandbox.close()
     argv = list(prepared.argv)
@@ -116,6 +128,7 @@ def test_prepare_binds_the_workspace_at_its_own_path_and_sets_only_the_jobs_vari
     assert argv[argv.index("--") + 1 :] == ["/usr/bin/python3", "-c", "print(1)"]
     assert ["--setenv", "A", "1"] == argv[argv.index("A") - 1 : argv.index("A") + 2]
     assert prepared.env == {}  # bwrap itself: an empty environment
+    assert ("--seccomp" in argv) == (sandbox.seccomp is not None)
     assert prepared.workspace_limit_bytes == limits.workspace_bytes
 
 

@@ -403,3 +403,41 @@ def test_v2_kill_all_takes_every_process(unified: Path, features: set[str]) -> N
     assert marked(marker) == [] and cgroup.pids() == []
     assert cgroup.usage().cpu_total_s >= 0
     assert cgroup.remove()
+
+
+def test_the_gate_writes_itself_into_every_hierarchy_before_the_command(
+    driver: cgroups.CgroupDriver,
+) -> None:
+    from interpreter.sandbox.base import gated
+
+    cgroup = driver.create(f"gate-{uuid.uuid4().hex}", LIMITS)
+    try:
+        proc = subprocess.run(
+            gated(cgroup.join_files, ("cat", "/proc/self/cgroup")),
+            input=b"\n",
+            capture_output=True,
+            env={"PATH": "/usr/bin:/bin"},
+            timeout=10,
+        )
+        assert proc.returncode == 0, proc.stderr
+        lines = proc.stdout.decode().splitlines()
+        joined = [line for line in lines if line.endswith(f"/{cgroup.name}")]
+        expected = len(driver.parents) if isinstance(driver, CgroupV1) else 1
+        assert len(joined) == expected, lines
+    finally:
+        Remover._try(cgroup)
+
+
+def test_a_gate_that_cannot_join_runs_nothing(tmp_path: Path) -> None:
+    from interpreter.sandbox.base import GATE_FAILURE_EXIT, gated
+
+    ran = tmp_path / "ran"
+    proc = subprocess.run(
+        gated((tmp_path / "missing" / "tasks",), ("touch", str(ran))),
+        input=b"\n",
+        capture_output=True,
+        timeout=10,
+    )
+    assert proc.returncode == GATE_FAILURE_EXIT
+    assert proc.stderr.decode().startswith("gate: cannot join cgroup")
+    assert not ran.exists()

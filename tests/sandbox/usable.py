@@ -1,0 +1,24 @@
+"""Whether this host can run the bubblewrap sandbox (tests that need it skip with the reason)."""
+
+from __future__ import annotations
+
+import os
+
+from interpreter.errors import ConfigurationError
+from interpreter.sandbox import bwrap
+from interpreter.sandbox.cgroups import detect
+
+
+def bwrap_unusable() -> str | None:
+    if bwrap.find_bwrap("/usr/bin:/bin") is None:
+        return "bubblewrap is not installed (apt-get install -y bubblewrap)"
+    if os.geteuid() != 0:
+        return "per-job cgroups need root here"
+    try:
+        detect().setup()
+    except ConfigurationError as exc:
+        return exc.message
+    return None
+
+
+UNUSABLE = bwrap_unusable()
