@@ -2,7 +2,8 @@
 # `docker run -p 8000:8000 -v interpreter-data:/var/lib/interpreter interpreter-server`.
 FROM python:3.11-slim
 
-# node runs javascript jobs; bubblewrap is the sandbox the executor wraps jobs in.
+# node runs javascript jobs; bubblewrap is the sandbox (INTERPRETER_SANDBOX=bwrap; in a container
+# it needs user namespaces and a delegated cgroup: see the README's Security section).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends nodejs bubblewrap \
     && rm -rf /var/lib/apt/lists/*
