@@ -3,9 +3,10 @@
 The executor knows nothing about jobs, stores or HTTP: it takes a ``ProcessSpec`` (argv, working
 directory, environment, limits, where to write output) and returns a ``ProcessOutcome``.
 The sandbox wraps ``argv`` and may hand over a ``Confinement`` (a cgroup and rlimits): the process
-then starts behind a gate, a tiny shell that waits on its stdin until the executor has moved it
-into the cgroup, so nothing of the job runs (or forks) outside it; signals, kills, CPU time and
-peak memory then come from the cgroup, which holds every process of the job, daemons included.
+then starts behind a gate, a tiny shell that writes itself into the cgroup and waits on its stdin
+until the executor has applied the rlimits, so nothing of the job runs (or forks) outside it;
+signals, kills, CPU time and peak memory then come from the cgroup, which holds every process of
+the job, daemons included.
 The runner turns outcomes into job results; ``supervisor`` holds the process while it runs.
 """
 

@@ -16,8 +16,7 @@ from interpreter.api.app import create_app
 from interpreter.config import Settings
 from interpreter.errors import ConfigurationError
 from interpreter.sandbox import BwrapSandbox, ResourceLimits, SandboxJob, bwrap
-from interpreter.sandbox.cgroups import detect
-from tests.sandbox.usable import UNUSABLE
+from tests.sandbox.usable import UNUSABLE, cgroup_dirs
 
 MiB = 2**20
 
@@ -30,12 +29,6 @@ async def sandboxed(make_api: Any) -> Any:
     if UNUSABLE is not None:
         pytest.skip(f"no sandbox here: {UNUSABLE}")
     return await make_api(sandbox="bwrap")
-
-
-def cgroup_dirs(job_id: str) -> list[Path]:
-    driver = detect()
-    driver.setup()
-    return [d for d in driver.open(job_id).directories() if d.exists()]
 
 
 # -- the command line -----------------------------------------------------------------------------

@@ -1,8 +1,10 @@
-"""Whether this host can run the bubblewrap sandbox (tests that need it skip with the reason)."""
+"""Whether this host can run the bubblewrap sandbox (tests that need it skip with the reason),
+and where a job's cgroups are."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from interpreter.errors import ConfigurationError
 from interpreter.sandbox import bwrap
@@ -22,3 +24,10 @@ def bwrap_unusable() -> str | None:
 
 
 UNUSABLE = bwrap_unusable()
+
+
+def cgroup_dirs(job_id: str) -> list[Path]:
+    """The directories of job ``job_id``'s cgroups that exist now."""
+    driver = detect()
+    driver.setup()
+    return [d for d in driver.open(job_id).directories() if d.exists()]

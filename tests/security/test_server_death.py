@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from interpreter.sandbox.cgroups import detect
 from tests.acceptance.server import (
     ServerProcess,
     job_processes,
@@ -17,7 +16,7 @@ from tests.acceptance.server import (
     wait_final,
     wait_for_status,
 )
-from tests.sandbox.usable import UNUSABLE
+from tests.sandbox.usable import UNUSABLE, cgroup_dirs
 
 pytestmark = [
     pytest.mark.acceptance,
@@ -36,12 +35,6 @@ JOB = (
     "subprocess.Popen(['sleep', '300'])\n"
     "time.sleep(300)\n"
 )
-
-
-def cgroup_dirs(job_id: str) -> list[Path]:
-    driver = detect()
-    driver.setup()
-    return [d for d in driver.open(job_id).directories() if d.exists()]
 
 
 def test_sigkilled_server_leaves_no_job_process_and_its_restart_removes_the_cgroup(
