@@ -79,6 +79,7 @@ INSTALL_HINT = (
     "INTERPRETER_SANDBOX=none for trusted local use only"
 )
 PROBE_TIMEOUT_S = 10.0
+STALE_CGROUP_S = 600.0  # an empty job cgroup older than this was left by a server that died
 MAX_BWRAP_ERROR_BYTES = 4096
 
 
@@ -215,6 +216,8 @@ class BwrapSandbox:
         except BaseException:
             sandbox.close()
             raise
+        for cgroup in cgroups.stale(STALE_CGROUP_S):
+            sandbox.remover.remove(cgroup)
         logger.info("sandbox ready: %s, %s", version, cgroups.describe())
         return sandbox
 

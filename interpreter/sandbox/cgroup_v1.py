@@ -73,6 +73,10 @@ class CgroupV1(CgroupDriver):
         self.parents = parents
         self.memsw = False
 
+    @property
+    def parent(self) -> Path:
+        return self.parents["pids"]
+
     def describe(self) -> str:
         return "cgroup v1, jobs under " + ", ".join(str(p) for p in self.parents.values())
 

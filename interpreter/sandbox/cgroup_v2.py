@@ -87,8 +87,12 @@ class CgroupV2(CgroupDriver):
     def __init__(self, mount: Path, parent: str) -> None:
         """``parent``: the jobs' parent cgroup, a path inside the hierarchy at ``mount``."""
         self.mount = mount
-        self.parent = mount / parent.strip("/")
+        self._parent = mount / parent.strip("/")
         self.features: frozenset[str] = frozenset()
+
+    @property
+    def parent(self) -> Path:
+        return self._parent
 
     def describe(self) -> str:
         return f"cgroup v2, jobs under {self.parent}"

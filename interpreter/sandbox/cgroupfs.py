@@ -155,3 +155,27 @@ class CgroupDriver(ABC):
 
     @abstractmethod
     def describe(self) -> str: ...
+
+    @property
+    @abstractmethod
+    def parent(self) -> Path:
+        """The directory jobs' cgroups are made in (v1: the pids hierarchy's)."""
+
+    def stale(self, older_than_s: float) -> list[JobCgroup]:
+        """Jobs' cgroups with no process, made more than ``older_than_s`` ago: left by a server
+        that died before removing them (a live job's cgroup is empty only for moments)."""
+        found: list[JobCgroup] = []
+        cutoff = time.time() - older_than_s
+        try:
+            entries = list(os.scandir(self.parent))
+        except OSError:
+            return found
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
+                    cgroup = self.open(entry.name)
+                    if not cgroup.pids():
+                        found.append(cgroup)
+            except OSError:
+                continue
+        return found

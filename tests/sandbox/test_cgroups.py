@@ -441,3 +441,17 @@ def test_a_gate_that_cannot_join_runs_nothing(tmp_path: Path) -> None:
     assert proc.returncode == GATE_FAILURE_EXIT
     assert proc.stderr.decode().startswith("gate: cannot join cgroup")
     assert not ran.exists()
+
+
+def test_stale_cgroups_are_the_old_empty_ones(fake_v2: CgroupV2) -> None:
+    fake_v2.setup()
+    old = time.time() - 3600
+    for name, procs, mtime in (
+        ("left-by-a-crash", "", old),
+        ("still-busy", f"{os.getpid()}\n", old),
+        ("just-made", "", time.time()),
+    ):
+        (fake_v2.parent / name).mkdir()
+        (fake_v2.parent / name / "cgroup.procs").write_text(procs)
+        os.utime(fake_v2.parent / name, (mtime, mtime))
+    assert [c.name for c in fake_v2.stale(600)] == ["left-by-a-crash"]
