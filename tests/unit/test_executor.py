@@ -226,7 +226,9 @@ async def test_server_memory_is_not_charged_to_the_job(tmp_path: Path) -> None:
         del ballast
         with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as refs:
             refs.write("5")  # reset our VmHWM for the tests that follow
-    assert 0 < outcome.usage.peak_rss_bytes < 100 * MiB
+    # python sleeping needs ~10 MiB; the server (this test process) holds more than 300 MiB
+    peak = outcome.usage.peak_rss_bytes
+    assert 0 < peak < 200 * MiB, f"peak_rss {peak / MiB:.1f} MiB: {outcome.usage}"
 
 
 async def test_cpu_time_of_a_busy_loop_is_measured(tmp_path: Path) -> None:
