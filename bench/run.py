@@ -113,6 +113,8 @@ def start_ours(workdir: Path) -> Server:
         "INTERPRETER_PYTHON_COMMAND": JOB_PYTHON,
         # Thousands of jobs a minute from one address: the check stays on the path, never refuses
         "INTERPRETER_RATE_LIMIT": "1000000/minute",
+        # Against an unsandboxed baseline: the sandbox's own cost is bench/sandbox.py's figure
+        "INTERPRETER_SANDBOX": "none",
     }
     return spawn("ours", [sys.executable, "-m", "interpreter.server"], env, port, workdir)
 

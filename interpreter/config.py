@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
 
     # -- the sandbox and per-job limits (each: a default, and the maximum a request may ask) ----
-    sandbox: Literal["bwrap", "none"] = "none"
+    sandbox: Literal["bwrap", "none"] = "bwrap"
     cpu_time_limit_s: float = Field(60.0, gt=0, alias="INTERPRETER_CPU_TIME_LIMIT")
     max_cpu_time_limit_s: float = Field(600.0, gt=0, alias="INTERPRETER_MAX_CPU_TIME_LIMIT")
     memory_limit_bytes: int = Field(512 * 2**20, ge=16 * 2**20, alias="INTERPRETER_MEMORY_LIMIT")

@@ -2,7 +2,7 @@
 
 A job's processes carry its private TMPDIR in their environment and usually run in its working
 directory; after a restart, those two marks find them among the host's processes. (The sandbox
-milestone makes this moot: bubblewrap's --die-with-parent takes them down with the server.)
+(the default) makes this moot: bubblewrap's --die-with-parent takes them down with the server.)
 """
 
 from __future__ import annotations

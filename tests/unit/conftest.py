@@ -30,6 +30,9 @@ POLL_EVERY_S = 0.01
 
 # Fast to start and to stop: short kill grace, short shutdown grace.
 TEST_SETTINGS: dict[str, Any] = {
+    # The unit tier describes the API with jobs that run as plain processes (some tests read the
+    # host pids and paths a job writes); tests/sandbox and tests/security cover the sandbox.
+    "sandbox": "none",
     "max_jobs": 4,
     "kill_grace_s": 0.2,
     "shutdown_grace_s": 0.2,

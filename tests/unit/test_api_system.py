@@ -355,7 +355,9 @@ async def test_shutdown_cancels_running_jobs_leaves_no_process_and_keeps_pending
     tmp_path,
 ) -> None:
     store = MemoryStore()
-    settings = Settings(data_dir=tmp_path, max_jobs=1, shutdown_grace_s=0.2, kill_grace_s=0.2)
+    settings = Settings(
+        data_dir=tmp_path, sandbox="none", max_jobs=1, shutdown_grace_s=0.2, kill_grace_s=0.2
+    )
     app = create_app(settings, store=store)
     pid_file = settings.workspaces / "s" / "bg.pid"
     long_job = {
