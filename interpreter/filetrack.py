@@ -14,7 +14,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -79,31 +79,49 @@ class _Budget:
             raise _ScanStopped(f"file scan stopped after {self._limits.max_seconds:g} s")
 
 
-def scan(root: Path, limits: ScanLimits) -> Snapshot:
-    """Walk ``root`` without following symlinks, within ``limits`` (blocking)."""
+def _walk(root: Path, budget: _Budget) -> Iterator[tuple[str, os.stat_result]]:
+    """Every entry under ``root`` with its ``lstat``: symlinks are entries, never followed, and a
+    directory swapped for something else after its parent was listed is skipped."""
     top = os.path.abspath(root)
     try:
         top_stat = os.lstat(top)
     except OSError:
-        return EMPTY
+        return
     if not stat.S_ISDIR(top_stat.st_mode):
-        return EMPTY
-    budget = _Budget(limits)
-    entries: dict[str, FileStat] = {}
+        return
     pending: list[tuple[str, int, int]] = [(top, top_stat.st_dev, top_stat.st_ino)]
+    while pending:
+        path, dev, ino = pending.pop()
+        for name, st in _list_dir(path, dev, ino, budget):
+            full = os.path.join(path, name)
+            if stat.S_ISDIR(st.st_mode):
+                pending.append((full, st.st_dev, st.st_ino))
+            yield full, st
+
+
+def scan(root: Path, limits: ScanLimits) -> Snapshot:
+    """Walk ``root`` without following symlinks, within ``limits`` (blocking)."""
+    entries: dict[str, FileStat] = {}
     try:
-        while pending:
-            path, dev, ino = pending.pop()
-            for name, st in _list_dir(path, dev, ino, budget):
-                full = os.path.join(path, name)
-                if stat.S_ISDIR(st.st_mode):
-                    pending.append((full, st.st_dev, st.st_ino))
-                elif stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
-                    entries[full] = FileStat(st.st_size, st.st_mtime_ns, st.st_ino)
+        for full, st in _walk(root, _Budget(limits)):
+            if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+                entries[full] = FileStat(st.st_size, st.st_mtime_ns, st.st_ino)
     except _ScanStopped as stop:
-        logger.debug("%s under %s", stop, top)
+        logger.debug("%s under %s", stop, root)
         return Snapshot(entries, complete=False, note=str(stop))
     return Snapshot(entries)
+
+
+def disk_usage(root: Path, limits: ScanLimits) -> int:
+    """Bytes of disk the tree under ``root`` uses, by the same walk as ``scan``; a floor when a
+    bound of ``limits`` stops it (blocking: run it in a thread)."""
+    total = 0
+    try:
+        for _, st in _walk(root, _Budget(limits)):
+            total += st.st_blocks * 512
+    except _ScanStopped:
+        pass
+    return total
 
 
 def _list_dir(path: str, dev: int, ino: int, budget: _Budget) -> list[tuple[str, os.stat_result]]:

@@ -15,12 +15,12 @@ import subprocess
 import threading
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import psutil
 
 from interpreter.errors import ExecutionError
+from interpreter.filetrack import disk_usage
 from interpreter.output import StreamCapture
 from interpreter.sandbox.base import CgroupUsage, Confinement, gated
 
@@ -71,7 +71,7 @@ class Child:
         self.limit_hit: asyncio.Future[Termination] = loop.create_future()  # set by the sampler
         self._cwd = spec.cwd
         self._workspace_limit_bytes = spec.workspace_limit_bytes
-        self._scan_entries = spec.scan_limits.max_entries
+        self._scan_limits = spec.scan_limits
         self._descendants: dict[int, psutil.Process] = {}
         (self.stdout, stdout_fd), (self.stderr, stderr_fd) = outputs
         loop.add_reader(pidfd, self._on_exit)
@@ -233,7 +233,7 @@ class Child:
                 return
             ticks += 1
             if self._workspace_limit_bytes is not None and ticks % _WORKSPACE_EVERY == 0:
-                used = await asyncio.to_thread(disk_usage, self._cwd, self._scan_entries)
+                used = await asyncio.to_thread(disk_usage, self._cwd, self._scan_limits)
                 if used > self._workspace_limit_bytes:
                     self.limit_hit.set_result("workspace_limit")
                     return
@@ -406,28 +406,6 @@ def _kill_and_wait(popen: subprocess.Popen[bytes], confinement: Confinement | No
 def _close(fd: int) -> None:
     with contextlib.suppress(OSError):
         os.close(fd)
-
-
-def disk_usage(root: Path, max_entries: int) -> int:
-    """Bytes of disk the tree under ``root`` uses (``lstat``: symlinks are never followed);
-    a floor past ``max_entries`` entries. Runs in a thread."""
-    total = 0
-    seen = 0
-    pending = [str(root)]
-    while pending and seen < max_entries:
-        try:
-            with os.scandir(pending.pop()) as entries:
-                for entry in entries:
-                    seen += 1
-                    try:
-                        if entry.is_dir(follow_symlinks=False):
-                            pending.append(entry.path)
-                        total += entry.stat(follow_symlinks=False).st_blocks * 512
-                    except OSError:
-                        continue
-        except OSError:
-            continue
-    return total
 
 
 def _children(pid: int) -> list[psutil.Process]:

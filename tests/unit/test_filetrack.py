@@ -5,7 +5,7 @@ import stat
 from pathlib import Path
 
 from interpreter.executor import ScanLimits
-from interpreter.filetrack import EMPTY, FileStat, Snapshot, diff, scan, scan_async
+from interpreter.filetrack import EMPTY, FileStat, Snapshot, diff, disk_usage, scan, scan_async
 
 LIMITS = ScanLimits()
 
@@ -102,3 +102,17 @@ def test_diff_is_incomplete_when_either_snapshot_is() -> None:
     changes = diff(EMPTY, partial)
     assert not changes.complete
     assert changes.note == "file scan stopped after 5 entries"
+
+
+def test_disk_usage_counts_the_tree_and_never_follows_a_symlink(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "big").write_bytes(b"x" * (4 << 20))
+    work = tmp_path / "work"
+    (work / "sub").mkdir(parents=True)
+    (work / "sub" / "data").write_bytes(b"y" * (1 << 20))
+    (work / "link").symlink_to(outside)
+
+    used = disk_usage(work, ScanLimits())
+
+    assert 1 << 20 <= used < 2 << 20  # the 1 MiB file, not the 4 MiB one behind the link
