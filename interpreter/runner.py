@@ -199,6 +199,12 @@ class JobRunner:
             for language in self.registry.languages.values():
                 self.paths.code_file(job.id, language.extension).unlink(missing_ok=True)
 
+    def _clean(self, tmpdir: Path | None, code_file: Path | None) -> None:
+        """Remove the job's host TMPDIR and code file, if it had any, on the janitor thread (a
+        sandboxed job with its code on the command line has neither: no thread hop then)."""
+        if tmpdir is not None or code_file is not None:
+            self._janitor.submit(self._remove_scratch, tmpdir, code_file)
+
     @staticmethod
     def _remove_scratch(tmpdir: Path | None, code_file: Path | None) -> None:
         if tmpdir is not None:
@@ -237,7 +243,7 @@ class JobRunner:
                 code_file.write_text(job.request.code, encoding="utf-8")
                 argv = language.argv(str(code_file))
         except (OSError, UnicodeError) as exc:
-            self._janitor.submit(self._remove_scratch, tmpdir, code_file)
+            self._clean(tmpdir, code_file)
             raise ExecutionError(f"cannot prepare the job's directories: {exc}") from exc
         assert argv is not None
         env = build_environment(
@@ -259,7 +265,7 @@ class JobRunner:
                 )
             )
         except ExecutionError:
-            self._janitor.submit(self._remove_scratch, tmpdir, code_file)
+            self._clean(tmpdir, code_file)
             raise
         spec = ProcessSpec(
             argv=prepared.argv,
@@ -284,7 +290,7 @@ class JobRunner:
             outcome = await run_process(spec, cancel)
         finally:
             self.sandbox.release(prepared)
-            self._janitor.submit(self._remove_scratch, tmpdir, code_file)
+            self._clean(tmpdir, code_file)
         ending = _ending(job, outcome, limits, self.sandbox, spec.stderr_path)
         result = JobResult(
             exit_code=ending.exit_code,
