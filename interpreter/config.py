@@ -59,6 +59,19 @@ class Settings(BaseSettings):
     enable_cors: bool = Field(False, alias="INTERPRETER_CORS")
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
+    # -- where jobs live and who runs them (scale-out on PostgreSQL) ----------------------------
+    database_url: str | None = Field(
+        None, description="sqlite:///path (default: <data_dir>/jobs.sqlite3) or postgresql://..."
+    )
+    apply_schema: bool = True  # create the tables (and procrastinate's) at start when missing
+    inprocess_worker: bool = True  # PostgreSQL: this API process also runs jobs
+    worker_concurrency: int | None = Field(None, ge=1, le=1024)  # default: INTERPRETER_MAX_JOBS
+    worker_name: str | None = None  # default: <host>:<pid>
+    worker_heartbeat_s: float = Field(2.0, gt=0, alias="INTERPRETER_WORKER_HEARTBEAT")
+    worker_lost_after_s: float = Field(10.0, gt=0, alias="INTERPRETER_WORKER_LOST_AFTER")
+    worker_lost_reruns: int = Field(1, ge=0)  # a job whose worker died runs again this many times
+    database_pool_size: int = Field(10, ge=1, le=200)
+
     # -- abuse of the API (rate limits, caps) ---------------------------------------------------
     rate_limit: str = Field(
         "120/minute", description="POST /execute per API key (per client address without auth)"
@@ -101,6 +114,15 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.default_timeout_s > self.max_timeout_s:
             raise ValueError("INTERPRETER_DEFAULT_TIMEOUT must not exceed INTERPRETER_MAX_TIMEOUT")
+        if self.database_url is not None and self.database_kind == "unknown":
+            raise ValueError(
+                "INTERPRETER_DATABASE_URL must start with sqlite:/// or postgresql://; "
+                f"got {self.database_url.split('://')[0]}://..."
+            )
+        if self.worker_lost_after_s <= self.worker_heartbeat_s:
+            raise ValueError(
+                "INTERPRETER_WORKER_LOST_AFTER must be longer than INTERPRETER_WORKER_HEARTBEAT"
+            )
         return self
 
     model_config = SettingsConfigDict(
@@ -112,8 +134,33 @@ class Settings(BaseSettings):
         return self.workspace_root or self.data_dir / "workspaces"
 
     @property
+    def database_kind(self) -> Literal["sqlite", "postgresql", "unknown"]:
+        url = self.database_url
+        if url is None or url.startswith("sqlite:///"):
+            return "sqlite"
+        if url.split("://")[0] in ("postgresql", "postgres", "postgresql+psycopg"):
+            return "postgresql"
+        return "unknown"
+
+    @property
     def database_path(self) -> Path:
+        """The SQLite file (embedded mode)."""
+        url = self.database_url
+        if url is not None and url.startswith("sqlite:///"):
+            return Path(url.removeprefix("sqlite:///"))
         return self.data_dir / "jobs.sqlite3"
+
+    @property
+    def postgres_dsn(self) -> str:
+        """The libpq form of INTERPRETER_DATABASE_URL (psycopg and procrastinate take it)."""
+        assert self.database_url is not None
+        scheme, _, rest = self.database_url.partition("://")
+        return f"postgresql://{rest}"
+
+    @property
+    def concurrency(self) -> int:
+        """Jobs one worker process runs at once."""
+        return self.worker_concurrency or self.max_jobs
 
     @property
     def outputs_dir(self) -> Path:
