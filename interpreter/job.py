@@ -27,8 +27,15 @@ class JobStatus(StrEnum):
 
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.PENDING: frozenset({JobStatus.RUNNING, JobStatus.CANCELLED, JobStatus.FAILED}),
+    # running -> pending: its worker was lost (scale-out) and the job runs again elsewhere
     JobStatus.RUNNING: frozenset(
-        {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.TIMEOUT, JobStatus.CANCELLED}
+        {
+            JobStatus.COMPLETED,
+            JobStatus.FAILED,
+            JobStatus.TIMEOUT,
+            JobStatus.CANCELLED,
+            JobStatus.PENDING,
+        }
     ),
     JobStatus.COMPLETED: frozenset(),
     JobStatus.FAILED: frozenset(),
@@ -116,6 +123,14 @@ class JobResult:
 
 
 @dataclass(frozen=True, slots=True)
+class CapturedOutput:
+    """A finished job's stdout and stderr as stored for every replica (already capped)."""
+
+    stdout: bytes = b""
+    stderr: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
 class Job:
     id: str
     request: JobRequest
@@ -128,6 +143,10 @@ class Job:
     error_message: str | None = None
     result: JobResult | None = None
     seq: int | None = None  # store-assigned submission order
+    worker_id: str | None = None  # who runs or ran it (scale-out); None in the embedded mode
+    worker_host: str | None = None
+    attempts: int = 0  # times a worker started it (more than 1 after a worker was lost)
+    queue_id: int | None = None  # its entry in an external queue (procrastinate's job id)
 
     def evolve(self, **changes: Any) -> Job:
         return dataclasses.replace(self, **changes)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from interpreter.job import Job, JobResult, JobStatus
+from interpreter.job import CapturedOutput, Job, JobResult, JobStatus
 
 
 class JobStore(Protocol):
@@ -20,12 +20,28 @@ class JobStore(Protocol):
 
     async def get(self, job_id: str) -> Job | None: ...
 
-    async def transition(self, job_id: str, to: JobStatus, **changes: Any) -> Job | None:
+    async def transition(
+        self,
+        job_id: str,
+        to: JobStatus,
+        *,
+        expect: Mapping[str, Any] | None = None,
+        **changes: Any,
+    ) -> Job | None:
         """Compare-and-set: move the job to ``to`` only from a status that the state machine
         allows (``sources_of(to)``), applying ``changes``. Returns the updated job, or None when
-        the job is missing or its current status does not allow the move (it stays untouched)."""
+        the job is missing or its current status does not allow the move (it stays untouched).
+        ``expect``: further fields that must hold their given values (e.g. the worker that
+        claimed it), else nothing moves."""
 
-    async def compare_and_set(self, job_id: str, to: JobStatus, **changes: Any) -> bool:
+    async def compare_and_set(
+        self,
+        job_id: str,
+        to: JobStatus,
+        *,
+        expect: Mapping[str, Any] | None = None,
+        **changes: Any,
+    ) -> bool:
         """``transition`` without reading the job back: True when it moved. For a caller that
         already holds the job (the cache), which evolves its copy itself."""
 
@@ -34,6 +50,12 @@ class JobStore(Protocol):
     ) -> None:
         """Attach a result to a job that already reached a final status without one (a job
         cancelled while running), never changing its status."""
+
+    async def put_outputs(self, job_id: str, outputs: CapturedOutput) -> None:
+        """Keep a job's outputs in the store (replaces what it held); deleted with the job."""
+
+    async def get_outputs(self, job_id: str) -> CapturedOutput | None:
+        """What ``put_outputs`` stored, or None."""
 
     async def list(
         self,

@@ -9,11 +9,11 @@ writing one database (PostgreSQL, scale-out), use the store without this cache.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from interpreter.job import Job, JobResult, JobStatus
+from interpreter.job import CapturedOutput, Job, JobResult, JobStatus
 from interpreter.store.base import JobStore
 
 
@@ -62,11 +62,18 @@ class CachedStore:
             self._put(job)
         return job
 
-    async def transition(self, job_id: str, to: JobStatus, **changes: Any) -> Job | None:
+    async def transition(
+        self,
+        job_id: str,
+        to: JobStatus,
+        *,
+        expect: Mapping[str, Any] | None = None,
+        **changes: Any,
+    ) -> Job | None:
         cached = self._jobs.get(job_id)
         if cached is None:
-            job = await self.inner.transition(job_id, to, **changes)
-        elif await self.inner.compare_and_set(job_id, to, **changes):
+            job = await self.inner.transition(job_id, to, expect=expect, **changes)
+        elif await self.inner.compare_and_set(job_id, to, expect=expect, **changes):
             job = cached.evolve(status=to, **changes)  # no read-back: ~0.2 ms less a transition
         else:
             self._drop(job_id)  # it moved elsewhere: read it afresh next time
@@ -75,8 +82,21 @@ class CachedStore:
             self._put(job)
         return job
 
-    async def compare_and_set(self, job_id: str, to: JobStatus, **changes: Any) -> bool:
-        return await self.transition(job_id, to, **changes) is not None
+    async def compare_and_set(
+        self,
+        job_id: str,
+        to: JobStatus,
+        *,
+        expect: Mapping[str, Any] | None = None,
+        **changes: Any,
+    ) -> bool:
+        return await self.transition(job_id, to, expect=expect, **changes) is not None
+
+    async def put_outputs(self, job_id: str, outputs: CapturedOutput) -> None:
+        await self.inner.put_outputs(job_id, outputs)
+
+    async def get_outputs(self, job_id: str) -> CapturedOutput | None:
+        return await self.inner.get_outputs(job_id)
 
     async def attach_result(
         self, job_id: str, result: JobResult, execution_time_ms: float | None

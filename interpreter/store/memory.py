@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from interpreter.job import Job, JobResult, JobStatus, sources_of, utcnow
+from interpreter.job import CapturedOutput, Job, JobResult, JobStatus, sources_of, utcnow
 
 
 class MemoryStore:
     def __init__(self) -> None:
         self.jobs: dict[str, Job] = {}
+        self.outputs: dict[str, CapturedOutput] = {}
         self._seq = itertools.count(1)
         self.closed = False
 
@@ -30,16 +31,38 @@ class MemoryStore:
     async def get(self, job_id: str) -> Job | None:
         return self.jobs.get(job_id)
 
-    async def transition(self, job_id: str, to: JobStatus, **changes: Any) -> Job | None:
+    async def transition(
+        self,
+        job_id: str,
+        to: JobStatus,
+        *,
+        expect: Mapping[str, Any] | None = None,
+        **changes: Any,
+    ) -> Job | None:
         job = self.jobs.get(job_id)
         if job is None or job.status not in sources_of(to):
+            return None
+        if any(getattr(job, name) != value for name, value in (expect or {}).items()):
             return None
         job = job.evolve(status=to, **changes)
         self.jobs[job_id] = job
         return job
 
-    async def compare_and_set(self, job_id: str, to: JobStatus, **changes: Any) -> bool:
-        return await self.transition(job_id, to, **changes) is not None
+    async def compare_and_set(
+        self,
+        job_id: str,
+        to: JobStatus,
+        *,
+        expect: Mapping[str, Any] | None = None,
+        **changes: Any,
+    ) -> bool:
+        return await self.transition(job_id, to, expect=expect, **changes) is not None
+
+    async def put_outputs(self, job_id: str, outputs: CapturedOutput) -> None:
+        self.outputs[job_id] = outputs
+
+    async def get_outputs(self, job_id: str) -> CapturedOutput | None:
+        return self.outputs.get(job_id)
 
     async def attach_result(
         self, job_id: str, result: JobResult, execution_time_ms: float | None
@@ -89,6 +112,7 @@ class MemoryStore:
     async def delete(self, job_ids: Sequence[str]) -> None:
         for job_id in job_ids:
             self.jobs.pop(job_id, None)
+            self.outputs.pop(job_id, None)
 
     async def count_by_status(self) -> dict[JobStatus, int]:
         counts = dict.fromkeys(JobStatus, 0)

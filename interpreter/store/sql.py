@@ -9,17 +9,25 @@ event loop). Driver errors become ``StoreError`` here.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from interpreter.errors import StoreError
-from interpreter.job import Job, JobRequest, JobResult, JobStatus, sources_of, utcnow
+from interpreter.job import (
+    CapturedOutput,
+    Job,
+    JobRequest,
+    JobResult,
+    JobStatus,
+    sources_of,
+    utcnow,
+)
 from interpreter.sandbox.limits import ResourceLimits
 from interpreter.store.engines import (
     AsyncEngineRunner,
@@ -28,7 +36,14 @@ from interpreter.store.engines import (
     T,
     ThreadedEngine,
 )
-from interpreter.store.tables import jobs, metadata
+from interpreter.store.tables import job_outputs, jobs, metadata
+
+
+def postgres_engine(dsn: str, pool_size: int = 10) -> AsyncEngine:
+    """An async engine on ``postgresql://...`` (libpq form) with psycopg 3."""
+    scheme, _, rest = dsn.partition("://")
+    url = f"postgresql+psycopg://{rest}"
+    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
 
 
 def _row_to_job(row: sa.Row[Any]) -> Job:
@@ -54,6 +69,10 @@ def _row_to_job(row: sa.Row[Any]) -> Job:
         error_message=row.error_message,
         result=JobResult.from_dict(row.result) if row.result is not None else None,
         seq=row.seq,
+        worker_id=row.worker_id,
+        worker_host=row.worker_host,
+        attempts=row.attempts,
+        queue_id=row.queue_id,
     )
 
 
@@ -61,6 +80,44 @@ def _request_json(request: JobRequest) -> dict[str, Any]:
     data = dataclasses.asdict(request)
     data.pop("language")
     return data
+
+
+def insert_statement(job: Job) -> sa.Insert:
+    """The row of a new job (the PostgreSQL queue runs it inside its own transaction)."""
+    return jobs.insert().values(
+        id=job.id,
+        owner=job.owner,
+        status=job.status.value,
+        language=job.request.language,
+        request=_request_json(job.request),
+        created_at=job.created_at,
+        attempts=job.attempts,
+        queue_id=job.queue_id,
+    )
+
+
+def add_missing_columns(conn: sa.Connection) -> None:
+    """Bring a database made by an older version up to date: add the nullable (or defaulted)
+    columns it lacks. Additive only; nothing stored is touched."""
+    inspector = sa.inspect(conn)
+    for table in metadata.sorted_tables:
+        if not inspector.has_table(table.name):
+            continue
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            kind = column.type.compile(dialect=conn.dialect)
+            server_default = getattr(column.server_default, "arg", None)
+            default = f" DEFAULT {server_default}" if server_default is not None else ""
+            null = "" if column.nullable else " NOT NULL"
+            add = f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}{default}{null}'
+            conn.execute(sa.text(add))
+
+
+def create_schema(conn: sa.Connection) -> None:
+    metadata.create_all(conn)
+    add_missing_columns(conn)
 
 
 def _values(changes: dict[str, Any]) -> dict[str, Any]:
@@ -83,13 +140,18 @@ class SqlStore:
         return cls(lambda: ThreadedEngine(f"sqlite:///{path}"), f"SQLite at {path}")
 
     @classmethod
+    def postgres(cls, dsn: str, pool_size: int = 10) -> SqlStore:
+        """PostgreSQL through psycopg 3 (the driver procrastinate uses too)."""
+        return cls.from_async_engine(postgres_engine(dsn, pool_size))
+
+    @classmethod
     def from_async_engine(cls, engine: AsyncEngine) -> SqlStore:
         return cls(lambda: AsyncEngineRunner(engine), engine.url.render_as_string())
 
     async def open(self) -> None:
         try:
             self._runner = self._make_runner()
-            await self._runner.run(metadata.create_all)
+            await self._runner.run(create_schema)
         except (SQLAlchemyError, OSError) as exc:
             raise StoreError(f"cannot open the job store ({self.description}): {exc}") from exc
 
@@ -110,14 +172,7 @@ class SqlStore:
         return await self._run(lambda conn: conn.execute(query).all())
 
     async def create(self, job: Job) -> Job:
-        insert = jobs.insert().values(
-            id=job.id,
-            owner=job.owner,
-            status=job.status.value,
-            language=job.request.language,
-            request=_request_json(job.request),
-            created_at=job.created_at,
-        )
+        insert = insert_statement(job)
         keys = await self._run(lambda conn: conn.execute(insert).inserted_primary_key)
         return job.evolve(seq=keys[0] if keys else None)
 
@@ -126,20 +181,36 @@ class SqlStore:
         return _row_to_job(rows[0]) if rows else None
 
     @staticmethod
-    def _cas(job_id: str, to: JobStatus, changes: dict[str, Any]) -> sa.Update:
+    def _cas(
+        job_id: str, to: JobStatus, changes: dict[str, Any], expect: Mapping[str, Any] | None
+    ) -> sa.Update:
         sources = [s.value for s in sources_of(to)]
-        return (
-            jobs.update()
-            .where(jobs.c.id == job_id, jobs.c.status.in_(sources))
-            .values(status=to.value, **_values(changes))
-        )
+        conditions = [jobs.c.id == job_id, jobs.c.status.in_(sources)]
+        for name, value in (expect or {}).items():
+            column = jobs.c[name]
+            conditions.append(column.is_(None) if value is None else column == value)
+        return jobs.update().where(*conditions).values(status=to.value, **_values(changes))
 
-    async def transition(self, job_id: str, to: JobStatus, **changes: Any) -> Job | None:
-        rows = await self._rows(self._cas(job_id, to, changes).returning(*jobs.c))
+    async def transition(
+        self,
+        job_id: str,
+        to: JobStatus,
+        *,
+        expect: Mapping[str, Any] | None = None,
+        **changes: Any,
+    ) -> Job | None:
+        rows = await self._rows(self._cas(job_id, to, changes, expect).returning(*jobs.c))
         return _row_to_job(rows[0]) if rows else None
 
-    async def compare_and_set(self, job_id: str, to: JobStatus, **changes: Any) -> bool:
-        update = self._cas(job_id, to, changes)
+    async def compare_and_set(
+        self,
+        job_id: str,
+        to: JobStatus,
+        *,
+        expect: Mapping[str, Any] | None = None,
+        **changes: Any,
+    ) -> bool:
+        update = self._cas(job_id, to, changes, expect)
         moved: int = await self._run(lambda conn: conn.execute(update).rowcount)
         return moved == 1
 
@@ -153,6 +224,25 @@ class SqlStore:
             .values(result=result.to_dict(), execution_time_ms=execution_time_ms)
         )
         await self._run(lambda conn: conn.execute(update))
+
+    async def put_outputs(self, job_id: str, outputs: CapturedOutput) -> None:
+        values = {"stdout": outputs.stdout, "stderr": outputs.stderr}
+
+        def upsert(conn: sa.Connection) -> None:
+            moved = conn.execute(
+                job_outputs.update().where(job_outputs.c.job_id == job_id).values(**values)
+            ).rowcount
+            if not moved:
+                conn.execute(job_outputs.insert().values(job_id=job_id, **values))
+
+        await self._run(upsert)
+
+    async def get_outputs(self, job_id: str) -> CapturedOutput | None:
+        query = sa.select(job_outputs.c.stdout, job_outputs.c.stderr).where(
+            job_outputs.c.job_id == job_id
+        )
+        rows = await self._rows(query)
+        return CapturedOutput(bytes(rows[0].stdout), bytes(rows[0].stderr)) if rows else None
 
     async def list(
         self,
@@ -191,8 +281,13 @@ class SqlStore:
 
     async def delete(self, job_ids: Sequence[str]) -> None:
         if job_ids:
-            delete = jobs.delete().where(jobs.c.id.in_(list(job_ids)))
-            await self._run(lambda conn: conn.execute(delete))
+            ids = list(job_ids)
+
+            def delete(conn: sa.Connection) -> None:
+                conn.execute(job_outputs.delete().where(job_outputs.c.job_id.in_(ids)))
+                conn.execute(jobs.delete().where(jobs.c.id.in_(ids)))
+
+            await self._run(delete)
 
     async def count_by_status(self) -> dict[JobStatus, int]:
         counts = dict.fromkeys(JobStatus, 0)

@@ -44,6 +44,21 @@ jobs = sa.Table(
     sa.Column("execution_time_ms", sa.Float, nullable=True),
     sa.Column("error_message", sa.Text, nullable=True),
     sa.Column("result", sa.JSON, nullable=True),
+    sa.Column("worker_id", sa.String(64), nullable=True),
+    sa.Column("worker_host", sa.String(255), nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("queue_id", sa.BigInteger, nullable=True),  # procrastinate's job id (PostgreSQL)
     sa.Index("ix_jobs_status_seq", "status", "seq"),
     sa.Index("ix_jobs_owner_seq", "owner", "seq"),
+)
+
+
+# Outputs kept in the database (scale-out: every replica serves them). The embedded mode keeps
+# them in files beside the database instead.
+job_outputs = sa.Table(
+    "job_outputs",
+    metadata,
+    sa.Column("job_id", sa.String(36), primary_key=True),
+    sa.Column("stdout", sa.LargeBinary, nullable=False),
+    sa.Column("stderr", sa.LargeBinary, nullable=False),
 )

@@ -1,8 +1,9 @@
 """One contract, every store: the in-memory fake, SQLite (threaded engine, cached, and through
-SQLAlchemy's asyncio layer, the path PostgreSQL will take)."""
+SQLAlchemy's asyncio layer) and PostgreSQL (a fresh database per test on the local server)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -11,26 +12,45 @@ import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from interpreter.errors import StoreError
-from interpreter.job import Job, JobRequest, JobResult, JobStatus, new_job_id, utcnow
+from interpreter.job import (
+    CapturedOutput,
+    Job,
+    JobRequest,
+    JobResult,
+    JobStatus,
+    new_job_id,
+    utcnow,
+)
 from interpreter.store import CachedStore, MemoryStore, SqlStore
 from interpreter.store.base import JobStore
+from tests.pg import fresh_database
 
 
-@pytest.fixture(params=["memory", "sqlite", "cached-sqlite", "async-engine-sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "cached-sqlite", "async-engine-sqlite", "postgres"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobStore]:
     backend: JobStore
-    if request.param == "memory":
+    with contextlib.ExitStack() as stack:
+        if request.param == "postgres":
+            backend = SqlStore.postgres(stack.enter_context(fresh_database()), pool_size=2)
+        else:
+            backend = _local_store(request.param, tmp_path)
+        await backend.open()
+        yield backend
+        await backend.close()
+
+
+def _local_store(kind: str, tmp_path: Path) -> JobStore:
+    backend: JobStore
+    if kind == "memory":
         backend = MemoryStore()
-    elif request.param == "sqlite":
+    elif kind == "sqlite":
         backend = SqlStore.sqlite(tmp_path / "jobs.db")
-    elif request.param == "cached-sqlite":
+    elif kind == "cached-sqlite":
         backend = CachedStore(SqlStore.sqlite(tmp_path / "jobs.db"))
-    else:  # the path an async driver (PostgreSQL) takes: the same operations via run_sync
+    else:  # SQLAlchemy's asyncio layer, as PostgreSQL: the same operations via run_sync
         engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}")
         backend = SqlStore.from_async_engine(engine)
-    await backend.open()
-    yield backend
-    await backend.close()
+    return backend
 
 
 def make_job(owner: str | None = None, **request: object) -> Job:
@@ -174,6 +194,68 @@ async def test_count_by_status_and_ping(store: JobStore) -> None:
     assert counts[JobStatus.PENDING] == 1
     assert counts[JobStatus.COMPLETED] == 0
     await store.ping()
+
+
+async def test_transition_with_expect_moves_only_when_every_field_matches(store: JobStore) -> None:
+    job = await store.create(make_job())
+    claimed = await store.transition(
+        job.id, JobStatus.RUNNING, started_at=utcnow(), worker_id="7", worker_host="h", attempts=1
+    )
+    assert claimed is not None
+    assert (claimed.worker_id, claimed.worker_host, claimed.attempts) == ("7", "h", 1)
+    # another worker's stale view of who runs it: nothing moves
+    assert not await store.compare_and_set(
+        job.id, JobStatus.PENDING, expect={"worker_id": "8", "attempts": 1}, worker_id=None
+    )
+    assert (await store.get(job.id)).status == JobStatus.RUNNING  # type: ignore[union-attr]
+    requeued = await store.transition(
+        job.id, JobStatus.PENDING, expect={"worker_id": "7", "attempts": 1}, worker_id=None
+    )
+    assert requeued is not None and requeued.status == JobStatus.PENDING
+    assert requeued.worker_id is None and requeued.attempts == 1
+
+
+async def test_outputs_round_trip_as_bytes_and_go_with_the_job(store: JobStore) -> None:
+    job = await store.create(make_job())
+    assert await store.get_outputs(job.id) is None
+    await store.put_outputs(job.id, CapturedOutput(b"first", b""))
+    await store.put_outputs(job.id, CapturedOutput(b"out\x00\xff", b"err\n"))  # NUL, not UTF-8
+    assert await store.get_outputs(job.id) == CapturedOutput(b"out\x00\xff", b"err\n")
+    await store.delete([job.id])
+    assert await store.get_outputs(job.id) is None
+
+
+async def test_queue_id_is_kept(store: JobStore) -> None:
+    job = await store.create(make_job().evolve(queue_id=12345))
+    assert (await store.get(job.id)).queue_id == 12345  # type: ignore[union-attr]
+
+
+async def test_sqlite_database_of_an_older_version_gains_the_new_columns(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:  # the jobs table as the first version made it
+        db.execute(
+            "CREATE TABLE jobs (seq INTEGER PRIMARY KEY, id VARCHAR(36) NOT NULL UNIQUE, "
+            "owner VARCHAR(64), status VARCHAR(16) NOT NULL, language VARCHAR(64) NOT NULL, "
+            "request JSON NOT NULL, created_at DATETIME NOT NULL, started_at DATETIME, "
+            "completed_at DATETIME, execution_time_ms FLOAT, error_message TEXT, result JSON)"
+        )
+        db.execute(
+            "INSERT INTO jobs (id, status, language, request, created_at) VALUES "
+            "('0b7f0f38-6a0b-4c5e-9a39-5a0f4a7c2f10', 'completed', 'python', "
+            "'{\"code\": \"print(1)\", \"timeout_s\": 5.0, \"capture_files\": true}', "
+            "'2026-01-01 00:00:00')"
+        )
+    store = SqlStore.sqlite(path)
+    await store.open()
+    try:
+        old = await store.get("0b7f0f38-6a0b-4c5e-9a39-5a0f4a7c2f10")
+        assert old is not None and old.status == JobStatus.COMPLETED and old.attempts == 0
+        new = await store.create(make_job())
+        assert (await store.get(new.id)) is not None
+    finally:
+        await store.close()
 
 
 async def test_sqlite_store_survives_reopen(tmp_path: Path) -> None:
