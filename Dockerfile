@@ -1,5 +1,8 @@
 # The interpreter server: `docker build -t interpreter-server .`, then
 # `docker run -p 8000:8000 -v interpreter-data:/var/lib/interpreter interpreter-server`.
+# The same image runs the scale-out on PostgreSQL (docker-compose.yml, deploy/kubernetes/): API
+# replicas with this CMD, workers with `python -m interpreter.worker` (as root, privileged, with
+# INTERPRETER_SANDBOX=bwrap: see the comments there).
 FROM python:3.11-slim
 
 # node runs javascript jobs; bubblewrap is the sandbox (INTERPRETER_SANDBOX=bwrap; in a container
@@ -38,6 +41,7 @@ WORKDIR /home/interpreter
 EXPOSE 8000
 
 # /health answers 503 when unhealthy, which urlopen raises as an error: the probe then exits 1.
+# A worker serves no HTTP: its services replace this with `python -m interpreter.worker --check`.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('INTERPRETER_PORT', '8000') + '/health', timeout=4)"]
 
