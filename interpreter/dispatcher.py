@@ -1,7 +1,8 @@
-"""The in-process dispatcher: FIFO, at most ``max_jobs`` running, the rest pending.
+"""The in-process dispatcher (the embedded queue): FIFO, at most ``max_jobs`` running, the rest
+pending, over a store that only this process writes.
 
-It owns the running jobs' cancel events. Every status change goes through the store's
-compare-and-set, so a job cancelled by the API stays cancelled whatever the worker finds later.
+It owns the running jobs' cancel events and counts pending jobs for the caps in memory; each job
+runs through ``execution.Execution``, as on a PostgreSQL worker.
 """
 
 from __future__ import annotations
@@ -9,15 +10,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections import deque
-from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from interpreter.errors import StoreError
+from interpreter.errors import QueueFull, StoreError, TooManyPendingJobs
+from interpreter.execution import STORE_RETRY_S, Execution
 from interpreter.job import Job, JobStatus, utcnow
 from interpreter.metrics import Metrics
 from interpreter.pending import PendingJobs
-from interpreter.runner import Finish, JobRunner
+from interpreter.queue import QueueState
+from interpreter.runner import JobRunner
 from interpreter.store.base import JobStore
 from interpreter.watch import FinalWatch
 
@@ -25,7 +27,14 @@ logger = logging.getLogger(__name__)
 
 RESTART_MESSAGE = "server restarted during execution"
 SHUTDOWN_MESSAGE = "cancelled: the server shut down during execution"
-STORE_RETRY_S = (0.1, 0.5, 1.0, 2.0)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingCaps:
+    """How many jobs may wait: per API key (with authentication) and in all."""
+
+    per_owner: int = 1_000
+    total: int = 10_000
 
 
 class Dispatcher:
@@ -36,21 +45,22 @@ class Dispatcher:
         max_jobs: int,
         metrics: Metrics | None = None,
         watch: FinalWatch | None = None,
+        caps: PendingCaps | None = None,
     ) -> None:
         self.store = store
         self.watch = watch or FinalWatch()
         self.runner = runner
         self.max_jobs = max_jobs
         self.metrics = metrics or Metrics()
+        self.caps = caps or PendingCaps()
+        self.execution = Execution(store, runner, self.metrics, self.watch)
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self.pending = PendingJobs()  # what the caps count; the queue may hold cancelled ids
         self._cancel: dict[str, asyncio.Event] = {}
         self._cancel_reason: dict[str, str] = {}
         self._workers: list[asyncio.Task[None]] = []
         self._busy: set[asyncio.Task[None]] = set()
-        self._durations_s: deque[float] = deque(maxlen=50)
         self._stopping = False
-        self.processed = 0
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -113,10 +123,39 @@ class Dispatcher:
 
     @property
     def mean_duration_s(self) -> float:
-        """Mean run time of recent jobs (1 s before any has run)."""
-        return sum(self._durations_s) / len(self._durations_s) if self._durations_s else 1.0
+        return self.execution.mean_duration_s
 
     # -- submission and cancel -------------------------------------------------------------
+    async def submit(self, job: Job) -> tuple[Job, datetime]:
+        estimate = self.estimate_start()
+        self._admit(job.id, job.owner)
+        try:
+            job = await self.store.create(job)
+        except BaseException:
+            self.pending.discard(job.id)
+            raise
+        self.enqueue(job.id)
+        return job, estimate
+
+    def _admit(self, job_id: str, owner: str | None) -> None:
+        """Count the job as pending if the caps allow it (no await between check and count).
+
+        The cap per owner applies with authentication; without it, only the global cap."""
+        # A pending job leaves the queue about every mean run time / workers: a hint, not a promise
+        retry_after_s = self.mean_duration_s / self.max_jobs
+        if owner is not None and self.pending.count(owner) >= self.caps.per_owner:
+            raise TooManyPendingJobs(
+                f"too many pending jobs for this key ({self.caps.per_owner}); "
+                "wait for some to start, or cancel some",
+                retry_after_s=retry_after_s,
+            )
+        if len(self.pending) >= self.caps.total:
+            raise QueueFull(
+                f"too many pending jobs on this server ({self.caps.total}); retry later",
+                retry_after_s=retry_after_s,
+            )
+        self.pending.add(job_id, owner)
+
     def enqueue(self, job_id: str) -> None:
         self._queue.put_nowait(job_id)
         self._update_gauges()
@@ -130,6 +169,18 @@ class Dispatcher:
         waves = math.ceil((ahead - free + 1) / self.max_jobs)
         return utcnow() + timedelta(seconds=waves * self.mean_duration_s)
 
+    async def cancel(self, job_id: str) -> Job | None:
+        cancelled = await self.store.transition(
+            job_id, JobStatus.CANCELLED, completed_at=utcnow(), error_message="cancelled by request"
+        )
+        if cancelled is None:
+            return None
+        self.pending.discard(job_id)
+        self.cancel_running(job_id)
+        self.watch.notify(job_id)
+        self.metrics.jobs_finished.labels(status="cancelled").inc()
+        return cancelled
+
     def cancel_running(self, job_id: str) -> bool:
         """Kill the job's process tree if it runs here; the caller already moved it to cancelled."""
         event = self._cancel.get(job_id)
@@ -137,6 +188,16 @@ class Dispatcher:
             return False
         event.set()
         return True
+
+    async def state(self) -> QueueState:
+        depth = self.queue_depth
+        if not self.alive:
+            health, why = "unhealthy", "dispatcher workers are not running"
+        elif depth >= self.caps.total:
+            health, why = "degraded", f"queue is full ({depth} pending)"
+        else:
+            health, why = "healthy", None
+        return QueueState("in-process", health, why, depth, self.running_count)
 
     # -- the workers -----------------------------------------------------------------------
     async def _work(self) -> None:
@@ -157,12 +218,10 @@ class Dispatcher:
 
     async def _run_one(self, job_id: str) -> None:
         event = asyncio.Event()
-        self._cancel[job_id] = event  # before the transition, so that a cancel always finds it
+        self._cancel[job_id] = event  # before the claim, so that a cancel always finds it
         try:
-            # Compare-and-set before the process starts: a cancelled job never runs, and the
-            # store says "running" for as long as the code runs.
             try:
-                job = await self.store.transition(job_id, JobStatus.RUNNING, started_at=utcnow())
+                job = await self.execution.claim(job_id)
             except StoreError:
                 logger.exception("cannot mark the job running; retrying", extra={"job_id": job_id})
                 self._requeue_later(job_id)
@@ -170,79 +229,15 @@ class Dispatcher:
             self.pending.discard(job_id)  # it left pending: running now, or cancelled before
             if job is None:
                 return  # cancelled (or deleted) while pending
-            self._log_transition(job, JobStatus.RUNNING)
             self._update_gauges()
-            finish = await self._guarded_run(job, event)
+            await self.execution.run(job, event, lambda: self._cancel_reason.get(job_id))
         finally:
             self._cancel.pop(job_id, None)
-            reason = self._cancel_reason.pop(job_id, None)
-        await self._finish(job, finish, reason)
+            self._cancel_reason.pop(job_id, None)
 
     def _requeue_later(self, job_id: str) -> None:
         """A store outage must not lose a pending job: try it again in a while."""
         asyncio.get_running_loop().call_later(STORE_RETRY_S[-1], self._queue.put_nowait, job_id)
-
-    async def _guarded_run(self, job: Job, event: asyncio.Event) -> Finish:
-        try:
-            return await self.runner.run(job, event)
-        except Exception as exc:  # our fault, not the job's: say so and free the slot
-            logger.exception("runner failed", extra={"job_id": job.id})
-            return Finish(JobStatus.FAILED, None, f"internal error: {exc!r}", None)
-
-    async def _finish(self, job: Job, finish: Finish, reason: str | None) -> None:
-        error = (
-            reason if (finish.status == JobStatus.CANCELLED and reason) else finish.error_message
-        )
-        done = await self._with_retries(
-            job.id,
-            lambda: self.store.transition(
-                job.id,
-                finish.status,
-                completed_at=utcnow(),
-                execution_time_ms=finish.execution_time_ms,
-                error_message=error,
-                result=finish.result,
-            ),
-        )
-        if done is None:  # cancelled by the API meanwhile: keep its status, attach what ran
-            if finish.result is not None:
-                await self.store.attach_result(job.id, finish.result, finish.execution_time_ms)
-            return
-        self.watch.notify(job.id)
-        self.processed += 1
-        if finish.execution_time_ms is not None:
-            seconds = finish.execution_time_ms / 1000
-            self._durations_s.append(seconds)
-            self.metrics.job_duration.labels(language=job.request.language).observe(seconds)
-        self.metrics.jobs_finished.labels(status=done.status.value).inc()
-        self._log_transition(done, done.status)
-
-    async def _with_retries(
-        self, job_id: str, write: Callable[[], Awaitable[Job | None]]
-    ) -> Job | None:
-        """A finished job must reach its final status: retry the store through short outages.
-        If the store stays down, the job is failed by the next start ("server restarted")."""
-        for delay_s in (*STORE_RETRY_S, None):
-            try:
-                return await write()
-            except StoreError:
-                if delay_s is None:
-                    raise
-                logger.warning("store write failed; retrying", extra={"job_id": job_id})
-                await asyncio.sleep(delay_s)
-        return None  # unreachable
-
-    def _log_transition(self, job: Job, status: JobStatus) -> None:
-        logger.info(
-            "job %s",
-            status.value,
-            extra={
-                "job_id": job.id,
-                "status": status.value,
-                "language": job.request.language,
-                "duration_ms": job.execution_time_ms,
-            },
-        )
 
     def _update_gauges(self) -> None:
         self.metrics.queue_depth.set(self.queue_depth)

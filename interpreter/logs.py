@@ -38,3 +38,5 @@ def configure(level: str) -> None:
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True  # our middleware logs each request
+    # procrastinate logs every job start and end at INFO with its whole row: ours say it shorter
+    logging.getLogger("procrastinate").setLevel(max(logging.getLevelName(level), logging.WARNING))

@@ -13,13 +13,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from interpreter.config import Settings
 from interpreter.environment import build_environment, redact
 from interpreter.errors import ExecutionError, InterpreterError, InvalidWorkingDirectory
 from interpreter.executor import ProcessOutcome, ProcessSpec, ScanLimits, run_process
 from interpreter.job import Job, JobResult, JobStatus, TerminationReason
 from interpreter.languages import LanguageRegistry
 from interpreter.orphans import kill_leftovers
-from interpreter.sandbox import NoSandbox, ResourceLimits, Sandbox, SandboxJob, describe_bytes
+from interpreter.sandbox import (
+    NoSandbox,
+    ResourceLimits,
+    Sandbox,
+    SandboxJob,
+    create_sandbox,
+    describe_bytes,
+)
 from interpreter.workspace import JobPaths, remove_tree, resolve_working_directory
 
 logger = logging.getLogger(__name__)
@@ -170,6 +178,25 @@ class JobRunner:
         # the path between a job's exit and its final status.
         self._janitor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="janitor")
 
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, registry: LanguageRegistry, paths: JobPaths
+    ) -> JobRunner:
+        """The runner this server's settings describe (the sandbox checked: fails closed)."""
+        executables = [lang.executable for lang in registry.languages.values() if lang.executable]
+        return cls(
+            registry,
+            paths,
+            RunLimits(
+                output_bytes=settings.max_output_bytes,
+                kill_grace_s=settings.kill_grace_s,
+                scan=ScanLimits(settings.file_scan_max_entries, settings.file_scan_max_seconds),
+                resources=ResourceLimits.defaults(settings),
+            ),
+            job_path=settings.job_path,
+            sandbox=create_sandbox(settings, executables),
+        )
+
     def close(self) -> None:
         self._janitor.shutdown(wait=True)
         self.sandbox.close()
@@ -236,6 +263,8 @@ class JobRunner:
             if tmpdir is not None:
                 tmpdir.mkdir()
             if fresh:
+                if job.attempts > 1:  # re-run after a lost worker: start from an empty directory
+                    remove_tree(cwd)
                 cwd.mkdir()
             else:
                 cwd.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from interpreter.config import Settings
-from interpreter.dispatcher import Dispatcher
 from interpreter.environment import invalid_names, refused_names
 from interpreter.errors import (
     CodeTooLarge,
@@ -21,13 +20,12 @@ from interpreter.errors import (
     InvalidTimeout,
     JobAlreadyFinished,
     JobNotFound,
-    QueueFull,
     ServiceUnavailable,
-    TooManyPendingJobs,
     UnsafeEnvironment,
 )
 from interpreter.job import Job, JobRequest, JobStatus, new_job_id, utcnow
 from interpreter.languages import LanguageRegistry
+from interpreter.queue import JobQueue
 from interpreter.sandbox.limits import resolve_limits
 from interpreter.store.base import JobStore
 from interpreter.workspace import JobPaths, remove_tree, resolve_working_directory
@@ -77,15 +75,17 @@ class JobService:
         self,
         settings: Settings,
         store: JobStore,
-        dispatcher: Dispatcher,
+        queue: JobQueue,
         registry: LanguageRegistry,
         paths: JobPaths,
+        outputs_in_store: bool = False,
     ) -> None:
         self.settings = settings
         self.store = store
-        self.dispatcher = dispatcher
+        self.queue = queue
         self.registry = registry
         self.paths = paths
+        self.outputs_in_store = outputs_in_store  # scale-out: workers put them in the store
 
     # -- submission -------------------------------------------------------------------------
     def validate(self, sub: Submission) -> JobRequest:
@@ -128,46 +128,16 @@ class JobService:
         )
 
     async def submit(self, sub: Submission, owner: str | None) -> tuple[Job, datetime]:
-        if not self.dispatcher.accepting:
+        if not self.queue.accepting:
             raise ServiceUnavailable("the server is shutting down and takes no new jobs")
         request = self.validate(sub)
-        estimate = self.dispatcher.estimate_start()
-        job_id = new_job_id()
-        self._admit(job_id, owner)
-        try:
-            job = await self.store.create(Job(id=job_id, request=request, owner=owner))
-        except BaseException:
-            self.dispatcher.pending.discard(job_id)
-            raise
-        self.dispatcher.enqueue(job.id)
-        self.dispatcher.metrics.jobs_submitted.inc()
+        job, estimate = await self.queue.submit(Job(id=new_job_id(), request=request, owner=owner))
+        self.queue.metrics.jobs_submitted.inc()
         logger.info(
             "job pending",
             extra={"job_id": job.id, "status": "pending", "language": request.language},
         )
         return job, estimate
-
-    def _admit(self, job_id: str, owner: str | None) -> None:
-        """Count the job as pending if the caps allow it (no await between check and count).
-
-        The cap per owner applies with authentication; without it, only the global cap."""
-        pending = self.dispatcher.pending
-        # A pending job leaves the queue about every mean run time / workers: a hint, not a promise
-        retry_after_s = self.dispatcher.mean_duration_s / self.dispatcher.max_jobs
-        per_key = self.settings.max_pending_per_key
-        if owner is not None and pending.count(owner) >= per_key:
-            raise TooManyPendingJobs(
-                f"too many pending jobs for this key ({per_key}); "
-                "wait for some to start, or cancel some",
-                retry_after_s=retry_after_s,
-            )
-        if len(pending) >= self.settings.max_pending_jobs:
-            raise QueueFull(
-                f"too many pending jobs on this server ({self.settings.max_pending_jobs}); "
-                "retry later",
-                retry_after_s=retry_after_s,
-            )
-        pending.add(job_id, owner)
 
     # -- reads ------------------------------------------------------------------------------
     async def get(self, job_id: str, owner: str | None) -> Job:
@@ -189,7 +159,7 @@ class JobService:
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
                 break
-            await self.dispatcher.watch.wait(job_id, min(remaining, RECHECK_S))
+            await self.queue.watch.wait(job_id, min(remaining, RECHECK_S))
             job = await self.get(job_id, owner)
         return job
 
@@ -201,6 +171,11 @@ class JobService:
     async def outputs(self, job: Job) -> Outputs:
         if job.result is None:
             return Outputs("", "")
+        if self.outputs_in_store:
+            stored = await self.store.get_outputs(job.id)
+            if stored is None:
+                return Outputs("", "")
+            return Outputs(_decode(stored.stdout), _decode(stored.stderr))
         if job.result.stdout_bytes + job.result.stderr_bytes <= INLINE_READ_BYTES:
             return self._read_outputs(job.id)  # a page-cache read of a few KiB: no thread hop
         return await asyncio.to_thread(self._read_outputs, job.id)
@@ -216,19 +191,13 @@ class JobService:
                 f"Job {job_id} already finished with status '{job.status.value}'; "
                 "only pending or running jobs can be cancelled"
             )
-        cancelled = await self.store.transition(
-            job_id, JobStatus.CANCELLED, completed_at=utcnow(), error_message="cancelled by request"
-        )
+        cancelled = await self.queue.cancel(job_id)
         if cancelled is None:  # it finished between our read and the compare-and-set
             job = await self.get(job_id, owner)
             raise JobAlreadyFinished(
                 f"Job {job_id} already finished with status '{job.status.value}'; "
                 "only pending or running jobs can be cancelled"
             )
-        self.dispatcher.pending.discard(job_id)
-        self.dispatcher.cancel_running(job_id)
-        self.dispatcher.watch.notify(job_id)
-        self.dispatcher.metrics.jobs_finished.labels(status="cancelled").inc()
         logger.info("job cancelled", extra={"job_id": job_id, "status": "cancelled"})
         return cancelled
 
@@ -260,8 +229,12 @@ class JobService:
             await asyncio.sleep(self.settings.cleanup_interval_s)
 
 
+def _decode(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")
+
+
 def _read_text(path: Path) -> str:
     try:
-        return path.read_bytes().decode("utf-8", errors="replace")
+        return _decode(path.read_bytes())
     except FileNotFoundError:
         return ""

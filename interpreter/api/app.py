@@ -1,4 +1,4 @@
-"""The FastAPI application: built from settings, with the store, dispatcher and service it owns."""
+"""The FastAPI application: built from settings, with the store, queue and service it owns."""
 
 from __future__ import annotations
 
@@ -20,16 +20,16 @@ from interpreter.api.deps import AppParts
 from interpreter.api.ratelimit import ExecuteRateLimit, RateLimiter
 from interpreter.api.routes import jobs, sandbox, system
 from interpreter.config import Settings
-from interpreter.dispatcher import Dispatcher
+from interpreter.dispatcher import Dispatcher, PendingCaps
 from interpreter.errors import ConfigurationError
-from interpreter.executor import ScanLimits
 from interpreter.languages import LanguageRegistry
 from interpreter.metrics import Metrics
-from interpreter.runner import JobRunner, RunLimits
-from interpreter.sandbox import ResourceLimits, create_sandbox
+from interpreter.queue import JobQueue
+from interpreter.runner import JobRunner
 from interpreter.service import JobService
 from interpreter.store import CachedStore, SqlStore
 from interpreter.store.base import JobStore
+from interpreter.watch import FinalWatch
 from interpreter.workspace import JobPaths
 
 logger = logging.getLogger("interpreter.access")
@@ -88,29 +88,33 @@ def build_parts(settings: Settings, store: JobStore | None = None) -> AppParts:
     registry = LanguageRegistry.from_settings(settings)
     paths = JobPaths(settings.data_dir, settings.workspaces)
     metrics = Metrics()
-    if store is None:  # embedded: this process is the database's only writer
-        store = CachedStore(SqlStore.sqlite(settings.database_path))
-    runner = JobRunner(
+    watch = FinalWatch()
+    queue: JobQueue
+    runner: JobRunner | None
+    if settings.database_kind == "postgresql":
+        from interpreter.postgres.wiring import postgres_parts
+
+        store, queue, runner = postgres_parts(settings, registry, paths, metrics, watch, store)
+    else:
+        if store is None:  # embedded: this process is the database's only writer
+            store = CachedStore(SqlStore.sqlite(settings.database_path))
+        runner = JobRunner.from_settings(settings, registry, paths)
+        caps = PendingCaps(settings.max_pending_per_key, settings.max_pending_jobs)
+        queue = Dispatcher(store, runner, settings.max_jobs, metrics, watch, caps)
+    service = JobService(
+        settings,
+        store,
+        queue,
         registry,
         paths,
-        RunLimits(
-            output_bytes=settings.max_output_bytes,
-            kill_grace_s=settings.kill_grace_s,
-            scan=ScanLimits(settings.file_scan_max_entries, settings.file_scan_max_seconds),
-            resources=ResourceLimits.defaults(settings),
-        ),
-        job_path=settings.job_path,
-        sandbox=create_sandbox(
-            settings, [lang.executable for lang in registry.languages.values() if lang.executable]
-        ),
+        outputs_in_store=settings.database_kind == "postgresql",
     )
-    dispatcher = Dispatcher(store, runner, settings.max_jobs, metrics)
-    service = JobService(settings, store, dispatcher, registry, paths)
     return AppParts(
         settings=settings,
         store=store,
         registry=registry,
-        dispatcher=dispatcher,
+        queue=queue,
+        runner=runner,
         service=service,
         metrics=metrics,
         api_keys=keys,
@@ -129,7 +133,7 @@ def create_app(settings: Settings | None = None, store: JobStore | None = None) 
         parts.service.paths.ensure()
         await parts.store.open()
         await parts.registry.probe_versions()
-        await parts.dispatcher.start()
+        await parts.queue.start()
         psutil.cpu_percent(interval=None)  # prime the non-blocking sampler used by /health
         retention = asyncio.create_task(parts.service.retention_loop(), name="retention")
         logger.info(
@@ -142,7 +146,7 @@ def create_app(settings: Settings | None = None, store: JobStore | None = None) 
             retention.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await retention
-            await parts.dispatcher.stop(settings.shutdown_grace_s)
+            await parts.queue.stop(settings.shutdown_grace_s)
             await parts.store.close()
             logger.info("server stopped")
 

@@ -10,10 +10,11 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from interpreter.config import Settings
-from interpreter.dispatcher import Dispatcher
 from interpreter.errors import AuthenticationFailed
 from interpreter.languages import LanguageRegistry
 from interpreter.metrics import Metrics
+from interpreter.queue import JobQueue
+from interpreter.runner import JobRunner
 from interpreter.service import JobService, owner_of
 from interpreter.store.base import JobStore
 
@@ -23,7 +24,8 @@ class AppParts:
     settings: Settings
     store: JobStore
     registry: LanguageRegistry
-    dispatcher: Dispatcher
+    queue: JobQueue
+    runner: JobRunner | None  # None: this process runs no job (an API-only replica)
     service: JobService
     metrics: Metrics
     api_keys: tuple[str, ...]

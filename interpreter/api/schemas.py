@@ -173,6 +173,11 @@ class ResourceUsage(BaseModel):
     memory_bytes: MemoryBytes
 
 
+class WorkerInfo(BaseModel):
+    id: str = Field(description="The worker's id in the queue (PostgreSQL mode)")
+    host: str | None = Field(description="The machine its files (paths above) are on")
+
+
 class FullResult(BaseModel):
     job_id: str
     status: JobStatus
@@ -203,6 +208,10 @@ class FullResult(BaseModel):
     created_at: datetime
     started_at: datetime | None
     completed_at: datetime | None
+    worker: WorkerInfo | None = Field(
+        None, description="Who ran it (PostgreSQL mode): file paths refer to its machine"
+    )
+    attempts: int = Field(0, description="Times a worker started it (2+: a worker was lost)")
 
 
 class LanguageInfo(BaseModel):
@@ -225,6 +234,18 @@ class ServiceChecks(BaseModel):
     async_interpreter: str
 
 
+class QueueReport(BaseModel):
+    """Beyond the spec: where jobs wait and who runs them."""
+
+    backend: str = Field(examples=["in-process"], description="in-process or procrastinate")
+    database: str = Field(examples=["sqlite"], description="sqlite or postgresql")
+    depth: int = Field(description="Jobs waiting to start")
+    running: int = Field(description="Jobs running (on every worker, with PostgreSQL)")
+    workers_alive: int | None = Field(
+        None, description="Workers whose heartbeat is recent (PostgreSQL; null when embedded)"
+    )
+
+
 class HealthResponse(BaseModel):
     status: str = Field(examples=["healthy"], description="healthy, degraded or unhealthy")
     timestamp: datetime
@@ -234,6 +255,7 @@ class HealthResponse(BaseModel):
     total_jobs_processed: int
     system_resources: SystemResources
     service_checks: ServiceChecks
+    queue: QueueReport
 
 
 class ErrorResponse(BaseModel):

@@ -9,7 +9,7 @@ event loop). Driver errors become ``StoreError`` here.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -130,9 +130,15 @@ def _values(changes: dict[str, Any]) -> dict[str, Any]:
 
 
 class SqlStore:
-    def __init__(self, make_runner: Callable[[], SqlRunner], description: str) -> None:
+    def __init__(
+        self,
+        make_runner: Callable[[], SqlRunner],
+        description: str,
+        setup: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._make_runner = make_runner
         self.description = description
+        self._setup = setup  # replaces the plain schema creation (PostgreSQL: under a lock)
         self._runner: SqlRunner | None = None
 
     @classmethod
@@ -145,13 +151,18 @@ class SqlStore:
         return cls.from_async_engine(postgres_engine(dsn, pool_size))
 
     @classmethod
-    def from_async_engine(cls, engine: AsyncEngine) -> SqlStore:
-        return cls(lambda: AsyncEngineRunner(engine), engine.url.render_as_string())
+    def from_async_engine(
+        cls, engine: AsyncEngine, setup: Callable[[], Awaitable[None]] | None = None
+    ) -> SqlStore:
+        return cls(lambda: AsyncEngineRunner(engine), engine.url.render_as_string(), setup)
 
     async def open(self) -> None:
         try:
             self._runner = self._make_runner()
-            await self._runner.run(create_schema)
+            if self._setup is not None:
+                await self._setup()
+            else:
+                await self._runner.run(create_schema)
         except (SQLAlchemyError, OSError) as exc:
             raise StoreError(f"cannot open the job store ({self.description}): {exc}") from exc
 

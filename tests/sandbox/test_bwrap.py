@@ -309,7 +309,7 @@ async def test_cancelled_job_reason(sandboxed: Any) -> None:
 
 
 async def test_a_sandbox_that_cannot_start_the_job_is_a_sandbox_error(sandboxed: Any) -> None:
-    sandbox = sandboxed.app.state.parts.dispatcher.runner.sandbox
+    sandbox = sandboxed.app.state.parts.runner.sandbox
     sandbox.static = [*sandbox.static, "--ro-bind", "/nonexistent-source", "/x"]
     body = await sandboxed.run("print(1)")
     assert body["status"] == "failed"

@@ -282,8 +282,8 @@ async def test_pending_counts_drop_as_jobs_start(make_api) -> None:
     third = await api.submit(**TRIVIAL)
     await api.client.post(f"/jobs/{second}/cancel")
     await api.wait(third)
-    await api.wait_until(lambda: len(api.app.state.parts.dispatcher.pending) == 0, 5, "no pending")
-    assert api.app.state.parts.dispatcher.pending.count(owner_of("key-a")) == 0
+    await api.wait_until(lambda: len(api.app.state.parts.queue.pending) == 0, 5, "no pending")
+    assert api.app.state.parts.queue.pending.count(owner_of("key-a")) == 0
 
 
 async def test_pending_counts_are_rebuilt_from_the_store_at_start(make_api) -> None:
@@ -319,7 +319,7 @@ async def test_a_failed_store_write_does_not_count_as_pending(make_api) -> None:
         await post(api)
     api.store.create = real_create  # type: ignore[method-assign]
 
-    assert len(api.app.state.parts.dispatcher.pending) == 0
+    assert len(api.app.state.parts.queue.pending) == 0
     assert (await post(api)).status_code == 200
 
 

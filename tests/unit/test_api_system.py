@@ -62,10 +62,17 @@ async def test_health_is_healthy_with_real_figures(api) -> None:
     }
 
 
-async def test_health_has_exactly_the_spec_fields(api) -> None:
+async def test_health_has_the_spec_fields_and_only_the_queue_beyond(api) -> None:
     body = (await api.client.get("/health")).json()
 
-    assert set(body) == SPEC_HEALTH_FIELDS
+    assert set(body) == SPEC_HEALTH_FIELDS | {"queue"}
+    assert body["queue"] == {
+        "backend": "in-process",
+        "database": "sqlite",
+        "depth": 0,
+        "running": 0,
+        "workers_alive": None,
+    }
 
 
 async def test_health_counts_running_jobs_as_active(make_api) -> None:

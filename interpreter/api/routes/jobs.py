@@ -16,6 +16,7 @@ from interpreter.api.schemas import (
     ResourceUsage,
     StatusResponse,
     StructuredResult,
+    WorkerInfo,
 )
 from interpreter.errors import InvalidRequest
 from interpreter.job import Job, JobResult, JobStatus, termination_reason
@@ -155,6 +156,8 @@ async def full_result(
         created_at=job.created_at,
         started_at=job.started_at,
         completed_at=job.completed_at,
+        worker=WorkerInfo(id=job.worker_id, host=job.worker_host) if job.worker_id else None,
+        attempts=job.attempts,
     )
 
 

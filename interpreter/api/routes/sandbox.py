@@ -35,7 +35,15 @@ class SandboxInfo(BaseModel):
 async def sandbox(parts: PartsDep) -> SandboxInfo:
     """How jobs are confined here, and the default and maximum of each per-job limit."""
     settings = parts.settings
-    described = parts.dispatcher.runner.sandbox.describe()
+    if parts.runner is not None:
+        described = parts.runner.sandbox.describe()
+    else:  # an API-only replica: the workers confine jobs, as configured for them
+        described = {
+            "mode": settings.sandbox,
+            "isolated": settings.sandbox != "none",
+            "limits_enforced": settings.sandbox != "none",
+            "runs_jobs": False,
+        }
     defaults = ResourceLimits.defaults(settings)
     return SandboxInfo(
         mode=described.pop("mode"),

@@ -12,7 +12,13 @@ from fastapi.responses import JSONResponse
 
 from interpreter import __version__
 from interpreter.api.deps import AppParts, PartsDep
-from interpreter.api.schemas import HealthResponse, LanguageInfo, ServiceChecks, SystemResources
+from interpreter.api.schemas import (
+    HealthResponse,
+    LanguageInfo,
+    QueueReport,
+    ServiceChecks,
+    SystemResources,
+)
 from interpreter.job import utcnow
 from interpreter.metrics import CONTENT_TYPE_LATEST
 
@@ -29,15 +35,6 @@ async def _store_check(parts: AppParts) -> tuple[str, str | None, int]:
         return "unhealthy", f"job store round trip failed: {exc.__class__.__name__}", 0
     processed = sum(n for status, n in counts.items() if status.is_final)
     return "healthy", None, processed
-
-
-def _dispatcher_check(parts: AppParts) -> tuple[str, str | None]:
-    dispatcher = parts.dispatcher
-    if not dispatcher.alive:
-        return "unhealthy", "dispatcher workers are not running"
-    if dispatcher.queue_depth >= parts.settings.max_pending_jobs:
-        return "degraded", f"queue is full ({dispatcher.queue_depth} pending)"
-    return "healthy", None
 
 
 def _languages_check(parts: AppParts) -> tuple[str, str | None]:
@@ -64,7 +61,8 @@ def _disk_percent(parts: AppParts) -> float:
 async def health(parts: PartsDep) -> Response:
     """Real checks of the dispatcher, the interpreters and the job store."""
     store_state, store_why, processed = await _store_check(parts)
-    dispatcher_state, dispatcher_why = _dispatcher_check(parts)
+    queue = await parts.queue.state()
+    dispatcher_state, dispatcher_why = queue.state, queue.why
     languages_state, languages_why = _languages_check(parts)
     states = [dispatcher_state, languages_state, store_state]
     overall = (
@@ -82,7 +80,7 @@ async def health(parts: PartsDep) -> Response:
         timestamp=utcnow(),
         uptime_seconds=int(time.monotonic() - parts.started_monotonic),
         version=__version__,
-        active_jobs=parts.dispatcher.running_count,
+        active_jobs=queue.running,
         total_jobs_processed=processed,
         system_resources=SystemResources(
             cpu_percent=psutil.cpu_percent(interval=None),  # since the last call: never blocks
@@ -93,6 +91,13 @@ async def health(parts: PartsDep) -> Response:
             job_manager=dispatcher_state,
             enhanced_terminal=languages_state,
             async_interpreter=store_state,
+        ),
+        queue=QueueReport(
+            backend=queue.backend,
+            database=parts.settings.database_kind,
+            depth=queue.depth,
+            running=queue.running,
+            workers_alive=queue.workers_alive,
         ),
     )
     return JSONResponse(
@@ -118,6 +123,7 @@ async def languages(parts: PartsDep) -> list[LanguageInfo]:
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
 async def metrics(parts: PartsDep) -> Response:
     """Prometheus metrics: request durations, jobs by final status, queue depth, job durations."""
-    parts.metrics.queue_depth.set(parts.dispatcher.queue_depth)
-    parts.metrics.running_jobs.set(parts.dispatcher.running_count)
+    queue = await parts.queue.state()
+    parts.metrics.queue_depth.set(queue.depth)
+    parts.metrics.running_jobs.set(queue.running)
     return Response(parts.metrics.render(), media_type=CONTENT_TYPE_LATEST)

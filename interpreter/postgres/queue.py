@@ -1,0 +1,209 @@
+"""The PostgreSQL queue: what an API replica does with jobs (a worker may run in the same process).
+
+A submission is one transaction: the pending-job caps checked under an advisory lock (so that
+they hold across replicas), the procrastinate job deferred, our job row inserted. Either both
+rows exist or neither. A cancel is a compare-and-set on our row, then procrastinate's abort, which
+reaches the worker running the job over LISTEN/NOTIFY.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from datetime import datetime, timedelta
+
+import procrastinate
+import psycopg
+import sqlalchemy as sa
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from interpreter.config import Settings
+from interpreter.errors import QueueFull, StoreError, TooManyPendingJobs
+from interpreter.job import Job, JobStatus, utcnow
+from interpreter.metrics import Metrics
+from interpreter.postgres.procrastinate_app import queue_entry
+from interpreter.postgres.worker import WorkerNode
+from interpreter.queue import QueueState
+from interpreter.store.base import JobStore
+from interpreter.store.sql import insert_statement
+from interpreter.store.tables import jobs
+from interpreter.watch import FinalWatch
+
+logger = logging.getLogger("interpreter.queue")
+
+PENDING = JobStatus.PENDING.value
+RUNNING = JobStatus.RUNNING.value
+DB_ERRORS = (SQLAlchemyError, psycopg.Error, procrastinate.exceptions.ConnectorException)
+
+
+class PostgresQueue:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: AsyncEngine,
+        store: JobStore,
+        app: procrastinate.App,
+        metrics: Metrics,
+        watch: FinalWatch,
+        worker: WorkerNode | None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.store = store
+        self.app = app
+        self.metrics = metrics
+        self.watch = watch
+        self.worker = worker  # the in-process worker, unless INTERPRETER_INPROCESS_WORKER=false
+        self._stopping = False
+        self._workers_alive = 0
+        self._mean_duration_s = 1.0
+        self._monitor: asyncio.Task[None] | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.app.open_async()
+        await self._refresh()
+        self._monitor = asyncio.create_task(self._monitor_loop(), name="queue-monitor")
+        if self.worker is not None:
+            await self.worker.start()
+
+    async def stop(self, grace_s: float) -> None:
+        self._stopping = True
+        if self.worker is not None:
+            await self.worker.stop(grace_s)
+        if self._monitor is not None:
+            self._monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._monitor
+        await self.app.close_async()
+
+    @property
+    def accepting(self) -> bool:
+        return not self._stopping
+
+    # -- submission and cancel --------------------------------------------------------------
+    async def submit(self, job: Job) -> tuple[Job, datetime]:
+        try:
+            async with self.engine.begin() as conn:
+                pending = await self._admit(conn, job.owner)
+                raw = await conn.get_raw_connection()
+                entry = await self.app.job_manager.defer_job_async(
+                    queue_entry(job.id), connection=raw.driver_connection
+                )
+                inserted = await conn.execute(
+                    insert_statement(job.evolve(queue_id=entry.id)).returning(jobs.c.seq)
+                )
+                seq = inserted.scalar_one()
+        except DB_ERRORS as exc:
+            raise StoreError(f"cannot queue the job: {exc.__class__.__name__}: {exc}") from exc
+        return job.evolve(seq=seq, queue_id=entry.id), self._estimate(pending)
+
+    async def _admit(self, conn: AsyncConnection, owner: str | None) -> int:
+        """Check the caps under a lock per owner (the total is checked without one: it may be
+        overshot by as many submissions as race each other). Returns the jobs pending before."""
+        key = f"interpreter:pending:{owner or '-'}"
+        await conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
+        query = sa.select(
+            sa.func.count().filter(jobs.c.owner == owner) if owner else sa.literal(0),
+            sa.func.count(),
+        ).where(jobs.c.status == PENDING)
+        mine, total = (await conn.execute(query)).one()
+        retry_after_s = self._mean_duration_s / max(1, self._capacity())
+        per_owner = self.settings.max_pending_per_key
+        if owner is not None and mine >= per_owner:
+            raise TooManyPendingJobs(
+                f"too many pending jobs for this key ({per_owner}); "
+                "wait for some to start, or cancel some",
+                retry_after_s=retry_after_s,
+            )
+        if total >= self.settings.max_pending_jobs:
+            raise QueueFull(
+                f"too many pending jobs ({self.settings.max_pending_jobs}); retry later",
+                retry_after_s=retry_after_s,
+            )
+        return int(total)
+
+    def _capacity(self) -> int:
+        return self._workers_alive * self.settings.concurrency
+
+    def _estimate(self, ahead: int) -> datetime:
+        capacity = self._capacity()
+        if capacity == 0:  # no worker seen: a guess from the mean run time
+            return utcnow() + timedelta(seconds=self._mean_duration_s)
+        waves = math.floor(ahead / capacity)
+        return utcnow() + timedelta(seconds=waves * self._mean_duration_s)
+
+    async def cancel(self, job_id: str) -> Job | None:
+        cancelled = await self.store.transition(
+            job_id, JobStatus.CANCELLED, completed_at=utcnow(), error_message="cancelled by request"
+        )
+        if cancelled is None:
+            return None
+        if cancelled.queue_id is not None:
+            try:  # a pending entry is dropped; a running one is aborted where it runs
+                await self.app.job_manager.cancel_job_by_id_async(
+                    cancelled.queue_id, abort=True, delete_job=True
+                )
+            except DB_ERRORS:
+                # Our row says cancelled: a worker that picks the entry up skips it.
+                logger.exception("cannot abort the queue entry", extra={"job_id": job_id})
+        self.watch.notify(job_id)
+        self.metrics.jobs_finished.labels(status="cancelled").inc()
+        return cancelled
+
+    # -- state ------------------------------------------------------------------------------
+    async def _counts(self) -> tuple[int, int, int]:
+        """Pending and running jobs, and workers whose heartbeat is recent."""
+        query = sa.text(
+            "SELECT"
+            " (SELECT count(*) FROM jobs WHERE status = :pending),"
+            " (SELECT count(*) FROM jobs WHERE status = :running),"
+            " (SELECT count(*) FROM procrastinate_workers"
+            "   WHERE last_heartbeat > now() - make_interval(secs => :window))"
+        )
+        params = {
+            "pending": PENDING,
+            "running": RUNNING,
+            "window": self.settings.worker_lost_after_s,
+        }
+        async with self.engine.connect() as conn:
+            pending, running, alive = (await conn.execute(query, params)).one()
+        return int(pending), int(running), int(alive)
+
+    async def state(self) -> QueueState:
+        try:
+            pending, running, alive = await self._counts()
+        except DB_ERRORS as exc:
+            unreachable = f"queue unreachable: {exc.__class__.__name__}"
+            return QueueState("procrastinate", "unhealthy", unreachable, 0, 0, None)
+        self._workers_alive = alive
+        why: str | None
+        if alive == 0:
+            health, why = "degraded", "no worker seen recently: jobs wait until one starts"
+        elif pending >= self.settings.max_pending_jobs:
+            health, why = "degraded", f"queue is full ({pending} pending)"
+        else:
+            health, why = "healthy", None
+        return QueueState("procrastinate", health, why, pending, running, alive)
+
+    async def _refresh(self) -> None:
+        _, _, self._workers_alive = await self._counts()
+        query = sa.text(
+            "SELECT avg(execution_time_ms) FROM (SELECT execution_time_ms FROM jobs"
+            " WHERE status = 'completed' ORDER BY seq DESC LIMIT 50) recent"
+        )
+        async with self.engine.connect() as conn:
+            mean_ms = (await conn.execute(query)).scalar()
+        if mean_ms is not None:
+            self._mean_duration_s = float(mean_ms) / 1000
+
+    async def _monitor_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.worker_heartbeat_s)
+            try:
+                await self._refresh()
+            except DB_ERRORS:
+                logger.warning("queue monitor cannot reach the database")

@@ -1,0 +1,41 @@
+"""Schema set-up: our tables and procrastinate's, once, whichever process starts first.
+
+``python -m interpreter.worker --apply-schema`` does it as a command; every process does it at
+start unless ``INTERPRETER_APPLY_SCHEMA=false``. A transaction-scoped advisory lock serialises
+processes that start together; both steps are idempotent.
+"""
+
+from __future__ import annotations
+
+import procrastinate
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from interpreter.store.sql import create_schema
+
+SCHEMA_LOCK = 0x1A7E_5C4E  # an arbitrary constant: the advisory lock of schema set-up
+
+
+async def schema_ready(engine: AsyncEngine) -> str | None:
+    """None when both schemas are there; else what is missing."""
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                sa.text("SELECT to_regclass('jobs'), to_regclass('procrastinate_jobs')")
+            )
+        ).one()
+    names = ("jobs", "procrastinate_jobs")
+    missing = [name for name, present in zip(names, row, strict=True) if not present]
+    return f"missing tables: {', '.join(missing)}" if missing else None
+
+
+async def ensure_schema(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
+        await conn.run_sync(create_schema)
+        present = (await conn.execute(sa.text("SELECT to_regclass('procrastinate_jobs')"))).scalar()
+        if present is None:
+            raw = await conn.get_raw_connection()
+            driver = raw.driver_connection
+            assert driver is not None
+            await driver.execute(procrastinate.schema.SchemaManager.get_schema())

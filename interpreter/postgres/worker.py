@@ -1,0 +1,258 @@
+"""A worker: runs jobs from the procrastinate queue with the same execution as the embedded mode.
+
+- Claim: pending -> running is a compare-and-set naming this worker, so a redelivered job that
+  is already final (or cancelled while queued) never runs twice.
+- Cancel: procrastinate's abort (LISTEN/NOTIFY) cancels the job's asyncio task; the task turns
+  that into the runner's cancel event, which kills the job's process tree.
+- Worker loss: every worker also watches the others. A worker whose heartbeat is older than
+  ``INTERPRETER_WORKER_LOST_AFTER`` is lost; each of its jobs is re-queued (up to
+  ``INTERPRETER_WORKER_LOST_RERUNS`` times) or failed with "worker lost". Compare-and-set on the
+  worker id and attempt count decides the race between several watchers.
+- Outputs go into the store (every replica serves them); the job's files stay on this machine,
+  which the result names (worker id and host); files of jobs deleted by retention are removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Sequence
+
+import procrastinate
+from procrastinate import worker as procrastinate_worker
+from procrastinate.job_context import AbortReason, JobContext
+
+from interpreter.config import Settings
+from interpreter.dispatcher import SHUTDOWN_MESSAGE
+from interpreter.errors import StoreError
+from interpreter.execution import Execution
+from interpreter.job import Job, JobStatus, utcnow
+from interpreter.metrics import Metrics
+from interpreter.postgres.procrastinate_app import QUEUE, TASK
+from interpreter.runner import JobRunner
+from interpreter.store.base import JobStore
+from interpreter.watch import FinalWatch
+from interpreter.workspace import remove_tree
+
+logger = logging.getLogger("interpreter.worker")
+
+LOST_MESSAGE = "worker lost: the worker running this job stopped answering"
+
+
+class WorkerNode:
+    def __init__(
+        self,
+        settings: Settings,
+        app: procrastinate.App,
+        store: JobStore,
+        runner: JobRunner,
+        metrics: Metrics,
+        watch: FinalWatch,
+    ) -> None:
+        self.settings = settings
+        self.app = app
+        self.store = store
+        self.runner = runner
+        self.execution = Execution(store, runner, metrics, watch, outputs_in_store=True)
+        self.host = socket.gethostname()
+        self.name = settings.worker_name or f"{self.host}:{os.getpid()}"
+        self.running = 0
+        app.task(name=TASK, pass_context=True)(self._run_job)
+        self._worker = procrastinate_worker.Worker(
+            app=app,
+            queues=[QUEUE],
+            name=self.name,
+            concurrency=settings.concurrency,
+            shutdown_graceful_timeout=settings.shutdown_grace_s,
+            install_signal_handlers=False,
+            update_heartbeat_interval=settings.worker_heartbeat_s,
+            stalled_worker_timeout=settings.worker_lost_after_s,
+            delete_jobs="always",
+            listen_notify=True,
+            fetch_job_polling_interval=settings.worker_heartbeat_s,
+            abort_job_polling_interval=settings.worker_heartbeat_s,
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        run = self._worker.run()  # type: ignore[no-untyped-call]
+        self._tasks = [
+            asyncio.create_task(run, name="procrastinate-worker"),
+            asyncio.create_task(self._watch_for_lost_workers(), name="worker-loss-check"),
+            asyncio.create_task(self._sweep_loop(), name="worker-file-sweep"),
+        ]
+        logger.info(
+            "worker started",
+            extra={"worker": self.name, "concurrency": self.settings.concurrency},
+        )
+
+    async def stop(self, grace_s: float) -> None:
+        """Take no new job; running ones get ``grace_s`` (procrastinate's graceful timeout),
+        then are cancelled and recorded as such."""
+        self._worker.stop()  # type: ignore[no-untyped-call]
+        run, *side = self._tasks
+        for task in side:
+            task.cancel()
+        limit = grace_s + self.runner.limits.kill_grace_s + 10
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*side, return_exceptions=True), 5)
+            await asyncio.wait_for(run, limit)
+        await asyncio.to_thread(self.runner.close)
+        logger.info("worker stopped", extra={"worker": self.name})
+
+    async def wait(self) -> None:
+        """Until the procrastinate worker stops (or fails)."""
+        await self._tasks[0]
+
+    # -- one job ----------------------------------------------------------------------------
+    async def _run_job(self, context: JobContext, job_id: str) -> None:
+        cancel = asyncio.Event()
+        reason: list[str] = []
+        body = asyncio.create_task(self._claim_and_run(context, job_id, cancel, reason))
+        try:
+            await asyncio.shield(body)
+        except asyncio.CancelledError:  # procrastinate aborts: by a user, or at shutdown
+            if context.abort_reason() == AbortReason.SHUTDOWN:
+                reason.append(SHUTDOWN_MESSAGE)
+            cancel.set()
+            await body  # the tree is killed; what it did is recorded
+            raise
+
+    async def _claim_and_run(
+        self, context: JobContext, job_id: str, cancel: asyncio.Event, reason: list[str]
+    ) -> None:
+        entry = context.job
+        job = await self.execution.with_retries(
+            job_id,
+            lambda: self.execution.claim(
+                job_id,
+                worker_id=str(entry.worker_id),
+                worker_host=self.host,
+                attempts=entry.attempts + 1,
+            ),
+        )
+        if job is None:
+            logger.info("job not pending any more: skipped", extra={"job_id": job_id})
+            return
+        self.running += 1
+        try:
+            await self.execution.run(job, cancel, lambda: reason[0] if reason else None)
+        finally:
+            self.running -= 1
+
+    # -- other workers' loss ----------------------------------------------------------------
+    async def _watch_for_lost_workers(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.worker_heartbeat_s)
+            try:
+                await self.recover_lost_jobs()
+            except Exception:
+                logger.exception("worker-loss check failed")
+
+    async def recover_lost_jobs(self) -> int:
+        """Re-queue or fail the jobs of workers whose heartbeat stopped; returns how many."""
+        manager = self.app.job_manager
+        stalled = await manager.get_stalled_jobs(
+            task_name=TASK, seconds_since_heartbeat=self.settings.worker_lost_after_s
+        )
+        handled = 0
+        for entry in stalled:
+            try:
+                handled += await self._recover(entry)
+            except Exception:
+                logger.exception("cannot recover a lost job", extra={"queue_id": entry.id})
+        return handled
+
+    async def _recover(self, entry: procrastinate.jobs.Job) -> int:
+        manager = self.app.job_manager
+        assert entry.id is not None
+        job_id = str(entry.task_kwargs.get("job_id"))
+        job = await self.store.get(job_id)
+        if job is None or job.is_final:  # deleted, or it ended before its worker went away
+            await manager.finish_job_by_id_async(
+                entry.id, status=procrastinate.jobs.Status.ABORTED, delete_job=True
+            )
+            return 0
+        if job.status == JobStatus.PENDING:  # lost between the queue's fetch and our claim
+            await manager.retry_job(entry)
+            return 1
+        expect = {"worker_id": job.worker_id, "attempts": job.attempts}
+        if job.attempts <= self.settings.worker_lost_reruns:
+            moved = await self.store.compare_and_set(
+                job.id,
+                JobStatus.PENDING,
+                expect=expect,
+                worker_id=None,
+                worker_host=None,
+                started_at=None,
+            )
+            if moved:
+                await manager.retry_job(entry)
+                self._log_lost(job, "re-queued")
+        else:
+            moved = await self.store.compare_and_set(
+                job.id,
+                JobStatus.FAILED,
+                expect=expect,
+                completed_at=utcnow(),
+                error_message=LOST_MESSAGE,
+            )
+            if moved:
+                await manager.finish_job_by_id_async(
+                    entry.id, status=procrastinate.jobs.Status.FAILED, delete_job=True
+                )
+                self.execution.metrics.jobs_finished.labels(status="failed").inc()
+                self._log_lost(job, "failed")
+        return int(moved)
+
+    def _log_lost(self, job: Job, outcome: str) -> None:
+        logger.warning(
+            "job of a lost worker %s",
+            outcome,
+            extra={"job_id": job.id, "lost_worker": job.worker_id, "attempts": job.attempts},
+        )
+
+    # -- files of deleted jobs --------------------------------------------------------------
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.cleanup_interval_s)
+            try:
+                await self.sweep_local_files()
+            except Exception:
+                logger.exception("file sweep failed")
+
+    async def sweep_local_files(self) -> int:
+        """Remove this machine's workspaces of jobs that retention deleted from the store."""
+        root = self.runner.paths.workspace_root
+        names = await asyncio.to_thread(_job_directories, root)
+        gone = []
+        for name in names:
+            try:
+                if await self.store.get(name) is None:
+                    gone.append(name)
+            except StoreError:
+                return 0
+        for name in gone:
+            await asyncio.to_thread(remove_tree, root / name)
+        return len(gone)
+
+
+def _job_directories(root: os.PathLike[str]) -> Sequence[str]:
+    """Names of the fresh workspaces we created (UUIDs); a caller's own directories never are."""
+    try:
+        entries = os.scandir(root)
+    except FileNotFoundError:
+        return []
+    with entries:
+        return [e.name for e in entries if e.is_dir(follow_symlinks=False) and _is_uuid(e.name)]
+
+
+def _is_uuid(name: str) -> bool:
+    try:
+        return str(uuid.UUID(name)) == name
+    except ValueError:
+        return False

@@ -1,0 +1,50 @@
+"""The queue seam: what the service asks of whatever holds and runs the jobs.
+
+Two implementations: ``Dispatcher`` (embedded: an in-process FIFO over the local store) and
+``postgres.PostgresQueue`` (scale-out: procrastinate on PostgreSQL, jobs run by workers anywhere).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from interpreter.job import Job
+from interpreter.metrics import Metrics
+from interpreter.watch import FinalWatch
+
+
+@dataclass(frozen=True, slots=True)
+class QueueState:
+    """What /health and /metrics report of the queue."""
+
+    backend: str  # "in-process" or "procrastinate"
+    state: str  # healthy, degraded or unhealthy
+    why: str | None  # what is wrong, when not healthy
+    depth: int  # jobs waiting to start
+    running: int  # jobs running (here, or on every worker with PostgreSQL)
+    workers_alive: int | None = None  # workers seen recently (PostgreSQL)
+
+
+class JobQueue(Protocol):
+    watch: FinalWatch  # woken when a job this process knows of reaches a final status
+    metrics: Metrics
+
+    @property
+    def accepting(self) -> bool:
+        """False once the server is shutting down."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self, grace_s: float) -> None: ...
+
+    async def submit(self, job: Job) -> tuple[Job, datetime]:
+        """Persist a new pending job and queue it, within the pending-job caps (raising
+        ``TooManyPendingJobs`` or ``QueueFull``); returns it with its estimated start time."""
+
+    async def cancel(self, job_id: str) -> Job | None:
+        """Move a pending or running job to cancelled (compare-and-set) and stop it wherever it
+        runs; None when it was final already."""
+
+    async def state(self) -> QueueState: ...

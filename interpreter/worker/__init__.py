@@ -1,0 +1,124 @@
+"""A standalone worker process: ``python -m interpreter.worker`` (PostgreSQL only).
+
+It runs jobs from the procrastinate queue with the same executor and sandbox as the embedded
+server, writes their results to PostgreSQL, and stops gracefully on SIGTERM or SIGINT.
+``--apply-schema`` sets the schema up and exits; ``--check`` exits 0 when the database answers
+and holds the schema (a liveness probe).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from pydantic import ValidationError
+
+from interpreter.config import Settings
+from interpreter.errors import ConfigurationError, StoreError
+from interpreter.languages import LanguageRegistry
+from interpreter.logs import configure as configure_logging
+from interpreter.metrics import Metrics
+from interpreter.postgres.procrastinate_app import make_app
+from interpreter.postgres.schema import ensure_schema, schema_ready
+from interpreter.postgres.wiring import postgres_store
+from interpreter.postgres.worker import WorkerNode
+from interpreter.runner import JobRunner
+from interpreter.watch import FinalWatch
+from interpreter.workspace import JobPaths
+
+__all__ = ["main"]
+
+logger = logging.getLogger("interpreter.worker")
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m interpreter.worker",
+        description="Run jobs from the PostgreSQL queue (INTERPRETER_DATABASE_URL).",
+    )
+    parser.add_argument(
+        "--concurrency", type=int, help="jobs run at once (INTERPRETER_WORKER_CONCURRENCY)"
+    )
+    parser.add_argument("--apply-schema", action="store_true", help="set the schema up and exit")
+    parser.add_argument(
+        "--check", action="store_true", help="exit 0 when the database and its schema are there"
+    )
+    return parser.parse_args(argv)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {"worker_concurrency": args.concurrency} if args.concurrency else {}
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigurationError(f"invalid configuration: {exc.errors()[0]['msg']}") from exc
+    if settings.database_kind != "postgresql":
+        raise ConfigurationError(
+            "a worker needs the shared queue: set INTERPRETER_DATABASE_URL=postgresql://... "
+            "(the embedded server runs its jobs itself)"
+        )
+    return settings
+
+
+async def _check(settings: Settings, apply: bool) -> str | None:
+    store, engine = postgres_store(settings)
+    try:
+        if apply:
+            await ensure_schema(engine)
+            return None
+        return await schema_ready(engine)
+    finally:
+        await engine.dispose()
+
+
+async def _run(settings: Settings) -> None:
+    registry = LanguageRegistry.from_settings(settings)
+    paths = JobPaths(settings.data_dir, settings.workspaces)
+    paths.ensure()
+    store, _ = postgres_store(settings)
+    app = make_app(settings.postgres_dsn, settings.database_pool_size)
+    runner = JobRunner.from_settings(settings, registry, paths)
+    node = WorkerNode(settings, app, store, runner, Metrics(), FinalWatch())
+    await store.open()
+    await registry.probe_versions()
+    await app.open_async()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await node.start()
+        done = asyncio.create_task(node.wait())
+        await asyncio.wait([done, asyncio.create_task(stop.wait())], return_when="FIRST_COMPLETED")
+        await node.stop(settings.shutdown_grace_s)
+    finally:
+        await app.close_async()
+        await store.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    try:
+        settings = _settings(args)
+    except ConfigurationError as exc:
+        print(f"interpreter.worker: refusing to start: {exc.message}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    try:
+        if args.check or args.apply_schema:
+            missing = asyncio.run(_check(settings, apply=args.apply_schema))
+            if missing:
+                print(f"interpreter.worker: not ready: {missing}", file=sys.stderr)
+                return 1
+            return 0
+        asyncio.run(_run(settings))
+    except (ConfigurationError, StoreError) as exc:
+        print(f"interpreter.worker: {exc.message}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"interpreter.worker: cannot reach the database: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,5 @@
+import sys
+
+from interpreter.worker import main
+
+sys.exit(main())
