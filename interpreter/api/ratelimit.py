@@ -116,13 +116,14 @@ class RateLimiter:
             return cls(items, MemoryCounters())
         if not uri.startswith("async+"):  # the same backend through limits' asyncio API
             uri = f"async+{uri}"
+        # Redis through redis-py (a dependency: limits[redis]) rather than limits' default coredis
+        options = {"implementation": "redispy"} if uri.startswith("async+redis") else {}
         try:
-            storage = storage_from_string(uri, wrap_exceptions=True)
+            storage = storage_from_string(uri, wrap_exceptions=True, **options)
         except Exception as exc:  # unknown scheme, a driver not installed, a malformed URI
             raise ConfigurationError(
                 f"INTERPRETER_RATE_LIMIT_STORAGE={settings.rate_limit_storage!r} cannot be used "
-                f"({exc}); memory:// needs nothing, redis://host:port needs "
-                "`pip install 'limits[async-redis]'`"
+                f"({exc}); memory:// and redis://host:port are supported"
             ) from None
         if not isinstance(storage, Storage):
             raise ConfigurationError(
