@@ -246,6 +246,10 @@ def test_compose_services_run_a_job_submitted_to_one_replica_read_from_the_other
     assert result["stdout"] == "42\n", result
     assert result["stderr"] == "", result
     assert client_a.get(f"/results/{job_id}").json() == result
+    full = client_a.get(f"/jobs/{job_id}/results")
+    assert full.status_code == 200, full.text
+    assert full.json()["worker"] is not None, full.json()  # run by a worker, not by an API
+    assert full.json()["attempts"] == 1, full.json()
 
     # SIGTERM (what `docker compose stop` sends) ends an idle worker well within its grace.
     for worker in workers:
