@@ -284,7 +284,9 @@ class JobRunner:
         try:
             prepared = self.sandbox.prepare(
                 SandboxJob(
-                    job_id=job.id,
+                    # a re-run (its worker was lost) gets cgroups of its own: the first run's may
+                    # still be there, on this machine
+                    job_id=job.id if job.attempts <= 1 else f"{job.id}.{job.attempts}",
                     language=language.name,
                     argv=argv,
                     cwd=cwd,

@@ -14,7 +14,9 @@ import logging
 import signal
 import sys
 
+import psycopg
 from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 
 from interpreter.config import Settings
 from interpreter.errors import ConfigurationError, StoreError
@@ -118,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigurationError, StoreError) as exc:
         print(f"interpreter.worker: {exc.message}", file=sys.stderr)
         return 1
-    except OSError as exc:
+    except (OSError, SQLAlchemyError, psycopg.Error) as exc:
         print(f"interpreter.worker: cannot reach the database: {exc}", file=sys.stderr)
         return 1
     return 0

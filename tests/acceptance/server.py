@@ -59,7 +59,10 @@ def kill_processes(procs: list[psutil.Process]) -> None:
 class ServerProcess:
     """One server: a process group of its own, logs in ``directory``, data in ``data_dir``."""
 
-    def __init__(self, directory: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self, directory: Path, env: dict[str, str], module: str = "interpreter.server"
+    ) -> None:
+        self.module = module  # interpreter.worker: a worker process (no HTTP port of its own)
         self.directory = directory
         self.data_dir = directory / "data"
         self.workspace_root = directory / "workspaces"
@@ -123,7 +126,7 @@ class ServerProcess:
             stdout.flush()
             stderr.flush()
             self.popen = subprocess.Popen(
-                [sys.executable, "-m", "interpreter.server"],
+                [sys.executable, "-m", self.module],
                 cwd=self.directory,
                 env=self.env(),
                 stdin=subprocess.DEVNULL,
