@@ -21,7 +21,7 @@ from interpreter.api.ratelimit import ExecuteRateLimit, RateLimiter
 from interpreter.api.routes import jobs, sandbox, system
 from interpreter.config import Settings
 from interpreter.dispatcher import Dispatcher, PendingCaps
-from interpreter.errors import ConfigurationError
+from interpreter.errors import ConfigurationError, InterpreterError
 from interpreter.languages import LanguageRegistry
 from interpreter.metrics import Metrics
 from interpreter.queue import JobQueue
@@ -130,10 +130,14 @@ def create_app(settings: Settings | None = None, store: JobStore | None = None) 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        parts.service.paths.ensure()
-        await parts.store.open()
-        await parts.registry.probe_versions()
-        await parts.queue.start()
+        try:
+            parts.service.paths.ensure()
+            await parts.store.open()
+            await parts.registry.probe_versions()
+            await parts.queue.start()
+        except InterpreterError as exc:  # say it in one line before uvicorn's traceback
+            logger.error("refusing to start: %s", exc.message)
+            raise
         psutil.cpu_percent(interval=None)  # prime the non-blocking sampler used by /health
         retention = asyncio.create_task(parts.service.retention_loop(), name="retention")
         logger.info(

@@ -25,6 +25,7 @@ from interpreter.errors import QueueFull, StoreError, TooManyPendingJobs
 from interpreter.job import Job, JobStatus, utcnow
 from interpreter.metrics import Metrics
 from interpreter.postgres.procrastinate_app import queue_entry
+from interpreter.postgres.schema import FINAL_CHANNEL
 from interpreter.postgres.worker import WorkerNode
 from interpreter.queue import QueueState
 from interpreter.store.base import JobStore
@@ -61,12 +62,14 @@ class PostgresQueue:
         self._workers_alive = 0
         self._mean_duration_s = 1.0
         self._monitor: asyncio.Task[None] | None = None
+        self._listener: asyncio.Task[None] | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
         await self.app.open_async()
         await self._refresh()
         self._monitor = asyncio.create_task(self._monitor_loop(), name="queue-monitor")
+        self._listener = asyncio.create_task(self._listen_final(), name="final-listener")
         if self.worker is not None:
             await self.worker.start()
 
@@ -74,10 +77,11 @@ class PostgresQueue:
         self._stopping = True
         if self.worker is not None:
             await self.worker.stop(grace_s)
-        if self._monitor is not None:
-            self._monitor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._monitor
+        for task in (self._monitor, self._listener):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.app.close_async()
 
     @property
@@ -207,3 +211,18 @@ class PostgresQueue:
                 await self._refresh()
             except DB_ERRORS:
                 logger.warning("queue monitor cannot reach the database")
+
+    async def _listen_final(self) -> None:
+        """Wake this replica's long polls when any process makes a job final (NOTIFY from the
+        schema's trigger); reconnects after a failure. Long polls also re-read on their own."""
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self.settings.postgres_dsn, autocommit=True
+                ) as conn:
+                    await conn.execute(f"LISTEN {FINAL_CHANNEL}")
+                    async for notice in conn.notifies():
+                        self.watch.notify(notice.payload)
+            except psycopg.Error:
+                logger.warning("lost the final-status listener; reconnecting")
+                await asyncio.sleep(1.0)

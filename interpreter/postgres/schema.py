@@ -14,6 +14,24 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from interpreter.store.sql import create_schema
 
 SCHEMA_LOCK = 0x1A7E_5C4E  # an arbitrary constant: the advisory lock of schema set-up
+FINAL_CHANNEL = "interpreter_final"
+
+# Every replica learns at once that a job became final (its long polls answer without waiting
+# for their next re-read), whoever wrote it: a worker, a cancel, the worker-loss check.
+FINAL_TRIGGER = f"""
+CREATE OR REPLACE FUNCTION interpreter_notify_final() RETURNS trigger AS $$
+BEGIN
+    PERFORM pg_notify('{FINAL_CHANNEL}', NEW.id);
+    RETURN NEW;
+END;
+$$ LANGUAGE plpgsql;
+DROP TRIGGER IF EXISTS interpreter_job_final ON jobs;
+CREATE TRIGGER interpreter_job_final AFTER UPDATE OF status ON jobs
+    FOR EACH ROW
+    WHEN (NEW.status IN ('completed', 'failed', 'timeout', 'cancelled')
+          AND OLD.status IS DISTINCT FROM NEW.status)
+    EXECUTE FUNCTION interpreter_notify_final();
+"""
 
 
 async def schema_ready(engine: AsyncEngine) -> str | None:
@@ -33,6 +51,7 @@ async def ensure_schema(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
         await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
         await conn.run_sync(create_schema)
+        await conn.exec_driver_sql(FINAL_TRIGGER)
         present = (await conn.execute(sa.text("SELECT to_regclass('procrastinate_jobs')"))).scalar()
         if present is None:
             raw = await conn.get_raw_connection()
