@@ -232,3 +232,26 @@ def test_500_jobs_across_both_replicas_run_exactly_once(cluster: Cluster) -> Non
     assert clients[0].get(f"/results/{ids[7]}").json()["stdout"] == "7\n"
     health = clients[1].get("/health").json()
     assert health["total_jobs_processed"] == 500 and health["queue"]["depth"] == 0
+
+
+def test_rate_limit_and_pending_cap_hold_across_replicas(cluster: Cluster) -> None:
+    key = f"key-{uuid.uuid4().hex}"  # a fresh identity: its Redis counters start at zero
+    env = {
+        "INTERPRETER_AUTH": "true",
+        "INTERPRETER_API_KEYS": key,
+        "INTERPRETER_RATE_LIMIT_STORAGE": "redis://127.0.0.1:6379",
+        "INTERPRETER_RATE_LIMIT": "5/minute",
+        "INTERPRETER_MAX_PENDING_PER_KEY": "3",
+    }
+    a, b = cluster.api(**env), cluster.api(**env)
+    clients = [a.client(headers={"X-API-Key": key}), b.client(headers={"X-API-Key": key})]
+    body = {"code": "print(1)", "language": "python"}
+
+    # no worker runs: jobs stay pending; the cap of 3 counts both replicas' jobs
+    answers = [clients[i % 2].post("/execute", json=body).status_code for i in range(4)]
+    assert answers == [200, 200, 200, 429]
+    # the 5th and 6th submissions: the budget of 5 a minute is shared, whichever replica answers
+    assert clients[1].post("/execute", json=body).status_code == 429  # pending cap again
+    over = clients[0].post("/execute", json=body)
+    assert over.status_code == 429 and "rate limit exceeded" in over.json()["detail"]
+    assert int(over.headers["Retry-After"]) > 0
