@@ -1,0 +1,114 @@
+"""The PostgreSQL queue and an in-process worker against a real (fresh) database, without HTTP:
+submission is one transaction, a redelivered final job never runs again, outputs live in the
+store."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from interpreter.config import Settings
+from interpreter.errors import StoreError
+from interpreter.job import Job, JobRequest, JobStatus, new_job_id
+from interpreter.languages import LanguageRegistry
+from interpreter.metrics import Metrics
+from interpreter.postgres.procrastinate_app import queue_entry
+from interpreter.postgres.queue import PostgresQueue
+from interpreter.postgres.wiring import postgres_parts
+from interpreter.store.base import JobStore
+from interpreter.watch import FinalWatch
+from interpreter.workspace import JobPaths
+from tests.pg import fresh_database
+
+
+@pytest.fixture
+async def queue(tmp_path: Path) -> AsyncIterator[tuple[PostgresQueue, JobStore]]:
+    with fresh_database() as url:
+        settings = Settings(
+            database_url=url,
+            data_dir=tmp_path,
+            sandbox="none",
+            worker_heartbeat_s=0.2,
+            worker_lost_after_s=1.0,
+            max_jobs=2,
+        )
+        registry = LanguageRegistry.from_settings(settings)
+        paths = JobPaths(settings.data_dir, settings.workspaces)
+        paths.ensure()
+        store, queue, _ = postgres_parts(settings, registry, paths, Metrics(), FinalWatch())
+        assert isinstance(queue, PostgresQueue)
+        await store.open()
+        await queue.start()
+        try:
+            yield queue, store
+        finally:
+            await queue.stop(5)
+            await store.close()
+
+
+def new_job(code: str = "print('hi')") -> Job:
+    return Job(id=new_job_id(), request=JobRequest(code=code, language="python", timeout_s=10))
+
+
+async def final(store: JobStore, job_id: str, deadline_s: float = 15) -> Job:
+    for _ in range(int(deadline_s / 0.02)):
+        job = await store.get(job_id)
+        if job is not None and job.is_final:
+            return job
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"job {job_id} not final: {await store.get(job_id)}")
+
+
+async def queue_rows(queue: PostgresQueue) -> int:
+    async with queue.engine.connect() as conn:
+        count = await conn.execute(sa.text("SELECT count(*) FROM procrastinate_jobs"))
+        return int(count.scalar_one())
+
+
+async def test_a_job_runs_and_its_outputs_are_in_the_store(queue) -> None:
+    queue, store = queue
+    code = "import sys; print('out'); print('err', file=sys.stderr)"
+    job, _ = await queue.submit(new_job(code))
+    assert job.queue_id is not None and job.seq is not None
+
+    done = await final(store, job.id)
+
+    assert done.status == JobStatus.COMPLETED and done.attempts == 1
+    assert done.worker_id is not None and done.worker_host
+    outputs = await store.get_outputs(job.id)
+    assert outputs is not None and (outputs.stdout, outputs.stderr) == (b"out\n", b"err\n")
+    # the worker's local copies are gone: the store holds them for every replica
+    assert not list((queue.settings.data_dir / "outputs").glob(f"{job.id}*"))
+    await asyncio.sleep(0.3)
+    assert await queue_rows(queue) == 0  # finished queue entries are deleted
+
+
+async def test_no_job_without_its_queue_entry_and_no_entry_without_its_job(queue) -> None:
+    queue, store = queue
+    job, _ = await queue.submit(new_job("import time; time.sleep(2)"))
+    rows = await queue_rows(queue)
+
+    with pytest.raises(StoreError):  # the job row fails (same id) after the entry was deferred
+        await queue.submit(new_job().evolve(id=job.id))
+
+    assert await queue_rows(queue) == rows  # the second entry was rolled back with it
+
+
+async def test_a_redelivered_final_job_never_runs_again(queue) -> None:
+    queue, store = queue
+    job, _ = await queue.submit(new_job("print('once')"))
+    first = await final(store, job.id)
+
+    await queue.app.job_manager.defer_job_async(queue_entry(job.id))  # a second delivery
+    for _ in range(200):
+        if await queue_rows(queue) == 0:
+            break
+        await asyncio.sleep(0.02)
+
+    assert await queue_rows(queue) == 0  # taken and acknowledged
+    again = await store.get(job.id)
+    assert again == first  # same attempts, same times: it did not run twice
