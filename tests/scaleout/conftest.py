@@ -42,9 +42,12 @@ class Cluster:
         return process
 
     def api(self, **env: str) -> ServerProcess:
-        api = self._process(f"api{len(self.apis)}", "interpreter.server", {
-            "INTERPRETER_INPROCESS_WORKER": "false", **env
-        })
+        """An API-only replica, unless ``INTERPRETER_INPROCESS_WORKER="true"`` is given."""
+        api = self._process(
+            f"api{len(self.apis)}",
+            "interpreter.server",
+            {"INTERPRETER_INPROCESS_WORKER": "false", **env},
+        )
         self.apis.append(api)
         return api.start()
 

@@ -59,6 +59,19 @@ def test_a_job_submitted_to_one_replica_is_read_from_the_other(cluster: Cluster)
     assert health["queue"]["workers_alive"] == 2
 
 
+def test_one_node_needs_one_command(cluster: Cluster) -> None:
+    node = cluster.api(INTERPRETER_INPROCESS_WORKER="true")  # the default of the server
+    client = node.client()
+    cluster.wait_workers(1)
+
+    job_id = submit(client, "print('one node')")
+
+    assert wait_final(client, job_id)["status"] == "completed"
+    assert client.get(f"/results/{job_id}").json()["stdout"] == "one node\n"
+    assert client.get("/sandbox").json()["mode"] in ("bwrap", "none")
+    node.stop()  # SIGTERM: its worker stops with it
+
+
 def test_a_job_waits_for_a_worker_and_health_says_so(cluster: Cluster) -> None:
     a = cluster.api()
     client = a.client()
