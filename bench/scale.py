@@ -30,7 +30,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,8 +48,12 @@ import psutil
 import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # tests.pg: the fresh-database helper the tests use
+
+from bench.run import base_env, free_port  # noqa: E402
+from tests import pg  # noqa: E402
+
 JOB_PYTHON = "/usr/bin/python3"
-ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 FINAL = {"completed", "failed", "timeout", "cancelled"}
 
 CONCURRENCY = 4  # slots per worker process, in every phase
@@ -104,43 +107,17 @@ def parse_ts(value: str | None) -> float:
 # ---------------------------------------------------------------- database
 
 
-def admin() -> psycopg.Connection[Any]:
-    return psycopg.connect(ADMIN_DSN, autocommit=True, connect_timeout=5)
-
-
 @contextmanager
 def fresh_database() -> Iterator[str]:
-    """An empty database for this run; dropped (with its connections) afterwards."""
-    name = f"bench_scale_{uuid.uuid4().hex[:12]}"
+    """An empty database for this run (tests/pg.py's), dropped afterwards."""
     try:
-        with admin() as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as exc:
-        raise BenchError(
-            f"PostgreSQL is needed at {ADMIN_DSN} (trust auth): {exc}; start it with "
-            "`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`"
-        ) from exc
-    base, _, _ = ADMIN_DSN.rpartition("/")
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with admin() as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        with pg.fresh_database() as url:
+            yield url
+    except RuntimeError as exc:  # PostgreSQL unreachable: tests/pg.py says how to start it
+        raise BenchError(str(exc)) from exc
 
 
 # ---------------------------------------------------------------- processes
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def base_env() -> dict[str, str]:
-    """The harness's environment without proxies or stray INTERPRETER_* settings."""
-    drop = ("INTERPRETER_", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
-    return {k: v for k, v in os.environ.items() if not k.upper().startswith(drop)}
 
 
 @dataclass
@@ -597,7 +574,7 @@ def machine_info() -> dict[str, Any]:
             ["git", *args], cwd=ROOT, capture_output=True, text=True, check=False
         ).stdout.strip()
 
-    with admin() as conn:
+    with psycopg.connect(pg.ADMIN_DSN, autocommit=True, connect_timeout=5) as conn:
         row = conn.execute("SHOW server_version").fetchone()
     return {
         "cpu_model": model,

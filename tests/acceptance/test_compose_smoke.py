@@ -17,8 +17,6 @@ import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -122,9 +120,8 @@ class ComposeService(ServerProcess):
     def __init__(
         self, name: str, module: str, directory: Path, environment: dict[str, str]
     ) -> None:
-        super().__init__(directory, environment)
+        super().__init__(directory, environment, module)
         self.name = name
-        self.module = module
 
     def env(self) -> dict[str, str]:
         env = super().env()  # PATH, HOME, PYTHONPATH..., then the compose environment
@@ -134,22 +131,6 @@ class ComposeService(ServerProcess):
         env["INTERPRETER_DATA_DIR"] = str(self.data_dir)
         env["INTERPRETER_WORKSPACE_ROOT"] = str(self.workspace_root)
         return env
-
-    def spawn(self) -> subprocess.Popen[bytes]:
-        """ServerProcess.spawn with this service's module instead of interpreter.server."""
-        assert self.popen is None or self.popen.poll() is not None, "already running"
-        self.starts += 1
-        with self.stdout_path.open("ab") as stdout, self.stderr_path.open("ab") as stderr:
-            self.popen = subprocess.Popen(
-                [sys.executable, "-m", self.module],
-                cwd=self.directory,
-                env=self.env(),
-                stdin=subprocess.DEVNULL,
-                stdout=stdout,
-                stderr=stderr,
-                start_new_session=True,
-            )
-        return self.popen
 
     def check_alive(self, context: str) -> None:
         assert self.popen is not None
