@@ -9,6 +9,7 @@ event loop). Driver errors become ``StoreError`` here.
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -29,6 +30,7 @@ from interpreter.job import (
     utcnow,
 )
 from interpreter.sandbox.limits import ResourceLimits
+from interpreter.store import sqlite_writes
 from interpreter.store.engines import (
     AsyncEngineRunner,
     Operation,
@@ -37,6 +39,8 @@ from interpreter.store.engines import (
     ThreadedEngine,
 )
 from interpreter.store.tables import job_outputs, jobs, metadata
+
+DELETE_CHUNK = 200  # jobs deleted in one transaction
 
 
 def postgres_engine(dsn: str, pool_size: int = 10) -> AsyncEngine:
@@ -82,18 +86,22 @@ def _request_json(request: JobRequest) -> dict[str, Any]:
     return data
 
 
+def _insert_values(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "owner": job.owner,
+        "status": job.status.value,
+        "language": job.request.language,
+        "request": _request_json(job.request),
+        "created_at": job.created_at,
+        "attempts": job.attempts,
+        "queue_id": job.queue_id,
+    }
+
+
 def insert_statement(job: Job) -> sa.Insert:
     """The row of a new job (the PostgreSQL queue runs it inside its own transaction)."""
-    return jobs.insert().values(
-        id=job.id,
-        owner=job.owner,
-        status=job.status.value,
-        language=job.request.language,
-        request=_request_json(job.request),
-        created_at=job.created_at,
-        attempts=job.attempts,
-        queue_id=job.queue_id,
-    )
+    return jobs.insert().values(**_insert_values(job))
 
 
 def add_missing_columns(conn: sa.Connection) -> None:
@@ -145,6 +153,22 @@ class SqlStore:
     def sqlite(cls, path: Path) -> SqlStore:
         return cls(lambda: ThreadedEngine(f"sqlite:///{path}"), f"SQLite at {path}")
 
+    @property
+    def _dbapi_writes(self) -> ThreadedEngine | None:
+        """The runner that takes plain DBAPI writes (SQLite's), if this store has one."""
+        runner = self._runner
+        if isinstance(runner, ThreadedEngine) and runner.dialect_name == "sqlite":
+            return runner
+        return None
+
+    async def _write_dbapi(self, operation: Callable[[sqlite3.Cursor], T]) -> T:
+        runner = self._dbapi_writes
+        assert runner is not None
+        try:
+            return await runner.write_dbapi(operation)
+        except sqlite3.Error as exc:
+            raise StoreError(f"job store error: {exc.__class__.__name__}: {exc}") from exc
+
     @classmethod
     def postgres(cls, dsn: str, pool_size: int = 10) -> SqlStore:
         """PostgreSQL through psycopg 3 (the driver procrastinate uses too)."""
@@ -162,7 +186,7 @@ class SqlStore:
             if self._setup is not None:
                 await self._setup()
             else:
-                await self._runner.run(create_schema)
+                await self._runner.write(create_schema)
         except (SQLAlchemyError, OSError) as exc:
             raise StoreError(f"cannot open the job store ({self.description}): {exc}") from exc
 
@@ -171,20 +195,29 @@ class SqlStore:
             runner, self._runner = self._runner, None
             await runner.dispose()
 
-    async def _run(self, operation: Operation[T]) -> T:
+    async def _run(self, operation: Operation[T], *, writes: bool = False) -> T:
         if self._runner is None:
             raise StoreError("the job store is not open")
         try:
+            if writes:
+                return await self._runner.write(operation)
             return await self._runner.run(operation)
         except SQLAlchemyError as exc:
             raise StoreError(f"job store error: {exc.__class__.__name__}: {exc}") from exc
 
-    async def _rows(self, query: sa.Executable) -> Sequence[sa.Row[Any]]:
-        return await self._run(lambda conn: conn.execute(query).all())
+    async def _write(self, operation: Operation[T]) -> T:
+        return await self._run(operation, writes=True)
+
+    async def _rows(self, query: sa.Executable, *, writes: bool = False) -> Sequence[sa.Row[Any]]:
+        return await self._run(lambda conn: conn.execute(query).all(), writes=writes)
 
     async def create(self, job: Job) -> Job:
+        if self._dbapi_writes is not None:
+            values = _insert_values(job)
+            seq = await self._write_dbapi(lambda cursor: sqlite_writes.insert(cursor, values))
+            return job.evolve(seq=seq)
         insert = insert_statement(job)
-        keys = await self._run(lambda conn: conn.execute(insert).inserted_primary_key)
+        keys = await self._write(lambda conn: conn.execute(insert).inserted_primary_key)
         return job.evolve(seq=keys[0] if keys else None)
 
     async def get(self, job_id: str) -> Job | None:
@@ -210,7 +243,8 @@ class SqlStore:
         expect: Mapping[str, Any] | None = None,
         **changes: Any,
     ) -> Job | None:
-        rows = await self._rows(self._cas(job_id, to, changes, expect).returning(*jobs.c))
+        cas = self._cas(job_id, to, changes, expect).returning(*jobs.c)
+        rows = await self._rows(cas, writes=True)
         return _row_to_job(rows[0]) if rows else None
 
     async def compare_and_set(
@@ -221,8 +255,13 @@ class SqlStore:
         expect: Mapping[str, Any] | None = None,
         **changes: Any,
     ) -> bool:
+        if self._dbapi_writes is not None:
+            values = _values(changes)
+            return await self._write_dbapi(
+                lambda cursor: sqlite_writes.compare_and_set(cursor, job_id, to, values, expect)
+            )
         update = self._cas(job_id, to, changes, expect)
-        moved: int = await self._run(lambda conn: conn.execute(update).rowcount)
+        moved: int = await self._write(lambda conn: conn.execute(update).rowcount)
         return moved == 1
 
     async def attach_result(
@@ -234,7 +273,7 @@ class SqlStore:
             .where(jobs.c.id == job_id, jobs.c.status.in_(final), jobs.c.result.is_(None))
             .values(result=result.to_dict(), execution_time_ms=execution_time_ms)
         )
-        await self._run(lambda conn: conn.execute(update))
+        await self._write(lambda conn: conn.execute(update))
 
     async def put_outputs(self, job_id: str, outputs: CapturedOutput) -> None:
         values = {"stdout": outputs.stdout, "stderr": outputs.stderr}
@@ -246,7 +285,7 @@ class SqlStore:
             if not moved:
                 conn.execute(job_outputs.insert().values(job_id=job_id, **values))
 
-        await self._run(upsert)
+        await self._write(upsert)
 
     async def get_outputs(self, job_id: str) -> CapturedOutput | None:
         query = sa.select(job_outputs.c.stdout, job_outputs.c.stderr).where(
@@ -283,7 +322,7 @@ class SqlStore:
             .values(status=JobStatus.FAILED.value, error_message=message, completed_at=utcnow())
             .returning(jobs.c.id)
         )
-        return [r.id for r in await self._rows(update)]
+        return [r.id for r in await self._rows(update, writes=True)]
 
     async def expired(self, finished_before: datetime) -> Sequence[Job]:
         final = [s.value for s in JobStatus if s.is_final]
@@ -291,14 +330,15 @@ class SqlStore:
         return [_row_to_job(r) for r in await self._rows(query)]
 
     async def delete(self, job_ids: Sequence[str]) -> None:
-        if job_ids:
-            ids = list(job_ids)
+        ids = list(job_ids)
+        for start in range(0, len(ids), DELETE_CHUNK):  # short writes: the writer may be inline
+            chunk = ids[start : start + DELETE_CHUNK]
 
-            def delete(conn: sa.Connection) -> None:
-                conn.execute(job_outputs.delete().where(job_outputs.c.job_id.in_(ids)))
-                conn.execute(jobs.delete().where(jobs.c.id.in_(ids)))
+            def delete(conn: sa.Connection, chunk: list[str] = chunk) -> None:
+                conn.execute(job_outputs.delete().where(job_outputs.c.job_id.in_(chunk)))
+                conn.execute(jobs.delete().where(jobs.c.id.in_(chunk)))
 
-            await self._run(delete)
+            await self._write(delete)
 
     async def count_by_status(self) -> dict[JobStatus, int]:
         counts = dict.fromkeys(JobStatus, 0)
