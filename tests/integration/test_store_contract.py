@@ -283,6 +283,45 @@ async def test_sqlite_store_uses_wal(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+async def test_sqlite_wal_is_checkpointed_off_the_writer(tmp_path: Path) -> None:
+    """The writer never checkpoints (no fsync on the event loop); the reader thread does, every
+    CHECKPOINT_EVERY writes: the rows reach the database file while the server runs."""
+    import asyncio
+
+    from interpreter.store.engines import CHECKPOINT_EVERY
+
+    path = tmp_path / "jobs.db"
+    store = SqlStore.sqlite(path)
+    await store.open()
+    try:
+        start = path.stat().st_size
+        for _ in range(CHECKPOINT_EVERY - 2):  # opening wrote once (the schema)
+            await store.create(make_job())
+        assert path.stat().st_size == start  # everything still in the WAL
+        await store.create(make_job())
+        await store.create(make_job())
+        for _ in range(100):  # the checkpoint runs on the reader thread
+            if path.stat().st_size > start:
+                break
+            await asyncio.sleep(0.02)
+        assert path.stat().st_size > start
+    finally:
+        await store.close()
+
+
+async def test_sqlite_write_errors_are_store_errors(tmp_path: Path) -> None:
+    store = SqlStore.sqlite(tmp_path / "jobs.db")
+    await store.open()
+    try:
+        job = await store.create(make_job())
+        with pytest.raises(StoreError, match="IntegrityError"):
+            await store.create(make_job().evolve(id=job.id))  # the same id again
+        assert (await store.get(job.id)) is not None  # and the store goes on serving
+        await store.create(make_job())
+    finally:
+        await store.close()
+
+
 async def test_cached_store_serves_reads_without_the_database_within_its_budget(
     tmp_path: Path,
 ) -> None:
