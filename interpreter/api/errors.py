@@ -20,6 +20,7 @@ from interpreter.errors import (
     JobNotFound,
     RateLimited,
     ServiceUnavailable,
+    StoreError,
 )
 
 logger = logging.getLogger(__name__)
@@ -33,7 +34,9 @@ STATUS_CODES: list[tuple[type[InterpreterError], int]] = [
     (JobNotFound, 404),
     (JobAlreadyFinished, 409),
     (ServiceUnavailable, 503),
+    (StoreError, 503),  # the database is down or locked: retry, nothing was accepted
 ]
+STORE_RETRY_AFTER_S = 1.0
 
 
 def safe_text(value: object) -> str:
@@ -61,6 +64,8 @@ def error_response(exc: InterpreterError, headers: dict[str, str] | None = None)
         headers["WWW-Authenticate"] = "Bearer"
     if isinstance(exc, RateLimited | ServiceUnavailable) and exc.retry_after_s is not None:
         headers["Retry-After"] = retry_after(exc.retry_after_s)
+    if isinstance(exc, StoreError):
+        headers["Retry-After"] = retry_after(STORE_RETRY_AFTER_S)
     return JSONResponse({"detail": safe_text(exc.message)}, status_code=code, headers=headers)
 
 

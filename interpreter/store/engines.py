@@ -27,6 +27,9 @@ T = TypeVar("T")
 Operation = Callable[[Connection], T]
 
 CHECKPOINT_EVERY = 500  # writes between two WAL checkpoints (the default autocheckpoint: ~1000)
+# How long the inline writer waits for a lock another process holds (an operator's sqlite3 shell,
+# a backup) before the write fails as a StoreError, which callers retry without blocking the loop.
+WRITER_BUSY_TIMEOUT_MS = 100
 
 
 class SqlRunner(Protocol):
@@ -85,6 +88,7 @@ class ThreadedEngine:
             self._writer = self._engine.connect()
             if self.dialect_name == "sqlite":  # checkpoints belong to the reader thread
                 self._writer.exec_driver_sql("PRAGMA wal_autocheckpoint=0")
+                self._writer.exec_driver_sql(f"PRAGMA busy_timeout={WRITER_BUSY_TIMEOUT_MS}")
                 self._writer.commit()
         return self._writer
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from interpreter.errors import StoreError
@@ -128,6 +128,15 @@ def create_schema(conn: sa.Connection) -> None:
     add_missing_columns(conn)
 
 
+def _describe(exc: BaseException) -> str:
+    """The driver's own words, never SQLAlchemy's rendering of the statement and its parameters
+    (they hold the submitted code and environment values, which must reach no log or answer)."""
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    if isinstance(cause, SQLAlchemyError):  # not from the driver: its class says enough
+        return cause.__class__.__name__
+    return f"{cause.__class__.__name__}: {cause}"
+
+
 def _values(changes: dict[str, Any]) -> dict[str, Any]:
     values = dict(changes)
     if "result" in values and values["result"] is not None:
@@ -167,7 +176,7 @@ class SqlStore:
         try:
             return await runner.write_dbapi(operation)
         except sqlite3.Error as exc:
-            raise StoreError(f"job store error: {exc.__class__.__name__}: {exc}") from exc
+            raise StoreError(f"job store error: {_describe(exc)}") from exc
 
     @classmethod
     def postgres(cls, dsn: str, pool_size: int = 10) -> SqlStore:
@@ -188,7 +197,9 @@ class SqlStore:
             else:
                 await self._runner.write(create_schema)
         except (SQLAlchemyError, OSError) as exc:
-            raise StoreError(f"cannot open the job store ({self.description}): {exc}") from exc
+            raise StoreError(
+                f"cannot open the job store ({self.description}): {_describe(exc)}"
+            ) from exc
 
     async def close(self) -> None:
         if self._runner is not None:
@@ -203,7 +214,7 @@ class SqlStore:
                 return await self._runner.write(operation)
             return await self._runner.run(operation)
         except SQLAlchemyError as exc:
-            raise StoreError(f"job store error: {exc.__class__.__name__}: {exc}") from exc
+            raise StoreError(f"job store error: {_describe(exc)}") from exc
 
     async def _write(self, operation: Operation[T]) -> T:
         return await self._run(operation, writes=True)

@@ -309,6 +309,25 @@ async def test_sqlite_wal_is_checkpointed_off_the_writer(tmp_path: Path) -> None
         await store.close()
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "async-engine-sqlite"])
+async def test_a_store_error_never_carries_the_code_or_environment(
+    tmp_path: Path, kind: str
+) -> None:
+    store = _local_store(kind, tmp_path)
+    await store.open()
+    try:
+        job = await store.create(
+            make_job(code="print('my-secret-code')", environment={"TOKEN": "hunter2"})
+        )
+        with pytest.raises(StoreError) as raised:
+            await store.create(job)  # the same row again: the driver refuses it
+        assert "IntegrityError" in raised.value.message
+        assert "hunter2" not in raised.value.message
+        assert "my-secret-code" not in raised.value.message
+    finally:
+        await store.close()
+
+
 async def test_sqlite_write_errors_are_store_errors(tmp_path: Path) -> None:
     store = SqlStore.sqlite(tmp_path / "jobs.db")
     await store.open()

@@ -92,3 +92,21 @@ async def test_transient_store_failure_when_finishing_does_not_leave_it_running(
     assert status["status"] in ("completed", "failed")
     follower = await api.submit("print('next')")
     assert (await api.wait(follower))["status"] == "completed"
+
+
+class CreateFails(MemoryStore):
+    """The database is down (or locked by another process) when a job is submitted."""
+
+    async def create(self, job: Job) -> Job:
+        raise StoreError("job store error: OperationalError: database is locked")
+
+
+async def test_a_store_outage_at_submission_is_a_503_to_retry(make_api) -> None:
+    api = await make_api(store=CreateFails())
+
+    response = await api.client.post("/execute", json={"code": "print(1)", "language": "python"})
+
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "1"
+    assert response.json() == {"detail": "job store error: OperationalError: database is locked"}
+    assert (await api.client.get("/languages")).status_code == 200  # and it goes on serving
