@@ -29,7 +29,7 @@ from interpreter.postgres.schema import FINAL_CHANNEL
 from interpreter.postgres.worker import WorkerNode
 from interpreter.queue import QueueState
 from interpreter.store.base import JobStore
-from interpreter.store.sql import insert_statement
+from interpreter.store.sql import describe_db_error, insert_statement
 from interpreter.store.tables import jobs
 from interpreter.watch import FinalWatch
 
@@ -102,7 +102,7 @@ class PostgresQueue:
                 )
                 seq = inserted.scalar_one()
         except DB_ERRORS as exc:
-            raise StoreError(f"cannot queue the job: {exc.__class__.__name__}: {exc}") from exc
+            raise StoreError(f"cannot queue the job: {describe_db_error(exc)}") from exc
         return job.evolve(seq=seq, queue_id=entry.id), self._estimate(pending)
 
     async def _admit(self, conn: AsyncConnection, owner: str | None) -> int:

@@ -128,7 +128,7 @@ def create_schema(conn: sa.Connection) -> None:
     add_missing_columns(conn)
 
 
-def _describe(exc: BaseException) -> str:
+def describe_db_error(exc: BaseException) -> str:
     """The driver's own words, never SQLAlchemy's rendering of the statement and its parameters
     (they hold the submitted code and environment values, which must reach no log or answer)."""
     cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
@@ -176,7 +176,7 @@ class SqlStore:
         try:
             return await runner.write_dbapi(operation)
         except sqlite3.Error as exc:
-            raise StoreError(f"job store error: {_describe(exc)}") from exc
+            raise StoreError(f"job store error: {describe_db_error(exc)}") from exc
 
     @classmethod
     def postgres(cls, dsn: str, pool_size: int = 10) -> SqlStore:
@@ -198,7 +198,7 @@ class SqlStore:
                 await self._runner.write(create_schema)
         except (SQLAlchemyError, OSError) as exc:
             raise StoreError(
-                f"cannot open the job store ({self.description}): {_describe(exc)}"
+                f"cannot open the job store ({self.description}): {describe_db_error(exc)}"
             ) from exc
 
     async def close(self) -> None:
@@ -214,7 +214,7 @@ class SqlStore:
                 return await self._runner.write(operation)
             return await self._runner.run(operation)
         except SQLAlchemyError as exc:
-            raise StoreError(f"job store error: {_describe(exc)}") from exc
+            raise StoreError(f"job store error: {describe_db_error(exc)}") from exc
 
     async def _write(self, operation: Operation[T]) -> T:
         return await self._run(operation, writes=True)

@@ -92,8 +92,11 @@ async def test_no_job_without_its_queue_entry_and_no_entry_without_its_job(queue
     job, _ = await queue.submit(new_job("import time; time.sleep(2)"))
     rows = await queue_rows(queue)
 
-    with pytest.raises(StoreError):  # the job row fails (same id) after the entry was deferred
-        await queue.submit(new_job().evolve(id=job.id))
+    secret = new_job("print('my-secret-code')").evolve(id=job.id)
+    with pytest.raises(StoreError) as raised:  # the job row fails (same id) after the deferral
+        await queue.submit(secret)
+    assert "UniqueViolation" in raised.value.message
+    assert "my-secret-code" not in raised.value.message  # no statement parameters in errors
 
     assert await queue_rows(queue) == rows  # the second entry was rolled back with it
 
