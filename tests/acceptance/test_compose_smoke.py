@@ -13,7 +13,6 @@ job); once the workers start, a worker runs it and the other replica reads its r
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import socket
@@ -28,6 +27,7 @@ import yaml
 
 from tests.acceptance.server import REPO_ROOT, ServerProcess
 from tests.pg import fresh_database
+from tests.sandbox.usable import UNUSABLE
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.timeout(60)]
 
@@ -79,23 +79,6 @@ def interpreter_module(service: Mapping[str, Any]) -> str | None:
 # -- what this machine offers ----------------------------------------------------------------------
 
 
-def bwrap_unusable() -> str | None:
-    """Why the sandbox cannot run here (as tests/sandbox/usable.py decides), or None."""
-    from interpreter.errors import ConfigurationError
-    from interpreter.sandbox import bwrap
-    from interpreter.sandbox.cgroups import detect
-
-    if bwrap.find_bwrap("/usr/bin:/bin") is None:
-        return "bubblewrap is not installed"
-    if os.geteuid() != 0:
-        return "per-job cgroups need root"
-    try:
-        detect().setup()
-    except ConfigurationError as exc:
-        return exc.message
-    return None
-
-
 def require_local_redis() -> str:
     try:
         with socket.create_connection(LOCAL_REDIS, timeout=2) as sock:
@@ -145,7 +128,7 @@ class ComposeService(ServerProcess):
 def compose_processes(tmp_path: Path) -> Iterator[dict[str, ComposeService]]:
     """The API and worker services of docker-compose.yml, built but not started."""
     services = compose_services()
-    sandbox_problem = bwrap_unusable()
+    sandbox_problem = UNUSABLE
     started: dict[str, ComposeService] = {}
     with fresh_database() as database_url:
         for name, service in services.items():
