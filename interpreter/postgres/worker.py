@@ -8,6 +8,8 @@
   ``INTERPRETER_WORKER_LOST_AFTER`` is lost; each of its jobs is re-queued (up to
   ``INTERPRETER_WORKER_LOST_RERUNS`` times) or failed with "worker lost". Compare-and-set on the
   worker id and attempt count decides the race between several watchers.
+- Lost queue entries: the same check gives a new entry to a pending job older than that window
+  whose entry is gone.
 - Outputs go into the store (every replica serves them); the job's files stay on this machine,
   which the result names (worker id and host); files of jobs deleted by retention are removed.
 """
@@ -23,6 +25,7 @@ import uuid
 from collections.abc import Sequence
 
 import procrastinate
+import psycopg
 from procrastinate import worker as procrastinate_worker
 from procrastinate.job_context import AbortReason, JobContext
 
@@ -32,7 +35,7 @@ from interpreter.errors import StoreError
 from interpreter.execution import Execution
 from interpreter.job import Job, JobStatus, utcnow
 from interpreter.metrics import Metrics
-from interpreter.postgres.procrastinate_app import QUEUE, TASK
+from interpreter.postgres.procrastinate_app import QUEUE, TASK, queue_entry
 from interpreter.runner import JobRunner
 from interpreter.store.base import JobStore
 from interpreter.watch import FinalWatch
@@ -41,6 +44,20 @@ from interpreter.workspace import remove_tree
 logger = logging.getLogger("interpreter.worker")
 
 LOST_MESSAGE = "worker lost: the worker running this job stopped answering"
+
+ORPHANS = """
+SELECT j.id, j.queue_id FROM jobs j
+ WHERE j.status = 'pending'
+   AND j.created_at < (now() AT TIME ZONE 'UTC') - make_interval(secs => %(seconds)s)
+   AND NOT EXISTS (
+       SELECT 1 FROM procrastinate_jobs p
+        WHERE p.id = j.queue_id AND p.status IN ('todo', 'doing'))
+ ORDER BY j.seq LIMIT 100
+"""
+REQUEUE = (
+    "UPDATE jobs SET queue_id = %(new)s WHERE id = %(id)s AND status = 'pending'"
+    " AND queue_id IS NOT DISTINCT FROM %(old)s"
+)
 
 
 class WorkerNode:
@@ -154,7 +171,35 @@ class WorkerNode:
                 logger.exception("worker-loss check failed")
 
     async def recover_lost_jobs(self) -> int:
-        """Re-queue or fail the jobs of workers whose heartbeat stopped; returns how many."""
+        """Re-queue or fail the jobs of workers whose heartbeat stopped, and queue again the
+        pending jobs whose queue entry is gone; returns how many jobs were handled."""
+        return await self._recover_stalled() + await self.requeue_orphans()
+
+    async def requeue_orphans(self) -> int:
+        """Pending jobs older than the lost-worker window with no live queue entry (one taken by
+        a worker that failed to claim it while the database was unreachable) get a new one:
+        a job whose id was returned is never left waiting for nothing. One transaction per job,
+        conditioned on the entry it had, so that racing workers queue it once."""
+        connector = self.app.connector
+        assert isinstance(connector, procrastinate.PsycopgConnector)
+        window_s = self.settings.worker_lost_after_s
+        rows = await connector.execute_query_all_async(ORPHANS, seconds=window_s)
+        handled = 0
+        for row in rows:
+            async with connector.pool.connection() as conn, conn.transaction():
+                entry = await self.app.job_manager.defer_job_async(
+                    queue_entry(row["id"]), connection=conn
+                )
+                moved = await conn.execute(
+                    REQUEUE, {"id": row["id"], "old": row["queue_id"], "new": entry.id}
+                )
+                if moved.rowcount != 1:  # another worker did it first: drop our entry
+                    raise psycopg.Rollback()
+                handled += 1
+                logger.warning("pending job queued again", extra={"job_id": row["id"]})
+        return handled
+
+    async def _recover_stalled(self) -> int:
         manager = self.app.job_manager
         stalled = await manager.get_stalled_jobs(
             task_name=TASK, seconds_since_heartbeat=self.settings.worker_lost_after_s

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ import sqlalchemy as sa
 
 from interpreter.config import Settings
 from interpreter.errors import StoreError
-from interpreter.job import Job, JobRequest, JobStatus, new_job_id
+from interpreter.job import Job, JobRequest, JobStatus, new_job_id, utcnow
 from interpreter.languages import LanguageRegistry
 from interpreter.metrics import Metrics
 from interpreter.postgres.procrastinate_app import queue_entry
@@ -115,3 +116,24 @@ async def test_a_redelivered_final_job_never_runs_again(queue) -> None:
     assert await queue_rows(queue) == 0  # taken and acknowledged
     again = await store.get(job.id)
     assert again == first  # same attempts, same times: it did not run twice
+
+
+async def test_a_pending_job_whose_queue_entry_is_gone_is_queued_again(queue) -> None:
+    queue, store = queue
+    # a job row whose queue entry was taken and lost (a worker that could not claim it while
+    # the database was unreachable): the row alone, older than the lost-worker window (1 s)
+    job = new_job("print('found')").evolve(created_at=utcnow() - timedelta(seconds=5))
+    await store.create(job)
+
+    done = await final(store, job.id)  # the workers' periodic check finds and queues it
+
+    assert done.status == JobStatus.COMPLETED and done.queue_id is not None
+    outputs = await store.get_outputs(job.id)
+    assert outputs is not None and outputs.stdout == b"found\n"
+
+
+async def test_a_fresh_pending_job_is_not_taken_for_an_orphan(queue) -> None:
+    queue, store = queue
+    await store.create(new_job())  # no entry, but younger than the window: left alone for now
+    assert queue.worker is not None
+    assert await queue.worker.requeue_orphans() == 0
