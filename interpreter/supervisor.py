@@ -65,7 +65,7 @@ class Child:
         self.reaped = False
         self.peak_vms_bytes: int | None = None
         self.peak_hwm_bytes: int | None = None
-        self.server_hwm_bytes = _status_bytes("self").get("VmHWM", 0)
+        self.server_hwm_bytes = _server_memory_bytes()
         self.exited: asyncio.Future[None] = loop.create_future()
         self.confinement = spec.confinement
         self.limit_hit: asyncio.Future[Termination] = loop.create_future()  # set by the sampler
@@ -100,6 +100,7 @@ class Child:
                 stderr_fd, stderr_w = os.pipe()
                 undo.callback(os.close, stderr_fd)
                 write_ends.append(stderr_w)
+                server_before = _server_memory_bytes()
                 started = (time.monotonic(), datetime.now(UTC))
                 if spec.confinement is None:
                     popen = _popen(spec, stdout_w, stderr_w)
@@ -125,7 +126,9 @@ class Child:
                 os.close(gate_w)
         logger.debug("started pid %d (%s)", popen.pid, spec.argv[0])
         outputs = ((stdout, stdout_fd), (stderr, stderr_fd))
-        return cls(loop, popen, pidfd, outputs, started, spec)
+        supervisor = cls(loop, popen, pidfd, outputs, started, spec)
+        supervisor.server_hwm_bytes = max(supervisor.server_hwm_bytes, server_before)
+        return supervisor
 
     def _on_exit(self) -> None:
         if self.pidfd is not None:
@@ -299,7 +302,11 @@ class Child:
         job ended before the first sample).
         """
         sampled = self.peak_hwm_bytes or 0
-        if rusage_bytes > self.server_hwm_bytes:
+        server = self.server_hwm_bytes
+        # The kernel's figures for the server move between our reading and the child's exec
+        # (other threads allocate; the high-water mark is kept lazily): only a ru_maxrss clearly
+        # above the server's says anything about the job.
+        if rusage_bytes > server + max(_SERVER_MARGIN_BYTES, server // 8):
             return max(rusage_bytes, sampled)
         return sampled
 
@@ -433,8 +440,20 @@ def _sample_tree(pid: int) -> _Sample:
     return _Sample(vms_bytes or None, hwm_bytes or None, descendants)
 
 
-def _status_bytes(pid: int | str) -> dict[str, int]:
-    """VmSize and VmHWM of ``/proc/<pid>/status`` in bytes; {} if gone, no keys for a zombie."""
+_SERVER_MARGIN_BYTES = 32 << 20
+
+
+def _server_memory_bytes() -> int:
+    """This process's memory as a child's ru_maxrss may inherit it at exec: its high-water mark
+    or its resident size, whichever is larger."""
+    status = _status_bytes("self", (b"VmHWM:", b"VmRSS:"))
+    return max(status.values(), default=0)
+
+
+def _status_bytes(
+    pid: int | str, fields: tuple[bytes, ...] = (b"VmSize:", b"VmHWM:")
+) -> dict[str, int]:
+    """``fields`` of ``/proc/<pid>/status`` in bytes; {} if gone, no keys for a zombie."""
     try:
         with open(f"/proc/{pid}/status", "rb") as status:
             lines = status.read().splitlines()
@@ -442,7 +461,7 @@ def _status_bytes(pid: int | str) -> dict[str, int]:
         return {}
     found: dict[str, int] = {}
     for line in lines:
-        if line.startswith((b"VmSize:", b"VmHWM:")):
+        if line.startswith(fields):
             name, _, value = line.partition(b":")
             found[name.decode()] = int(value.split()[0]) * 1024
     return found
