@@ -61,6 +61,16 @@ class JobPaths:
         for path in (self.data_dir, self.workspace_root, self.outputs, self.scratch_root):
             path.mkdir(parents=True, exist_ok=True)
 
+    def remove_transient(self) -> None:
+        """Empty the output and scratch directories (scale-out: outputs live in the store, so
+        what a previous process left here is a dead job's; the data-dir lock says none runs)."""
+        for directory in (self.outputs, self.scratch_root):
+            for entry in list(directory.iterdir()):
+                if entry.is_dir() and not entry.is_symlink():
+                    remove_tree(entry)
+                else:
+                    entry.unlink(missing_ok=True)
+
     def workspace(self, job_id: str) -> Path:
         """The fresh directory of a job that named no working_directory."""
         return self.workspace_root / job_id

@@ -20,6 +20,7 @@ from interpreter.api.deps import AppParts
 from interpreter.api.ratelimit import ExecuteRateLimit, RateLimiter
 from interpreter.api.routes import jobs, sandbox, system
 from interpreter.config import Settings
+from interpreter.datadir import DataDirLock
 from interpreter.dispatcher import Dispatcher, PendingCaps
 from interpreter.errors import ConfigurationError, InterpreterError
 from interpreter.languages import LanguageRegistry
@@ -130,13 +131,21 @@ def create_app(settings: Settings | None = None, store: JobStore | None = None) 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # A process that runs jobs owns its data directory (an API-only replica runs none).
+        lock = DataDirLock(settings.data_dir) if parts.runner is not None else None
         try:
+            if lock is not None:
+                lock.acquire()
             parts.service.paths.ensure()
+            if lock is not None and settings.database_kind == "postgresql":
+                parts.service.paths.remove_transient()  # outputs live in the store there
             await parts.store.open()
             await parts.registry.probe_versions()
             await parts.queue.start()
         except InterpreterError as exc:  # say it in one line before uvicorn's traceback
             logger.error("refusing to start: %s", exc.message)
+            if lock is not None:
+                lock.release()
             raise
         psutil.cpu_percent(interval=None)  # prime the non-blocking sampler used by /health
         retention = asyncio.create_task(parts.service.retention_loop(), name="retention")
@@ -152,6 +161,8 @@ def create_app(settings: Settings | None = None, store: JobStore | None = None) 
                 await retention
             await parts.queue.stop(settings.shutdown_grace_s)
             await parts.store.close()
+            if lock is not None:
+                lock.release()
             logger.info("server stopped")
 
     app = FastAPI(

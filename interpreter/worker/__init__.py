@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from interpreter.config import Settings
+from interpreter.datadir import DataDirLock
 from interpreter.errors import ConfigurationError, StoreError
 from interpreter.languages import LanguageRegistry
 from interpreter.logs import configure as configure_logging
@@ -77,9 +78,19 @@ async def _check(settings: Settings, apply: bool) -> str | None:
 
 
 async def _run(settings: Settings) -> None:
+    lock = DataDirLock(settings.data_dir)
+    lock.acquire()
+    try:
+        await _serve(settings)
+    finally:
+        lock.release()
+
+
+async def _serve(settings: Settings) -> None:
     registry = LanguageRegistry.from_settings(settings)
     paths = JobPaths(settings.data_dir, settings.workspaces)
     paths.ensure()
+    paths.remove_transient()  # a previous worker's output and scratch files: ours alone here
     store, _ = postgres_store(settings)
     app = make_app(settings.postgres_dsn, settings.database_pool_size)
     runner = JobRunner.from_settings(settings, registry, paths)
