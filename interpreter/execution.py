@@ -21,7 +21,7 @@ from interpreter.runner import Finish, JobRunner
 from interpreter.store.base import JobStore
 from interpreter.watch import FinalWatch
 
-logger = logging.getLogger("interpreter.dispatcher")
+logger = logging.getLogger(__name__)
 
 STORE_RETRY_S = (0.1, 0.5, 1.0, 2.0)
 T = TypeVar("T")
