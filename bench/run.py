@@ -79,6 +79,17 @@ class Server:
             return "(no log)"
 
 
+def load_at_start() -> float:
+    """The 1-minute load average, with a warning when something else is using the CPU."""
+    load = os.getloadavg()[0]
+    if load > 0.5:
+        print(
+            f"warning: load average {load:.2f} before the run: "
+            "something else is using the CPU; absolute figures will be noisy"
+        )
+    return load
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -710,12 +721,7 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "protocol": args.protocol,
     }
-    report["loadavg_1m_at_start"] = os.getloadavg()[0]
-    if report["loadavg_1m_at_start"] > 0.5:
-        print(
-            f"warning: load average {report['loadavg_1m_at_start']:.2f} before the run: "
-            "something else is using the CPU; absolute figures will be noisy"
-        )
+    report["loadavg_1m_at_start"] = load_at_start()
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="interpreter-bench-") as tmp:
         workdir = Path(tmp)

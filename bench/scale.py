@@ -50,7 +50,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.pg: the fresh-database helper the tests use
 
-from bench.run import base_env, free_port  # noqa: E402
+from bench.run import base_env, free_port, load_at_start  # noqa: E402
 from tests import pg  # noqa: E402
 
 JOB_PYTHON = "/usr/bin/python3"
@@ -680,12 +680,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     m_jobs = 40 if args.quick else 80
     n_cancel = 10 if args.quick else 30
     report: dict[str, Any] = {"machine": machine_info(), "quick": args.quick}
-    report["loadavg_1m_at_start"] = os.getloadavg()[0]
-    if report["loadavg_1m_at_start"] > 0.5:
-        print(
-            f"warning: load average {report['loadavg_1m_at_start']:.2f} before the run: "
-            "something else is using the CPU; figures will be noisy"
-        )
+    report["loadavg_1m_at_start"] = load_at_start()
     t_start = time.perf_counter()
     busy0, own0 = machine_busy_s(), own_cpu_s()
     with fresh_database() as url:
