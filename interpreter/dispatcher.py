@@ -53,6 +53,7 @@ class Dispatcher:
         self.max_jobs = max_jobs
         self.metrics = metrics or Metrics()
         self.caps = caps or PendingCaps()
+        self.recheck_s = 0.5  # every final status is written here, and announced: a safety net
         self.execution = Execution(store, runner, self.metrics, self.watch)
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self.pending = PendingJobs()  # what the caps count; the queue may hold cancelled ids

@@ -30,6 +30,7 @@ class QueueState:
 class JobQueue(Protocol):
     watch: FinalWatch  # woken when a job this process knows of reaches a final status
     metrics: Metrics
+    recheck_s: float  # how often a long poll re-reads the store anyway, in case it missed one
 
     @property
     def accepting(self) -> bool:

@@ -33,7 +33,6 @@ from interpreter.workspace import JobPaths, remove_tree, resolve_working_directo
 logger = logging.getLogger(__name__)
 
 INLINE_READ_BYTES = 256 * 1024
-RECHECK_S = 0.5
 
 
 def owner_of(api_key: str | None) -> str | None:
@@ -152,14 +151,14 @@ class JobService:
         """The job once it is final, or as it is after ``wait_s`` seconds (a long poll).
 
         Final statuses written here wake the wait at once; it also re-reads the store every
-        ``RECHECK_S`` in case another writer finished the job."""
+        ``queue.recheck_s`` in case a final status went unannounced."""
         job = await self.get(job_id, owner)
         deadline = asyncio.get_running_loop().time() + max(wait_s, 0.0)
         while not job.is_final:
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
                 break
-            await self.queue.watch.wait(job_id, min(remaining, RECHECK_S))
+            await self.queue.watch.wait(job_id, min(remaining, self.queue.recheck_s))
             job = await self.get(job_id, owner)
         return job
 

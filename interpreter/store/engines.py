@@ -10,7 +10,9 @@
   The writer never checkpoints inside a commit (``wal_autocheckpoint=0``, so no fsync on the
   loop); the reader thread checkpoints (PASSIVE) every ``CHECKPOINT_EVERY`` writes.
 - ``AsyncEngineRunner`` (any SQLAlchemy async driver: PostgreSQL): the same sync functions through
-  ``AsyncConnection.run_sync``, reads and writes alike.
+  ``AsyncConnection.run_sync``, reads and writes alike; an operation of one statement runs in
+  autocommit, one round trip where BEGIN and COMMIT made it three (claim, final status, outputs:
+  2.5 -> ~1 ms each on this machine).
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ class SqlRunner(Protocol):
 
     async def write(self, operation: Operation[T]) -> T:
         """``run`` for an operation that writes."""
+
+    async def statement(self, operation: Operation[T]) -> T:
+        """``write`` for an operation of one statement, atomic by itself: it may run without a
+        transaction around it (PostgreSQL: one round trip instead of three)."""
 
     async def dispose(self) -> None: ...
 
@@ -102,6 +108,9 @@ class ThreadedEngine:
         self._wrote()
         return result
 
+    async def statement(self, operation: Operation[T]) -> T:
+        return await self.write(operation)
+
     async def write_dbapi(self, operation: Callable[[Any], T]) -> T:
         """A write on the writer's DBAPI cursor itself, committed if it returns (the hot path:
         ``sqlite_writes``). Driver errors propagate as the driver's own."""
@@ -142,6 +151,8 @@ def _checkpoint(conn: Connection) -> None:
 class AsyncEngineRunner:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        # The same pool; each checkout in autocommit (no BEGIN and COMMIT round trips)
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @property
     def dialect_name(self) -> str:
@@ -153,6 +164,10 @@ class AsyncEngineRunner:
 
     async def write(self, operation: Operation[T]) -> T:
         return await self.run(operation)
+
+    async def statement(self, operation: Operation[T]) -> T:
+        async with self._autocommit.connect() as conn:
+            return await conn.run_sync(operation)
 
     async def dispose(self) -> None:
         await self._engine.dispose()

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -30,7 +32,6 @@ from interpreter.job import (
     utcnow,
 )
 from interpreter.sandbox.limits import ResourceLimits
-from interpreter.store import sqlite_writes
 from interpreter.store.engines import (
     AsyncEngineRunner,
     Operation,
@@ -38,6 +39,7 @@ from interpreter.store.engines import (
     T,
     ThreadedEngine,
 )
+from interpreter.store.plain_writes import SQLITE
 from interpreter.store.tables import job_outputs, jobs, metadata
 
 DELETE_CHUNK = 200  # jobs deleted in one transaction
@@ -47,7 +49,7 @@ def postgres_engine(dsn: str, pool_size: int = 10) -> AsyncEngine:
     """An async engine on ``postgresql://...`` (libpq form) with psycopg 3."""
     scheme, _, rest = dsn.partition("://")
     url = f"postgresql+psycopg://{rest}"
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size)
 
 
 def _row_to_job(row: sa.Row[Any]) -> Job:
@@ -86,7 +88,7 @@ def _request_json(request: JobRequest) -> dict[str, Any]:
     return data
 
 
-def _insert_values(job: Job) -> dict[str, Any]:
+def insert_values(job: Job) -> dict[str, Any]:
     return {
         "id": job.id,
         "owner": job.owner,
@@ -101,7 +103,7 @@ def _insert_values(job: Job) -> dict[str, Any]:
 
 def insert_statement(job: Job) -> sa.Insert:
     """The row of a new job (the PostgreSQL queue runs it inside its own transaction)."""
-    return jobs.insert().values(**_insert_values(job))
+    return jobs.insert().values(**insert_values(job))
 
 
 def add_missing_columns(conn: sa.Connection) -> None:
@@ -137,7 +139,7 @@ def describe_db_error(exc: BaseException) -> str:
     return f"{cause.__class__.__name__}: {cause}"
 
 
-def _values(changes: dict[str, Any]) -> dict[str, Any]:
+def _values(changes: Mapping[str, Any]) -> dict[str, Any]:
     values = dict(changes)
     if "result" in values and values["result"] is not None:
         values["result"] = values["result"].to_dict()
@@ -206,10 +208,13 @@ class SqlStore:
             runner, self._runner = self._runner, None
             await runner.dispose()
 
-    async def _run(self, operation: Operation[T], *, writes: bool = False) -> T:
+    async def _run(self, operation: Operation[T], *, writes: bool = False, one: bool = False) -> T:
+        """``writes``: the operation writes; ``one``: it is one statement (atomic by itself)."""
         if self._runner is None:
             raise StoreError("the job store is not open")
         try:
+            if one:
+                return await self._runner.statement(operation)
             if writes:
                 return await self._runner.write(operation)
             return await self._runner.run(operation)
@@ -219,16 +224,23 @@ class SqlStore:
     async def _write(self, operation: Operation[T]) -> T:
         return await self._run(operation, writes=True)
 
-    async def _rows(self, query: sa.Executable, *, writes: bool = False) -> Sequence[sa.Row[Any]]:
-        return await self._run(lambda conn: conn.execute(query).all(), writes=writes)
+    async def _statement(self, operation: Operation[T]) -> T:
+        return await self._run(operation, one=True)
+
+    async def _rows(self, query: sa.Executable, *, one: bool = False) -> Sequence[sa.Row[Any]]:
+        return await self._run(lambda conn: conn.execute(query).all(), one=one)
 
     async def create(self, job: Job) -> Job:
         if self._dbapi_writes is not None:
-            values = _insert_values(job)
-            seq = await self._write_dbapi(lambda cursor: sqlite_writes.insert(cursor, values))
-            return job.evolve(seq=seq)
+            sql, params = SQLITE.insert(insert_values(job))
+
+            def plain_insert(cursor: sqlite3.Cursor) -> int | None:
+                cursor.execute(sql, params)
+                return cursor.lastrowid
+
+            return job.evolve(seq=await self._write_dbapi(plain_insert))
         insert = insert_statement(job)
-        keys = await self._write(lambda conn: conn.execute(insert).inserted_primary_key)
+        keys = await self._statement(lambda conn: conn.execute(insert).inserted_primary_key)
         return job.evolve(seq=keys[0] if keys else None)
 
     async def get(self, job_id: str) -> Job | None:
@@ -255,7 +267,7 @@ class SqlStore:
         **changes: Any,
     ) -> Job | None:
         cas = self._cas(job_id, to, changes, expect).returning(*jobs.c)
-        rows = await self._rows(cas, writes=True)
+        rows = await self._rows(cas, one=True)
         return _row_to_job(rows[0]) if rows else None
 
     async def compare_and_set(
@@ -267,12 +279,10 @@ class SqlStore:
         **changes: Any,
     ) -> bool:
         if self._dbapi_writes is not None:
-            values = _values(changes)
-            return await self._write_dbapi(
-                lambda cursor: sqlite_writes.compare_and_set(cursor, job_id, to, values, expect)
-            )
+            sql, params = SQLITE.compare_and_set(job_id, to, _values(changes), expect)
+            return await self._write_dbapi(lambda cursor: cursor.execute(sql, params).rowcount == 1)
         update = self._cas(job_id, to, changes, expect)
-        moved: int = await self._write(lambda conn: conn.execute(update).rowcount)
+        moved: int = await self._statement(lambda conn: conn.execute(update).rowcount)
         return moved == 1
 
     async def attach_result(
@@ -284,19 +294,19 @@ class SqlStore:
             .where(jobs.c.id == job_id, jobs.c.status.in_(final), jobs.c.result.is_(None))
             .values(result=result.to_dict(), execution_time_ms=execution_time_ms)
         )
-        await self._write(lambda conn: conn.execute(update))
+        await self._statement(lambda conn: conn.execute(update))
 
     async def put_outputs(self, job_id: str, outputs: CapturedOutput) -> None:
         values = {"stdout": outputs.stdout, "stderr": outputs.stderr}
 
-        def upsert(conn: sa.Connection) -> None:
-            moved = conn.execute(
-                job_outputs.update().where(job_outputs.c.job_id == job_id).values(**values)
-            ).rowcount
-            if not moved:
-                conn.execute(job_outputs.insert().values(job_id=job_id, **values))
+        def upsert(conn: sa.Connection) -> None:  # one statement on both dialects
+            insert = sqlite_insert if conn.dialect.name == "sqlite" else postgresql_insert
+            statement = insert(job_outputs).values(job_id=job_id, **values)
+            conn.execute(
+                statement.on_conflict_do_update(index_elements=[job_outputs.c.job_id], set_=values)
+            )
 
-        await self._write(upsert)
+        await self._statement(upsert)
 
     async def get_outputs(self, job_id: str) -> CapturedOutput | None:
         query = sa.select(job_outputs.c.stdout, job_outputs.c.stderr).where(
@@ -333,7 +343,7 @@ class SqlStore:
             .values(status=JobStatus.FAILED.value, error_message=message, completed_at=utcnow())
             .returning(jobs.c.id)
         )
-        return [r.id for r in await self._rows(update, writes=True)]
+        return [r.id for r in await self._rows(update, one=True)]
 
     async def expired(self, finished_before: datetime) -> Sequence[Job]:
         final = [s.value for s in JobStatus if s.is_final]

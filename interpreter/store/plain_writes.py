@@ -1,0 +1,87 @@
+"""The writes on a job's critical path (insert, compare-and-set) as plain DBAPI statements: the
+SQL is written from the same ``jobs`` table and every value goes through that column's own
+SQLAlchemy bind processor for the dialect, so rows read back through SQLAlchemy exactly as if it
+had written them (the store contract suite checks it).
+
+Why: on this machine, once the CPU idled for a job's length, a compare-and-set through
+SQLAlchemy Core's execution machinery costs ~0.43 ms on SQLite and the same statement on the
+DBAPI cursor ~0.18 ms; on PostgreSQL a statement costs 1.76 ms through SQLAlchemy's asyncio layer
+and 0.89 ms on psycopg's connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
+from sqlalchemy.engine import Dialect
+
+from interpreter.job import JobStatus, sources_of
+from interpreter.store.tables import jobs
+
+Processors = dict[str, Callable[[Any], Any] | None]
+
+
+def _processors(dialect: Dialect) -> Processors:
+    return {
+        column.name: column.type.dialect_impl(dialect).bind_processor(dialect)
+        for column in jobs.columns
+    }
+
+
+@dataclass(frozen=True)
+class PlainWrites:
+    """Statements and their parameters for one dialect and its DBAPI's placeholder."""
+
+    processors: Processors
+    placeholder: str  # "?" (sqlite3) or "%s" (psycopg)
+
+    def _bind(self, name: str, value: Any) -> Any:
+        if value is None:
+            return None
+        processor = self.processors[name]
+        return processor(value) if processor is not None else value
+
+    def insert(
+        self, values: Mapping[str, Any], returning: str | None = None
+    ) -> tuple[str, list[Any]]:
+        """INSERT one job row (``returning``: a column to return, e.g. ``seq``)."""
+        names = list(values)
+        sql = (
+            f"INSERT INTO {jobs.name} ({', '.join(names)}) "
+            f"VALUES ({', '.join(self.placeholder for _ in names)})"
+        )
+        if returning is not None:
+            sql += f" RETURNING {jobs.c[returning].name}"
+        return sql, [self._bind(name, values[name]) for name in names]
+
+    def compare_and_set(
+        self,
+        job_id: str,
+        to: JobStatus,
+        changes: Mapping[str, Any],
+        expect: Mapping[str, Any] | None,
+    ) -> tuple[str, list[Any]]:
+        """UPDATE ... WHERE id = ? AND status IN (sources of ``to``) [AND expected fields]."""
+        p = self.placeholder
+        values = {"status": to.value, **changes}
+        sources = [s.value for s in sources_of(to)]
+        where = [f"id = {p}", f"status IN ({', '.join(p for _ in sources)})"]
+        params: list[Any] = [self._bind(name, value) for name, value in values.items()]
+        params += [job_id, *sources]
+        for name, value in (expect or {}).items():
+            column = jobs.c[name].name  # an unknown name fails here, as through SQLAlchemy
+            if value is None:
+                where.append(f"{column} IS NULL")
+            else:
+                where.append(f"{column} = {p}")
+                params.append(self._bind(name, value))
+        assignments = ", ".join(f"{jobs.c[name].name} = {p}" for name in values)
+        return f"UPDATE {jobs.name} SET {assignments} WHERE {' AND '.join(where)}", params
+
+
+SQLITE = PlainWrites(_processors(sqlite_dialect.dialect()), "?")
+POSTGRESQL = PlainWrites(_processors(psycopg_dialect.dialect()), "%s")  # type: ignore[no-untyped-call]
