@@ -32,7 +32,7 @@ def postgres_store(settings: Settings) -> tuple[SqlStore, AsyncEngine]:
                 "`python -m interpreter.worker --apply-schema` or set INTERPRETER_APPLY_SCHEMA=true"
             )
 
-    return SqlStore.from_async_engine(engine, setup), engine
+    return SqlStore.from_async_engine(engine, setup, plain_dsn=settings.postgres_dsn), engine
 
 
 def postgres_parts(

@@ -18,10 +18,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -35,6 +37,8 @@ WRITER_BUSY_TIMEOUT_MS = 100
 
 
 class SqlRunner(Protocol):
+    async def open(self) -> None: ...
+
     async def run(self, operation: Operation[T]) -> T:
         """Run ``operation`` in one transaction: committed if it returns, rolled back if not."""
 
@@ -74,6 +78,9 @@ class ThreadedEngine:
     @property
     def dialect_name(self) -> str:
         return self._engine.dialect.name
+
+    async def open(self) -> None:
+        return None
 
     @staticmethod
     def _transaction(conn: Connection, operation: Operation[T]) -> T:
@@ -149,10 +156,34 @@ def _checkpoint(conn: Connection) -> None:
 
 
 class AsyncEngineRunner:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, plain_dsn: str | None = None) -> None:
         self._engine = engine
         # The same pool; each checkout in autocommit (no BEGIN and COMMIT round trips)
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        # PostgreSQL: psycopg connections of their own for plain statements (``plain``)
+        self._plain: AsyncConnectionPool[Any] | None = None
+        if plain_dsn is not None:
+            self._plain = AsyncConnectionPool(
+                plain_dsn,
+                min_size=1,
+                max_size=max(2, engine.pool.size() if hasattr(engine.pool, "size") else 5),
+                kwargs={"autocommit": True},
+                open=False,
+            )
+
+    @property
+    def plain_ready(self) -> bool:
+        return self._plain is not None
+
+    async def open(self) -> None:
+        if self._plain is not None:
+            await self._plain.open(wait=True, timeout=10)
+
+    async def plain(self, operation: Callable[[AsyncConnection[Any]], Awaitable[T]]) -> T:
+        """One statement on a plain psycopg connection in autocommit (the hot path)."""
+        assert self._plain is not None
+        async with self._plain.connection() as conn:
+            return await operation(conn)
 
     @property
     def dialect_name(self) -> str:
@@ -170,4 +201,6 @@ class AsyncEngineRunner:
             return await conn.run_sync(operation)
 
     async def dispose(self) -> None:
+        if self._plain is not None:
+            await self._plain.close()
         await self._engine.dispose()

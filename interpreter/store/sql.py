@@ -11,11 +11,13 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
+from psycopg.rows import namedtuple_row
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -39,8 +41,8 @@ from interpreter.store.engines import (
     T,
     ThreadedEngine,
 )
-from interpreter.store.plain_writes import SQLITE
-from interpreter.store.tables import job_outputs, jobs, metadata
+from interpreter.store.plain_writes import POSTGRESQL, SQLITE
+from interpreter.store.tables import UTCDateTime, job_outputs, jobs, metadata
 
 DELETE_CHUNK = 200  # jobs deleted in one transaction
 
@@ -52,7 +54,7 @@ def postgres_engine(dsn: str, pool_size: int = 10) -> AsyncEngine:
     return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size)
 
 
-def _row_to_job(row: sa.Row[Any]) -> Job:
+def _row_to_job(row: Any) -> Job:
     req = row.request
     return Job(
         id=row.id,
@@ -139,6 +141,23 @@ def describe_db_error(exc: BaseException) -> str:
     return f"{cause.__class__.__name__}: {cause}"
 
 
+PLAIN_OUTPUTS_UPSERT = (
+    f"INSERT INTO {job_outputs.name} (job_id, stdout, stderr) VALUES (%s, %s, %s) "
+    "ON CONFLICT (job_id) DO UPDATE SET stdout = EXCLUDED.stdout, stderr = EXCLUDED.stderr"
+)
+_UTC_COLUMNS = tuple(c.name for c in jobs.columns if isinstance(c.type, UTCDateTime))
+
+
+def _utc_row(row: Any) -> Any:
+    """A plain psycopg row as SQLAlchemy would read it: naive UTC datetimes made aware."""
+    fixed = {
+        name: value.replace(tzinfo=UTC)
+        for name in _UTC_COLUMNS
+        if (value := getattr(row, name)) is not None
+    }
+    return row._replace(**fixed)
+
+
 def _values(changes: Mapping[str, Any]) -> dict[str, Any]:
     values = dict(changes)
     if "result" in values and values["result"] is not None:
@@ -183,22 +202,46 @@ class SqlStore:
     @classmethod
     def postgres(cls, dsn: str, pool_size: int = 10) -> SqlStore:
         """PostgreSQL through psycopg 3 (the driver procrastinate uses too)."""
-        return cls.from_async_engine(postgres_engine(dsn, pool_size))
+        return cls.from_async_engine(postgres_engine(dsn, pool_size), plain_dsn=dsn)
 
     @classmethod
     def from_async_engine(
-        cls, engine: AsyncEngine, setup: Callable[[], Awaitable[None]] | None = None
+        cls,
+        engine: AsyncEngine,
+        setup: Callable[[], Awaitable[None]] | None = None,
+        plain_dsn: str | None = None,
     ) -> SqlStore:
-        return cls(lambda: AsyncEngineRunner(engine), engine.url.render_as_string(), setup)
+        """``plain_dsn`` (PostgreSQL): the hot writes as plain psycopg statements."""
+        return cls(
+            lambda: AsyncEngineRunner(engine, plain_dsn),
+            engine.url.render_as_string(),
+            setup,
+        )
+
+    @property
+    def _plain_postgres(self) -> AsyncEngineRunner | None:
+        runner = self._runner
+        if isinstance(runner, AsyncEngineRunner) and runner.plain_ready:
+            return runner
+        return None
+
+    async def _plain(self, operation: Callable[[Any], Awaitable[T]]) -> T:
+        runner = self._plain_postgres
+        assert runner is not None
+        try:
+            return await runner.plain(operation)
+        except psycopg.Error as exc:
+            raise StoreError(f"job store error: {describe_db_error(exc)}") from exc
 
     async def open(self) -> None:
         try:
             self._runner = self._make_runner()
+            await self._runner.open()
             if self._setup is not None:
                 await self._setup()
             else:
                 await self._runner.write(create_schema)
-        except (SQLAlchemyError, OSError) as exc:
+        except (SQLAlchemyError, OSError, psycopg.Error) as exc:
             raise StoreError(
                 f"cannot open the job store ({self.description}): {describe_db_error(exc)}"
             ) from exc
@@ -266,6 +309,16 @@ class SqlStore:
         expect: Mapping[str, Any] | None = None,
         **changes: Any,
     ) -> Job | None:
+        if self._plain_postgres is not None:
+            sql, params = POSTGRESQL.compare_and_set(job_id, to, _values(changes), expect)
+            sql += f" RETURNING {', '.join(c.name for c in jobs.columns)}"
+
+            async def returning(conn: psycopg.AsyncConnection[Any]) -> Any:
+                cursor = conn.cursor(row_factory=namedtuple_row)
+                return await (await cursor.execute(sql, params)).fetchone()
+
+            row = await self._plain(returning)
+            return _row_to_job(_utc_row(row)) if row is not None else None
         cas = self._cas(job_id, to, changes, expect).returning(*jobs.c)
         rows = await self._rows(cas, one=True)
         return _row_to_job(rows[0]) if rows else None
@@ -281,6 +334,13 @@ class SqlStore:
         if self._dbapi_writes is not None:
             sql, params = SQLITE.compare_and_set(job_id, to, _values(changes), expect)
             return await self._write_dbapi(lambda cursor: cursor.execute(sql, params).rowcount == 1)
+        if self._plain_postgres is not None:
+            sql, params = POSTGRESQL.compare_and_set(job_id, to, _values(changes), expect)
+
+            async def update_one(conn: psycopg.AsyncConnection[Any]) -> bool:
+                return (await conn.execute(sql, params)).rowcount == 1
+
+            return await self._plain(update_one)
         update = self._cas(job_id, to, changes, expect)
         moved: int = await self._statement(lambda conn: conn.execute(update).rowcount)
         return moved == 1
@@ -298,6 +358,12 @@ class SqlStore:
 
     async def put_outputs(self, job_id: str, outputs: CapturedOutput) -> None:
         values = {"stdout": outputs.stdout, "stderr": outputs.stderr}
+        if self._plain_postgres is not None:
+
+            async def upsert_plain(conn: psycopg.AsyncConnection[Any]) -> None:
+                await conn.execute(PLAIN_OUTPUTS_UPSERT, (job_id, outputs.stdout, outputs.stderr))
+
+            return await self._plain(upsert_plain)
 
         def upsert(conn: sa.Connection) -> None:  # one statement on both dialects
             insert = sqlite_insert if conn.dialect.name == "sqlite" else postgresql_insert
