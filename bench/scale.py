@@ -357,6 +357,17 @@ def latency_phase(cluster: Cluster, n: int) -> dict[str, Any]:
 # ---------------------------------------------------------------- 2. throughput
 
 
+def warm_up(cluster: Cluster, n: int) -> None:
+    """``n`` trivial jobs at once, untimed, so that every worker (the second one has just
+    started) runs its first jobs before the measured round: its first job pays for its lazy
+    imports and cold caches, a cost of starting a process, not of running jobs."""
+    urls = [str(api.url) for api in cluster.apis[:2]]
+    with http_client() as client:
+        ids = [submit(client, urls[i % 2], "true", "shell", 30) for i in range(n)]
+        for i, job_id in enumerate(ids):
+            wait_final(client, urls[i % 2], job_id, 60)
+
+
 def throughput_round(cluster: Cluster, m: int) -> dict[str, Any]:
     urls = [str(api.url) for api in cluster.apis[:2]]
     local = threading.local()
@@ -418,7 +429,8 @@ def throughput_round(cluster: Cluster, m: int) -> dict[str, Any]:
 
 def throughput_phase(cluster: Cluster, m: int, rounds: int) -> dict[str, Any]:
     """Rounds alternate one worker, two workers: the second worker is started for each of its
-    rounds and stopped (SIGTERM) after it, so both configurations share the machine's noise."""
+    rounds and stopped (SIGTERM) after it, so both configurations share the machine's noise.
+    Before each round, untimed warm-up jobs (two per slot) run on whichever workers are up."""
     by_count: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
     for r in range(rounds):
         for count in (1, 2):
@@ -429,6 +441,7 @@ def throughput_phase(cluster: Cluster, m: int, rounds: int) -> dict[str, Any]:
                 raise BenchError(f"{len(cluster.live_workers())} workers running, not 1")
             else:
                 cluster.wait_workers(1)
+            warm_up(cluster, 2 * count * CONCURRENCY)
             result = throughput_round(cluster, m)
             result["round"] = r + 1
             if len(result["jobs_per_worker"]) != count:
