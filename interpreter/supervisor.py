@@ -185,12 +185,12 @@ class Child:
         if self.confinement is not None:
             await self._terminate_confined(kill_grace_s)
             return
-        doomed = [*self._descendants.values(), *await asyncio.to_thread(_children, self.pid)]
+        doomed = [*self._descendants.values(), *await asyncio.to_thread(_children, self.pid, True)]
         self._signal_all(signal.SIGTERM, doomed)
         self._signal_all(signal.SIGCONT, doomed)  # a stopped process gets its SIGTERM now
         if kill_grace_s > 0:
             await asyncio.wait({self.exited}, timeout=kill_grace_s)
-        doomed += await asyncio.to_thread(_children, self.pid)
+        doomed += await asyncio.to_thread(_children, self.pid, True)
         self._signal_all(signal.SIGKILL, doomed)
         done, _ = await asyncio.wait({self.exited}, timeout=_SIGKILL_PATIENCE_S)
         if not done:
@@ -347,7 +347,7 @@ class Child:
             if not self.reaped:
                 if self.confinement is not None:
                     self._kill_confined()
-                doomed = [*self._descendants.values(), *_children(self.pid)]
+                doomed = [*self._descendants.values(), *_children(self.pid, fresh=True)]
                 self._signal_all(signal.SIGKILL, doomed)
                 if self.pidfd is not None:  # block briefly: SIGKILLed processes die at once
                     poller = select.poll()
@@ -415,12 +415,62 @@ def _close(fd: int) -> None:
         os.close(fd)
 
 
-def _children(pid: int) -> list[psutil.Process]:
-    """All descendants of ``pid`` now (a scan of /proc: call it off the loop when you can)."""
-    try:
-        return psutil.Process(pid).children(recursive=True)
-    except psutil.Error:
-        return []
+class _ParentMap:
+    """Every process's parent, from one scan of /proc shared by every job running here for
+    ``ttl_s``: the scan costs ~1 ms a hundred processes, and each running job's tree sample
+    needed one of its own (30% of a worker's CPU running four sleep jobs at once)."""
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self._lock = threading.Lock()
+        self._taken = -1e9
+        self._children: dict[int, list[int]] = {}
+
+    def children_of(self, fresh: bool = False) -> dict[int, list[int]]:
+        with self._lock:
+            now = time.monotonic()
+            if fresh or now - self._taken >= self.ttl_s:
+                self._children = _scan_parents()
+                self._taken = time.monotonic()
+            return self._children
+
+
+def _scan_parents() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                data = stat.read()
+        except OSError:
+            continue  # gone meanwhile
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses; the last ")" ends it
+        fields = data[data.rfind(b")") + 2 :].split()
+        if len(fields) > 1:
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    return children
+
+
+_PARENTS = _ParentMap(ttl_s=_SAMPLE_EVERY_S / 2)
+
+
+def _children(pid: int, fresh: bool = False) -> list[psutil.Process]:
+    """All descendants of ``pid`` as of a /proc scan at most half a sample period old, or of a
+    new one (``fresh``: before a kill). A scan: call it off the loop when you can."""
+    tree = _PARENTS.children_of(fresh)
+    found: list[psutil.Process] = []
+    todo = list(tree.get(pid, ()))
+    seen = {pid}
+    while todo:
+        child = todo.pop()
+        if child in seen:
+            continue
+        seen.add(child)
+        with contextlib.suppress(psutil.Error):  # it may have exited since the scan
+            found.append(psutil.Process(child))
+        todo.extend(tree.get(child, ()))
+    return found
 
 
 class _Sample(NamedTuple):
