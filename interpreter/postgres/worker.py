@@ -77,7 +77,6 @@ class WorkerNode:
         self.execution = Execution(store, runner, metrics, watch, outputs_in_store=True)
         self.host = socket.gethostname()
         self.name = settings.worker_name or f"{self.host}:{os.getpid()}"
-        self.running = 0
         app.task(name=TASK, pass_context=True)(self._run_job)
         self._worker = procrastinate_worker.Worker(
             app=app,
@@ -155,11 +154,7 @@ class WorkerNode:
         if job is None:
             logger.info("job not pending any more: skipped", extra={"job_id": job_id})
             return
-        self.running += 1
-        try:
-            await self.execution.run(job, cancel, lambda: reason[0] if reason else None)
-        finally:
-            self.running -= 1
+        await self.execution.run(job, cancel, lambda: reason[0] if reason else None)
 
     # -- other workers' loss ----------------------------------------------------------------
     async def _watch_for_lost_workers(self) -> None:
