@@ -11,7 +11,8 @@ and 0.89 ms on psycopg's connection.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections import namedtuple
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,10 +20,12 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
 from sqlalchemy.engine import Dialect
 
-from interpreter.job import JobStatus, sources_of
-from interpreter.store.tables import jobs
+from interpreter.job import CapturedOutput, JobStatus, sources_of
+from interpreter.store.tables import job_outputs, jobs
 
 Processors = dict[str, Callable[[Any], Any] | None]
+COLUMNS = tuple(column.name for column in jobs.columns)
+JobRow = namedtuple("JobRow", COLUMNS)  # type: ignore[misc]  # what _row_to_job reads
 
 
 def _processors(dialect: Dialect) -> Processors:
@@ -32,12 +35,34 @@ def _processors(dialect: Dialect) -> Processors:
     }
 
 
+def _result_processors(dialect: Dialect) -> Processors:
+    found: Processors = {}
+    for column in jobs.columns:
+        try:
+            found[column.name] = column.type.dialect_impl(dialect).result_processor(dialect, None)
+        except TypeError:  # psycopg's numerics want the column's type oid: it returns floats
+            found[column.name] = None
+    return found
+
+
 @dataclass(frozen=True)
 class PlainWrites:
-    """Statements and their parameters for one dialect and its DBAPI's placeholder."""
+    """Statements and their parameters for one dialect and its DBAPI's placeholder, and the
+    rows they return read as SQLAlchemy would read them."""
 
     processors: Processors
+    results: Processors
     placeholder: str  # "?" (sqlite3) or "%s" (psycopg)
+
+    def row(self, values: Sequence[Any]) -> Any:
+        """A ``RETURNING *`` row (columns in table order) with each column's result processor."""
+        return JobRow(
+            *(
+                value if value is None or (process := self.results[name]) is None
+                else process(value)
+                for name, value in zip(COLUMNS, values, strict=True)
+            )
+        )
 
     def _bind(self, name: str, value: Any) -> Any:
         if value is None:
@@ -57,6 +82,21 @@ class PlainWrites:
         if returning is not None:
             sql += f" RETURNING {jobs.c[returning].name}"
         return sql, [self._bind(name, values[name]) for name in names]
+
+    def upsert_outputs(self, job_id: str, outputs: CapturedOutput) -> tuple[str, list[Any]]:
+        """A job's outputs, inserted or replaced (SQLite and PostgreSQL say it alike)."""
+        p = self.placeholder
+        return (
+            f"INSERT INTO {job_outputs.name} (job_id, stdout, stderr) VALUES ({p}, {p}, {p}) "
+            "ON CONFLICT (job_id) DO UPDATE "
+            "SET stdout = excluded.stdout, stderr = excluded.stderr",
+            [job_id, outputs.stdout, outputs.stderr],
+        )
+
+    @staticmethod
+    def returning_row(sql: str) -> str:
+        """``sql`` returning the whole row, for ``row``."""
+        return f"{sql} RETURNING {', '.join(COLUMNS)}"
 
     def compare_and_set(
         self,
@@ -83,5 +123,9 @@ class PlainWrites:
         return f"UPDATE {jobs.name} SET {assignments} WHERE {' AND '.join(where)}", params
 
 
-SQLITE = PlainWrites(_processors(sqlite_dialect.dialect()), "?")
-POSTGRESQL = PlainWrites(_processors(psycopg_dialect.dialect()), "%s")  # type: ignore[no-untyped-call]
+def _for(dialect: Dialect, placeholder: str) -> PlainWrites:
+    return PlainWrites(_processors(dialect), _result_processors(dialect), placeholder)
+
+
+SQLITE = _for(sqlite_dialect.dialect(), "?")
+POSTGRESQL = _for(psycopg_dialect.dialect(), "%s")  # type: ignore[no-untyped-call]

@@ -9,19 +9,18 @@ event loop). Driver errors become ``StoreError`` here.
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import sqlalchemy as sa
-from psycopg.rows import namedtuple_row
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import QueuePool
 
 from interpreter.errors import StoreError
 from interpreter.job import (
@@ -37,12 +36,13 @@ from interpreter.sandbox.limits import ResourceLimits
 from interpreter.store.engines import (
     AsyncEngineRunner,
     Operation,
+    PlainOutcome,
     SqlRunner,
     T,
     ThreadedEngine,
 )
-from interpreter.store.plain_writes import POSTGRESQL, SQLITE
-from interpreter.store.tables import UTCDateTime, job_outputs, jobs, metadata
+from interpreter.store.plain_writes import PlainWrites
+from interpreter.store.tables import job_outputs, jobs, metadata
 
 DELETE_CHUNK = 200  # jobs deleted in one transaction
 
@@ -141,23 +141,6 @@ def describe_db_error(exc: BaseException) -> str:
     return f"{cause.__class__.__name__}: {cause}"
 
 
-PLAIN_OUTPUTS_UPSERT = (
-    f"INSERT INTO {job_outputs.name} (job_id, stdout, stderr) VALUES (%s, %s, %s) "
-    "ON CONFLICT (job_id) DO UPDATE SET stdout = EXCLUDED.stdout, stderr = EXCLUDED.stderr"
-)
-_UTC_COLUMNS = tuple(c.name for c in jobs.columns if isinstance(c.type, UTCDateTime))
-
-
-def _utc_row(row: Any) -> Any:
-    """A plain psycopg row as SQLAlchemy would read it: naive UTC datetimes made aware."""
-    fixed = {
-        name: value.replace(tzinfo=UTC)
-        for name in _UTC_COLUMNS
-        if (value := getattr(row, name)) is not None
-    }
-    return row._replace(**fixed)
-
-
 def _values(changes: Mapping[str, Any]) -> dict[str, Any]:
     values = dict(changes)
     if "result" in values and values["result"] is not None:
@@ -183,22 +166,6 @@ class SqlStore:
     def sqlite(cls, path: Path) -> SqlStore:
         return cls(lambda: ThreadedEngine(f"sqlite:///{path}"), f"SQLite at {path}")
 
-    @property
-    def _dbapi_writes(self) -> ThreadedEngine | None:
-        """The runner that takes plain DBAPI writes (SQLite's), if this store has one."""
-        runner = self._runner
-        if isinstance(runner, ThreadedEngine) and runner.dialect_name == "sqlite":
-            return runner
-        return None
-
-    async def _write_dbapi(self, operation: Callable[[sqlite3.Cursor], T]) -> T:
-        runner = self._dbapi_writes
-        assert runner is not None
-        try:
-            return await runner.write_dbapi(operation)
-        except sqlite3.Error as exc:
-            raise StoreError(f"job store error: {describe_db_error(exc)}") from exc
-
     @classmethod
     def postgres(cls, dsn: str, pool_size: int = 10) -> SqlStore:
         """PostgreSQL through psycopg 3 (the driver procrastinate uses too)."""
@@ -212,25 +179,29 @@ class SqlStore:
         plain_dsn: str | None = None,
     ) -> SqlStore:
         """``plain_dsn`` (PostgreSQL): the hot writes as plain psycopg statements."""
+        size = engine.pool.size() if isinstance(engine.pool, QueuePool) else 5
         return cls(
-            lambda: AsyncEngineRunner(engine, plain_dsn),
+            lambda: AsyncEngineRunner(engine, plain_dsn, size),
             engine.url.render_as_string(),
             setup,
         )
 
-    @property
-    def _plain_postgres(self) -> AsyncEngineRunner | None:
-        runner = self._runner
-        if isinstance(runner, AsyncEngineRunner) and runner.plain_ready:
-            return runner
-        return None
+    def _plain_row(self, values: tuple[Any, ...]) -> Any:
+        assert self._runner is not None and self._runner.plain is not None
+        return self._runner.plain.row(values)
 
-    async def _plain(self, operation: Callable[[Any], Awaitable[T]]) -> T:
-        runner = self._plain_postgres
-        assert runner is not None
+    async def _plain(
+        self, build: Callable[[PlainWrites], tuple[str, list[Any]]], fetch: bool = False
+    ) -> PlainOutcome | None:
+        """The statement ``build`` makes for this database, run plain (the hot path); None when
+        the database has no plain path (SQLAlchemy's then)."""
+        runner = self._runner
+        if runner is None or runner.plain is None:
+            return None
+        sql, params = build(runner.plain)
         try:
-            return await runner.plain(operation)
-        except psycopg.Error as exc:
+            return await runner.plain_execute(sql, params, fetch)
+        except runner.plain_errors as exc:
             raise StoreError(f"job store error: {describe_db_error(exc)}") from exc
 
     async def open(self) -> None:
@@ -274,14 +245,10 @@ class SqlStore:
         return await self._run(lambda conn: conn.execute(query).all(), one=one)
 
     async def create(self, job: Job) -> Job:
-        if self._dbapi_writes is not None:
-            sql, params = SQLITE.insert(insert_values(job))
-
-            def plain_insert(cursor: sqlite3.Cursor) -> int | None:
-                cursor.execute(sql, params)
-                return cursor.lastrowid
-
-            return job.evolve(seq=await self._write_dbapi(plain_insert))
+        values = insert_values(job)
+        plain = await self._plain(lambda w: w.insert(values, returning="seq"), fetch=True)
+        if plain is not None:
+            return job.evolve(seq=plain.row[0] if plain.row else None)
         insert = insert_statement(job)
         keys = await self._statement(lambda conn: conn.execute(insert).inserted_primary_key)
         return job.evolve(seq=keys[0] if keys else None)
@@ -309,16 +276,15 @@ class SqlStore:
         expect: Mapping[str, Any] | None = None,
         **changes: Any,
     ) -> Job | None:
-        if self._plain_postgres is not None:
-            sql, params = POSTGRESQL.compare_and_set(job_id, to, _values(changes), expect)
-            sql += f" RETURNING {', '.join(c.name for c in jobs.columns)}"
+        values = _values(changes)
 
-            async def returning(conn: psycopg.AsyncConnection[Any]) -> Any:
-                cursor = conn.cursor(row_factory=namedtuple_row)
-                return await (await cursor.execute(sql, params)).fetchone()
+        def returning(w: PlainWrites) -> tuple[str, list[Any]]:
+            sql, params = w.compare_and_set(job_id, to, values, expect)
+            return w.returning_row(sql), params
 
-            row = await self._plain(returning)
-            return _row_to_job(_utc_row(row)) if row is not None else None
+        plain = await self._plain(returning, fetch=True)
+        if plain is not None:
+            return _row_to_job(self._plain_row(plain.row)) if plain.row is not None else None
         cas = self._cas(job_id, to, changes, expect).returning(*jobs.c)
         rows = await self._rows(cas, one=True)
         return _row_to_job(rows[0]) if rows else None
@@ -331,16 +297,10 @@ class SqlStore:
         expect: Mapping[str, Any] | None = None,
         **changes: Any,
     ) -> bool:
-        if self._dbapi_writes is not None:
-            sql, params = SQLITE.compare_and_set(job_id, to, _values(changes), expect)
-            return await self._write_dbapi(lambda cursor: cursor.execute(sql, params).rowcount == 1)
-        if self._plain_postgres is not None:
-            sql, params = POSTGRESQL.compare_and_set(job_id, to, _values(changes), expect)
-
-            async def update_one(conn: psycopg.AsyncConnection[Any]) -> bool:
-                return (await conn.execute(sql, params)).rowcount == 1
-
-            return await self._plain(update_one)
+        values = _values(changes)
+        plain = await self._plain(lambda w: w.compare_and_set(job_id, to, values, expect))
+        if plain is not None:
+            return plain.rowcount == 1
         update = self._cas(job_id, to, changes, expect)
         moved: int = await self._statement(lambda conn: conn.execute(update).rowcount)
         return moved == 1
@@ -358,13 +318,9 @@ class SqlStore:
 
     async def put_outputs(self, job_id: str, outputs: CapturedOutput) -> None:
         values = {"stdout": outputs.stdout, "stderr": outputs.stderr}
-        if self._plain_postgres is not None:
-
-            async def upsert_plain(conn: psycopg.AsyncConnection[Any]) -> None:
-                await conn.execute(PLAIN_OUTPUTS_UPSERT, (job_id, outputs.stdout, outputs.stderr))
-
-            return await self._plain(upsert_plain)
-
+        plain = await self._plain(lambda w: w.upsert_outputs(job_id, outputs))
+        if plain is not None:
+            return
         def upsert(conn: sa.Connection) -> None:  # one statement on both dialects
             insert = sqlite_insert if conn.dialect.name == "sqlite" else postgresql_insert
             statement = insert(job_outputs).values(job_id=job_id, **values)
