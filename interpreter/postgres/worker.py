@@ -21,6 +21,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Sequence
 
@@ -266,9 +267,12 @@ class WorkerNode:
                 logger.exception("file sweep failed")
 
     async def sweep_local_files(self) -> int:
-        """Remove this machine's workspaces of jobs that retention deleted from the store."""
+        """Remove this machine's workspaces of jobs that retention deleted from the store. Only
+        directories untouched for the retention period can be such (a job is deleted that long
+        after it ended), so only they cost a store lookup, not every workspace every sweep."""
         root = self.runner.paths.workspace_root
-        names = await asyncio.to_thread(_job_directories, root)
+        cutoff = time.time() - self.settings.job_ttl_s
+        names = await asyncio.to_thread(_job_directories, root, cutoff)
         gone = []
         for name in names:
             try:
@@ -281,14 +285,26 @@ class WorkerNode:
         return len(gone)
 
 
-def _job_directories(root: os.PathLike[str]) -> Sequence[str]:
-    """Names of the fresh workspaces we created (UUIDs); a caller's own directories never are."""
+def _job_directories(root: os.PathLike[str], modified_before: float) -> Sequence[str]:
+    """Names of the fresh workspaces we created (UUIDs; a caller's own directories never are)
+    last modified before ``modified_before``."""
     try:
         entries = os.scandir(root)
     except FileNotFoundError:
         return []
+    found = []
     with entries:
-        return [e.name for e in entries if e.is_dir(follow_symlinks=False) and _is_uuid(e.name)]
+        for entry in entries:
+            try:
+                if (
+                    entry.is_dir(follow_symlinks=False)
+                    and _is_uuid(entry.name)
+                    and entry.stat(follow_symlinks=False).st_mtime < modified_before
+                ):
+                    found.append(entry.name)
+            except OSError:
+                continue  # removed meanwhile
+    return found
 
 
 def _is_uuid(name: str) -> bool:

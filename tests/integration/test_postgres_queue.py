@@ -5,6 +5,7 @@ store."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -137,3 +138,26 @@ async def test_a_fresh_pending_job_is_not_taken_for_an_orphan(queue) -> None:
     await store.create(new_job())  # no entry, but younger than the window: left alone for now
     assert queue.worker is not None
     assert await queue.worker.requeue_orphans() == 0
+
+
+async def test_the_worker_removes_workspaces_of_jobs_retention_deleted(queue) -> None:
+    queue, store = queue
+    assert queue.worker is not None
+    root = queue.settings.workspaces
+    job, _ = await queue.submit(new_job())
+    done = await final(store, job.id)
+    long_ago = utcnow().timestamp() - queue.settings.job_ttl_s - 60
+    deleted = root / new_job_id()  # its job was deleted by retention long ago
+    young = root / new_job_id()  # unknown, but too recent to be a deleted job's
+    for directory in (deleted, young):
+        directory.mkdir()
+    os.utime(deleted, (long_ago, long_ago))
+    kept = root / done.id  # its job is still in the store, however old its directory
+    os.utime(kept, (long_ago, long_ago))
+    (root / "callers-own").mkdir()  # not one of ours
+    os.utime(root / "callers-own", (long_ago, long_ago))
+
+    assert await queue.worker.sweep_local_files() == 1
+
+    assert not deleted.exists()
+    assert young.exists() and kept.exists() and (root / "callers-own").exists()
