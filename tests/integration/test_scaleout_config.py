@@ -80,3 +80,19 @@ def test_worker_check_reports_an_unreachable_database_without_a_traceback(
     )
     assert done.returncode == 1
     assert "cannot reach the database" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_server_without_schema_set_up_refuses_when_told_not_to_apply_it(tmp_path: Path) -> None:
+    with fresh_database() as url:
+        done = run_module(
+            "interpreter.server",
+            INTERPRETER_DATABASE_URL=url,
+            INTERPRETER_APPLY_SCHEMA="false",
+            INTERPRETER_SANDBOX="none",
+            INTERPRETER_PORT="0",
+            INTERPRETER_DATA_DIR=str(tmp_path),
+        )
+    assert done.returncode != 0
+    assert "refusing to start" in done.stderr
+    assert "the database has no schema (missing tables: jobs, procrastinate_jobs)" in done.stderr
+    assert "python -m interpreter.worker --apply-schema" in done.stderr

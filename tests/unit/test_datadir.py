@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
@@ -33,9 +34,6 @@ def test_the_lock_is_not_inherited_by_the_jobs(tmp_path: Path) -> None:
     try:
         fd = lock._fd
         assert fd is not None and not os.get_inheritable(fd)
-        assert os.get_blocking(fd)  # an ordinary descriptor, closed at exec
-        import fcntl
-
-        assert fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
+        assert fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC  # closed at a job's exec
     finally:
         lock.release()
