@@ -24,33 +24,20 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from interpreter.config import Settings  # noqa: E402
-from interpreter.executor import ScanLimits  # noqa: E402
 from interpreter.job import Job, JobRequest, JobStatus, new_job_id  # noqa: E402
 from interpreter.languages import LanguageRegistry  # noqa: E402
-from interpreter.runner import JobRunner, RunLimits  # noqa: E402
-from interpreter.sandbox import NoSandbox, ResourceLimits, create_sandbox  # noqa: E402
+from interpreter.runner import JobRunner  # noqa: E402
 from interpreter.workspace import JobPaths  # noqa: E402
 
 JOBS = {"python": "print(1)", "shell": "echo 1", "javascript": "console.log(1)"}
 
 
-def runner(settings: Settings, sandboxed: bool) -> JobRunner:
+def runner(settings: Settings) -> JobRunner:
+    """The server's own runner for ``settings`` (sandbox included, as INTERPRETER_SANDBOX says)."""
     registry = LanguageRegistry.from_settings(settings)
     paths = JobPaths(settings.data_dir, settings.workspaces)
     paths.ensure()
-    executables = [lang.executable for lang in registry.languages.values() if lang.executable]
-    return JobRunner(
-        registry,
-        paths,
-        RunLimits(
-            output_bytes=settings.max_output_bytes,
-            kill_grace_s=settings.kill_grace_s,
-            scan=ScanLimits(),
-            resources=ResourceLimits.defaults(settings),
-        ),
-        job_path=settings.job_path,
-        sandbox=create_sandbox(settings, executables) if sandboxed else NoSandbox(),
-    )
+    return JobRunner.from_settings(settings, registry, paths)
 
 
 async def one(run: JobRunner, language: str) -> float:
@@ -78,8 +65,8 @@ async def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory:
         base = Path(directory)
-        bare = runner(Settings(data_dir=base / "bare", sandbox="none"), sandboxed=False)
-        boxed = runner(Settings(data_dir=base / "boxed", sandbox="bwrap"), sandboxed=True)
+        bare = runner(Settings(data_dir=base / "bare", sandbox="none"))
+        boxed = runner(Settings(data_dir=base / "boxed", sandbox="bwrap"))
         figures: dict[str, dict[str, object]] = {}
         try:
             for language in JOBS:

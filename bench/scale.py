@@ -37,7 +37,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +50,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.pg: the fresh-database helper the tests use
 
-from bench.run import base_env, free_port, load_at_start  # noqa: E402
+from bench.run import base_env, free_port, load_at_start, timed  # noqa: E402
 from tests import pg  # noqa: E402
 
 JOB_PYTHON = "/usr/bin/python3"
@@ -676,14 +676,6 @@ def one_line(report: dict[str, Any]) -> dict[str, Any]:
         "cancel_target_met": can["meets_target"],
         "total_run_s": report.get("total_run_s"),
     }
-
-
-def timed(label: str, fn: Callable[[], Any]) -> Any:
-    t0 = time.perf_counter()
-    print(f"... {label}", end="", flush=True)
-    value = fn()
-    print(f" ({time.perf_counter() - t0:.1f} s)", flush=True)
-    return value
 
 
 def _raise_on_sigterm(signum: int, frame: object) -> None:
