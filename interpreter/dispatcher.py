@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from interpreter.errors import QueueFull, StoreError, TooManyPendingJobs
-from interpreter.execution import STORE_RETRY_S, Execution
-from interpreter.job import Job, JobStatus, utcnow
+from interpreter.execution import STORE_RETRY_S, Execution, cancel_in_store
+from interpreter.job import Job, utcnow
 from interpreter.metrics import Metrics
 from interpreter.pending import PendingJobs
 from interpreter.queue import QueueState
@@ -171,15 +171,10 @@ class Dispatcher:
         return utcnow() + timedelta(seconds=waves * self.mean_duration_s)
 
     async def cancel(self, job_id: str) -> Job | None:
-        cancelled = await self.store.transition(
-            job_id, JobStatus.CANCELLED, completed_at=utcnow(), error_message="cancelled by request"
-        )
-        if cancelled is None:
-            return None
-        self.pending.discard(job_id)
-        self.cancel_running(job_id)
-        self.watch.notify(job_id)
-        self.metrics.jobs_finished.labels(status="cancelled").inc()
+        cancelled = await cancel_in_store(self.store, self.watch, self.metrics, job_id)
+        if cancelled is not None:
+            self.pending.discard(job_id)
+            self.cancel_running(job_id)
         return cancelled
 
     def cancel_running(self, job_id: str) -> bool:

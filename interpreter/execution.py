@@ -127,6 +127,20 @@ class Execution:
         return await write()
 
 
+async def cancel_in_store(
+    store: JobStore, watch: FinalWatch, metrics: Metrics, job_id: str
+) -> Job | None:
+    """A cancel by request: pending or running -> cancelled (compare-and-set), announced.
+    None when the job was final already. Stopping it where it runs is the queue's part."""
+    cancelled = await store.transition(
+        job_id, JobStatus.CANCELLED, completed_at=utcnow(), error_message="cancelled by request"
+    )
+    if cancelled is not None:
+        watch.notify(job_id)
+        metrics.jobs_finished.labels(status="cancelled").inc()
+    return cancelled
+
+
 def log_transition(job: Job, status: JobStatus) -> None:
     logger.info(
         "job %s",

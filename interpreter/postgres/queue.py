@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from interpreter.config import Settings
 from interpreter.errors import QueueFull, StoreError, TooManyPendingJobs
+from interpreter.execution import cancel_in_store
 from interpreter.job import Job, JobStatus, utcnow
 from interpreter.metrics import Metrics
 from interpreter.postgres.procrastinate_app import queue_entry
@@ -151,12 +152,8 @@ class PostgresQueue:
         return utcnow() + timedelta(seconds=waves * self._mean_duration_s)
 
     async def cancel(self, job_id: str) -> Job | None:
-        cancelled = await self.store.transition(
-            job_id, JobStatus.CANCELLED, completed_at=utcnow(), error_message="cancelled by request"
-        )
-        if cancelled is None:
-            return None
-        if cancelled.queue_id is not None:
+        cancelled = await cancel_in_store(self.store, self.watch, self.metrics, job_id)
+        if cancelled is not None and cancelled.queue_id is not None:
             try:  # a pending entry is dropped; a running one is aborted where it runs
                 await self.app.job_manager.cancel_job_by_id_async(
                     cancelled.queue_id, abort=True, delete_job=True
@@ -164,8 +161,6 @@ class PostgresQueue:
             except DB_ERRORS:
                 # Our row says cancelled: a worker that picks the entry up skips it.
                 logger.exception("cannot abort the queue entry", extra={"job_id": job_id})
-        self.watch.notify(job_id)
-        self.metrics.jobs_finished.labels(status="cancelled").inc()
         return cancelled
 
     # -- state ------------------------------------------------------------------------------
