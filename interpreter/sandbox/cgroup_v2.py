@@ -130,7 +130,7 @@ class CgroupV2(CgroupDriver):
             )
         try:
             cgroupfs.write(
-                cgroup / "cgroup.subtree_control", " ".join(f"+{c}" for c in CONTROLLERS)
+                cgroup / "cgroup.subtree_control", ENABLE
             )
         except OSError as exc:
             if exc.errno != errno.EBUSY or not self._leave(cgroup):
@@ -142,7 +142,7 @@ class CgroupV2(CgroupDriver):
                     "with memory and pids enabled"
                 ) from exc
             cgroupfs.write(
-                cgroup / "cgroup.subtree_control", " ".join(f"+{c}" for c in CONTROLLERS)
+                cgroup / "cgroup.subtree_control", ENABLE
             )
 
     @staticmethod

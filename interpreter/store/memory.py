@@ -15,13 +15,12 @@ class MemoryStore:
         self.jobs: dict[str, Job] = {}
         self.outputs: dict[str, CapturedOutput] = {}
         self._seq = itertools.count(1)
-        self.closed = False
 
     async def open(self) -> None:
-        self.closed = False
+        return None
 
     async def close(self) -> None:
-        self.closed = True
+        return None
 
     async def create(self, job: Job) -> Job:
         job = job.evolve(seq=next(self._seq))
