@@ -268,3 +268,21 @@ def test_rate_limit_and_pending_cap_hold_across_replicas(cluster: Cluster) -> No
     over = clients[0].post("/execute", json=body)
     assert over.status_code == 429 and "rate limit exceeded" in over.json()["detail"]
     assert int(over.headers["Retry-After"]) > 0
+
+
+def test_a_stopped_worker_cancels_what_outlives_its_grace_period(cluster: Cluster) -> None:
+    api = cluster.api()
+    worker = cluster.worker(INTERPRETER_SHUTDOWN_GRACE_S="0.5")
+    cluster.wait_workers(1)
+    client = api.client()
+    marker = f"MARK{uuid.uuid4().hex}"
+    job_id = submit(client, f"import time  # {marker}\ntime.sleep(60)", timeout=120)
+    wait_for_status(client, job_id, {"running"}, 15)
+
+    took_s = worker.stop()  # SIGTERM
+
+    assert took_s < 10
+    full = results(client, job_id)
+    assert full["status"] == "cancelled", full
+    assert full["error_message"] == "cancelled: the server shut down during execution"
+    assert not marked_processes(marker), "the job's process outlived its worker"
