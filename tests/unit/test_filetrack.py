@@ -4,6 +4,7 @@ import os
 import stat
 from pathlib import Path
 
+from interpreter import tree
 from interpreter.executor import ScanLimits
 from interpreter.filetrack import EMPTY, FileStat, Snapshot, diff, disk_usage, scan, scan_async
 
@@ -116,3 +117,59 @@ def test_disk_usage_counts_the_tree_and_never_follows_a_symlink(tmp_path: Path) 
     used = disk_usage(work, ScanLimits())
 
     assert 1 << 20 <= used < 2 << 20  # the 1 MiB file, not the 4 MiB one behind the link
+
+
+def _chain(base: Path, depth: int) -> tuple[str, int]:
+    """``depth`` nested directories ``dir`` under ``base`` with a file ``leaf`` at the bottom,
+    made by descriptor: the leaf's absolute path and a descriptor of its directory."""
+    fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(depth):
+        os.mkdir("dir", dir_fd=fd)
+        deeper = os.open("dir", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = deeper
+    os.close(os.open("leaf", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
+    return str(base) + "/dir" * depth + "/leaf", fd
+
+
+async def test_a_file_under_a_path_longer_than_path_max_is_found_and_its_changes_reported(
+    tmp_path: Path,
+) -> None:
+    leaf, bottom = _chain(tmp_path, 1200)  # deeper than the recursion limit too
+    try:
+        assert len(leaf) > 4096
+        before = await scan_async(tmp_path, LIMITS)
+        assert list(before.entries) == [leaf] and before.complete
+        out = os.open("leaf", os.O_WRONLY | os.O_APPEND, dir_fd=bottom)
+        os.write(out, b"x" * 100_000)
+        os.close(out)
+        os.close(os.open("new", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=bottom))
+        changes = diff(before, await scan_async(tmp_path, LIMITS))
+        assert changes.modified == (leaf,)
+        assert changes.created == (leaf.removesuffix("leaf") + "new",)
+        assert disk_usage(tmp_path, LIMITS) >= 100_000
+    finally:
+        os.close(bottom)
+        tree.remove_path(tmp_path / "dir")
+
+
+def test_scan_of_a_descriptor_is_not_redirected_by_a_component_swapped_for_a_symlink(
+    tmp_path: Path,
+) -> None:
+    workspaces = tmp_path / "workspaces"
+    (workspaces / "proj" / "sub").mkdir(parents=True)
+    (workspaces / "proj" / "sub" / "mine").write_text("x")
+    outside = tmp_path / "outside"
+    (outside / "sub").mkdir(parents=True)
+    (outside / "sub" / "SECRET").write_text("host")
+    root = os.open(workspaces, os.O_RDONLY | os.O_DIRECTORY)
+    cwd = tree.open_beneath(root, "proj/sub")
+    try:
+        (workspaces / "proj").rename(workspaces / "moved")  # the job swaps a component
+        (workspaces / "proj").symlink_to(outside)
+        shown = workspaces / "proj" / "sub"
+        snapshot = scan(shown, LIMITS, root_fd=cwd)
+        assert list(snapshot.entries) == [str(shown / "mine")]
+    finally:
+        os.close(cwd)
+        os.close(root)
