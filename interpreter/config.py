@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     bash_command: str | None = None
     languages_json: str | None = Field(None, alias="INTERPRETER_LANGUAGES")
 
+    # Left unset, authentication is on exactly when keys are given (see ``authentication``).
     enable_authentication: bool = Field(False, alias="INTERPRETER_AUTH")
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     api_keys_file: Path | None = None
@@ -88,8 +89,9 @@ class Settings(BaseSettings):
     max_memory_limit_bytes: int = Field(
         4 * 2**30, ge=16 * 2**20, alias="INTERPRETER_MAX_MEMORY_LIMIT"
     )
-    process_limit: int = Field(128, ge=1, alias="INTERPRETER_PROCESS_LIMIT")
-    max_process_limit: int = Field(1024, ge=1, alias="INTERPRETER_MAX_PROCESS_LIMIT")
+    # At least 3 tasks: the sandbox's own 2 (bubblewrap and its pid 1) and the job's process.
+    process_limit: int = Field(128, ge=3, alias="INTERPRETER_PROCESS_LIMIT")
+    max_process_limit: int = Field(1024, ge=3, alias="INTERPRETER_MAX_PROCESS_LIMIT")
     file_size_limit_bytes: int = Field(256 * 2**20, ge=2**20, alias="INTERPRETER_FILE_SIZE_LIMIT")
     max_file_size_limit_bytes: int = Field(
         4 * 2**30, ge=2**20, alias="INTERPRETER_MAX_FILE_SIZE_LIMIT"
@@ -101,7 +103,17 @@ class Settings(BaseSettings):
         8 * 2**30, ge=2**20, alias="INTERPRETER_MAX_WORKSPACE_LIMIT"
     )
     tmp_limit_bytes: int = Field(64 * 2**20, ge=2**20, alias="INTERPRETER_TMP_LIMIT")
+    # Files, directories and links a job may make in its working directory (the inode count of
+    # the filesystem it writes to), set by the server only.
+    workspace_files_limit: int = Field(
+        200_000, ge=64, le=4_000_000, alias="INTERPRETER_WORKSPACE_FILES"
+    )
     cgroup_parent: str | None = None  # jobs' cgroups go under it; default <own>/interpreter-jobs
+    # Host uids jobs run as, one per running job, "first-last"; never 0 or the server's own.
+    sandbox_uids: str = Field("2000000000-2000065535", pattern=r"^\d+-\d+$")
+    # Machine-wide: the uid locks every server and worker here shares, and each data directory's
+    # mount points and /etc for its jobs. Root-owned, searchable, never writable by jobs.
+    sandbox_run_dir: Path = Path("/run/interpreter")
 
     _split_keys = field_validator("api_keys", "cors_origins", mode="before")(_split_csv)
 
@@ -122,6 +134,12 @@ class Settings(BaseSettings):
         if self.worker_lost_after_s <= self.worker_heartbeat_s:
             raise ValueError(
                 "INTERPRETER_WORKER_LOST_AFTER must be longer than INTERPRETER_WORKER_HEARTBEAT"
+            )
+        first, last = self.sandbox_uid_range
+        if not 0 < first <= last < 2**32 - 1:
+            raise ValueError(
+                "INTERPRETER_SANDBOX_UIDS must be first-last with 0 < first <= last < 4294967295; "
+                f"got {self.sandbox_uids}"
             )
         return self
 
@@ -163,12 +181,30 @@ class Settings(BaseSettings):
         return self.worker_concurrency or self.max_jobs
 
     @property
+    def sandbox_uid_range(self) -> tuple[int, int]:
+        first, _, last = self.sandbox_uids.partition("-")
+        return int(first), int(last)
+
+    @property
     def outputs_dir(self) -> Path:
         return self.data_dir / "outputs"
 
     @property
     def scratch_dir(self) -> Path:
         return self.data_dir / "scratch"
+
+    @property
+    def api_keys_given(self) -> bool:
+        """INTERPRETER_API_KEYS or INTERPRETER_API_KEYS_FILE is set (even to nothing)."""
+        return "api_keys" in self.model_fields_set or self.api_keys_file is not None
+
+    @property
+    def authentication(self) -> bool:
+        """Whether requests need an API key: INTERPRETER_AUTH when it is set, else whether keys
+        are given. Keys with INTERPRETER_AUTH=false is refused at start (``create_app``)."""
+        if "enable_authentication" in self.model_fields_set:
+            return self.enable_authentication
+        return self.api_keys_given
 
     def all_api_keys(self) -> list[str]:
         """Keys from INTERPRETER_API_KEYS and from INTERPRETER_API_KEYS_FILE (one per line)."""

@@ -15,8 +15,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from interpreter import __version__
 from interpreter.api import errors
+from interpreter.api.auth import RequireApiKey
 from interpreter.api.bodylimit import BodySizeLimit
 from interpreter.api.deps import AppParts
+from interpreter.api.openapi import document_api_keys
 from interpreter.api.ratelimit import ExecuteRateLimit, RateLimiter
 from interpreter.api.routes import jobs, sandbox, system
 from interpreter.config import Settings
@@ -77,13 +79,44 @@ class AccessLog:
             )
 
 
-def build_parts(settings: Settings, store: JobStore | None = None) -> AppParts:
-    keys = tuple(settings.all_api_keys()) if settings.enable_authentication else ()
-    if settings.enable_authentication and not keys:
+OPEN_ROUTES = ("/health", "/languages", "/metrics")  # answered without a key
+
+
+def open_paths(app: FastAPI) -> set[str]:
+    """The paths a request without a key may reach: OPEN_ROUTES and the API documentation."""
+    pages = [app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url]
+    return {*OPEN_ROUTES, *(url for url in pages if url)}
+
+
+def api_keys(settings: Settings) -> tuple[str, ...]:
+    """The keys a request must present; empty when authentication is off. Refuses settings
+    that would leave the server open although keys are given, or closed to every key."""
+    if not settings.authentication:
+        if settings.api_keys_given:
+            raise ConfigurationError(
+                "INTERPRETER_AUTH=false, yet API keys are given (INTERPRETER_API_KEYS or "
+                "INTERPRETER_API_KEYS_FILE): the server would accept requests without a key. "
+                "Unset INTERPRETER_AUTH (keys turn authentication on) or set it to true; to run "
+                "without authentication, unset INTERPRETER_API_KEYS and INTERPRETER_API_KEYS_FILE"
+            )
+        return ()
+    try:
+        keys = tuple(settings.all_api_keys())
+    except OSError as exc:
         raise ConfigurationError(
-            "authentication is enabled but no API key is configured: set INTERPRETER_API_KEYS "
+            f"cannot read INTERPRETER_API_KEYS_FILE={settings.api_keys_file}: {exc.strerror or exc}"
+        ) from None
+    if not keys:
+        raise ConfigurationError(
+            "authentication is on (INTERPRETER_AUTH=true, or INTERPRETER_API_KEYS or "
+            "INTERPRETER_API_KEYS_FILE set) but no API key is configured: set INTERPRETER_API_KEYS "
             "(comma-separated) or INTERPRETER_API_KEYS_FILE (one key per line)"
         )
+    return keys
+
+
+def build_parts(settings: Settings, store: JobStore | None = None) -> AppParts:
+    keys = api_keys(settings)
     if settings.enable_cors and "*" in settings.cors_origins:
         logger.warning("CORS allows every origin; credentials are disabled for it")
     registry = LanguageRegistry.from_settings(settings)
@@ -176,9 +209,13 @@ def create_app(settings: Settings | None = None, store: JobStore | None = None) 
     app.include_router(jobs.router)
     app.include_router(system.router)
     app.include_router(sandbox.router)
-    # Outermost last: the access log sees every answer, CORS headers reach the limits' answers,
-    # and a rate-limited submission is refused before any of its body is read, chunked or not.
+    # Outermost last: the access log sees every answer, CORS headers reach the others' answers;
+    # a rate-limited submission is refused before any of its body is read, chunked or not, and
+    # so is a request without a valid key (after the rate limit, which counts guesses too).
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    if parts.api_keys:
+        app.add_middleware(RequireApiKey, api_keys=parts.api_keys, open_paths=open_paths(app))
+        document_api_keys(app, open_paths(app))
     app.add_middleware(ExecuteRateLimit, limiter=limiter, api_keys=parts.api_keys)
     if settings.enable_cors:
         origins = settings.cors_origins

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import hmac
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 
+from interpreter.api.auth import require_owner
 from interpreter.config import Settings
-from interpreter.errors import AuthenticationFailed
 from interpreter.languages import LanguageRegistry
 from interpreter.metrics import Metrics
 from interpreter.queue import JobQueue
 from interpreter.runner import JobRunner
-from interpreter.service import JobService, owner_of
+from interpreter.service import JobService
 from interpreter.store.base import JobStore
 
 
@@ -28,7 +26,7 @@ class AppParts:
     runner: JobRunner | None  # None: this process runs no job (an API-only replica)
     service: JobService
     metrics: Metrics
-    api_keys: tuple[str, ...]
+    api_keys: tuple[str, ...]  # empty: authentication is off
     started_monotonic: float
 
 
@@ -46,36 +44,12 @@ async def get_service(request: Request) -> JobService:
     return parts.service
 
 
-def presented_key(headers: Mapping[str, str]) -> str | None:
-    """The key in X-API-Key or Authorization: Bearer, if any."""
-    if key := headers.get("x-api-key"):
-        return key
-    scheme, _, token = headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    return None
-
-
-def is_known_key(presented: str, keys: Sequence[str]) -> bool:
-    matched = False
-    for key in keys:  # compare against every key, in constant time each
-        matched |= hmac.compare_digest(presented.encode(), key.encode())
-    return matched
-
-
 async def authenticate(request: Request) -> str | None:
     """The caller's owner id (hash of its key), or None when authentication is off."""
     parts: AppParts = request.app.state.parts
-    if not parts.settings.enable_authentication:
+    if not parts.api_keys:
         return None
-    presented = presented_key(request.headers)
-    if presented is None:
-        raise AuthenticationFailed(
-            "Missing API key: send it in the X-API-Key header or as Authorization: Bearer <key>"
-        )
-    if not is_known_key(presented, parts.api_keys):
-        raise AuthenticationFailed("Invalid API key")
-    return owner_of(presented)
+    return require_owner(request.headers, parts.api_keys)
 
 
 PartsDep = Annotated[AppParts, Depends(get_parts)]

@@ -37,6 +37,10 @@ STATUS_CODES: list[tuple[type[InterpreterError], int]] = [
     (StoreError, 503),  # the database is down or locked: retry, nothing was accepted
 ]
 STORE_RETRY_AFTER_S = 1.0
+# What a client reads of the server's own failures: their words (a driver's, the sandbox's) may
+# name host paths, hosts or internals, so they go to the log only.
+INTERNAL_ERROR = "Internal server error"
+STORE_UNAVAILABLE = "The job store is unavailable; retry later"
 
 
 def safe_text(value: object) -> str:
@@ -49,6 +53,15 @@ def status_code_for(exc: InterpreterError) -> int:
         if isinstance(exc, kind):
             return code
     return 500
+
+
+def client_detail(exc: InterpreterError) -> str:
+    """The detail a client reads: the message, except for the server's own failures."""
+    if isinstance(exc, StoreError):
+        return STORE_UNAVAILABLE
+    if status_code_for(exc) >= 500 and not isinstance(exc, ServiceUnavailable):
+        return INTERNAL_ERROR
+    return exc.message
 
 
 def retry_after(seconds: float) -> str:
@@ -66,7 +79,8 @@ def error_response(exc: InterpreterError, headers: dict[str, str] | None = None)
         headers["Retry-After"] = retry_after(exc.retry_after_s)
     if isinstance(exc, StoreError):
         headers["Retry-After"] = retry_after(STORE_RETRY_AFTER_S)
-    return JSONResponse({"detail": safe_text(exc.message)}, status_code=code, headers=headers)
+    detail = safe_text(client_detail(exc))
+    return JSONResponse({"detail": detail}, status_code=code, headers=headers)
 
 
 async def _interpreter_error(request: Request, exc: Exception) -> JSONResponse:
@@ -92,7 +106,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error", extra={"path": request.url.path})
-    return JSONResponse({"detail": "Internal server error"}, status_code=500)
+    return JSONResponse({"detail": INTERNAL_ERROR}, status_code=500)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

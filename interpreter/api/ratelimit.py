@@ -30,11 +30,10 @@ from limits.storage import storage_from_string
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from interpreter.api.deps import is_known_key, presented_key
+from interpreter.api.auth import known_owner, route_path
 from interpreter.api.errors import error_response, retry_after
 from interpreter.config import Settings
 from interpreter.errors import ConfigurationError, RateLimited
-from interpreter.service import owner_of
 
 logger = logging.getLogger(__name__)
 
@@ -171,18 +170,12 @@ def client_address(scope: Scope) -> str:
     return str(ipaddress.IPv6Network((int(address) >> 64 << 64, 64)))
 
 
-def route_path(scope: Scope) -> str:
-    path: str = scope["path"]
-    root: str = scope.get("root_path", "")
-    return path[len(root) :] if root and path.startswith(root) else path
-
-
 class ExecuteRateLimit:
     """Pure ASGI: one hit per ``POST /execute`` before the body is read; 429 over the limit.
 
     The identity is the owner of a valid API key (the hash that owns its jobs), or else the
     client's address: without authentication, and for requests whose key is missing or wrong
-    (which the route then answers 401), so that guessing keys is limited too."""
+    (answered 401 next, by ``RequireApiKey``), so that guessing keys is limited too."""
 
     def __init__(self, app: ASGIApp, limiter: RateLimiter, api_keys: tuple[str, ...]) -> None:
         self.app = app
@@ -203,8 +196,6 @@ class ExecuteRateLimit:
         await self.app(scope, receive, send)
 
     def identity(self, scope: Scope) -> str:
-        if self.api_keys:
-            key = presented_key(Headers(scope=scope))
-            if key is not None and is_known_key(key, self.api_keys):
-                return f"key:{owner_of(key)}"
+        if self.api_keys and (owner := known_owner(Headers(scope=scope), self.api_keys)):
+            return f"key:{owner}"
         return f"addr:{client_address(scope)}"

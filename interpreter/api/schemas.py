@@ -6,9 +6,10 @@ import json
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from interpreter.job import JobStatus, TerminationReason
+from interpreter.sandbox.limits import MIN_PROCESSES, below_minimum
 
 MAX_METADATA_DEPTH = 32
 MAX_METADATA_BYTES = 64 * 1024
@@ -50,13 +51,25 @@ class LimitsRequest(BaseModel):
         None, ge=16 * 2**20, description="Memory (cgroup: RSS, page cache, /tmp), no swap"
     )
     processes: int | None = Field(
-        None, ge=1, description="Tasks (processes and threads) running at once"
+        None,
+        ge=MIN_PROCESSES,
+        description="Tasks (processes and threads) running at once, the sandbox's own 2 "
+        f"included: at least {MIN_PROCESSES}; node needs about 9",
     )
     file_size_bytes: int | None = Field(None, ge=2**20, description="Largest file written")
     open_files: int | None = Field(None, ge=16, description="Open file descriptors per process")
     workspace_bytes: int | None = Field(
         None, ge=2**20, description="Disk used in the working directory"
     )
+
+    @field_validator("processes", mode="before")
+    @classmethod
+    def _enough_processes(cls, value: Any) -> Any:
+        """Below the minimum: say why there is one, before the bare bound would."""
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if value < MIN_PROCESSES:
+                raise ValueError(below_minimum("processes", value))
+        return value
 
 
 class ExecuteRequest(BaseModel):

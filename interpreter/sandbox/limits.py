@@ -15,7 +15,14 @@ from typing import Any, NamedTuple
 from interpreter.config import Settings
 from interpreter.errors import ConfigurationError, InvalidRequest
 
-__all__ = ["LIMITS", "ResourceLimits", "describe_bytes", "resolve_limits"]
+__all__ = [
+    "LIMITS",
+    "MIN_PROCESSES",
+    "ResourceLimits",
+    "below_minimum",
+    "describe_bytes",
+    "resolve_limits",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,17 +61,31 @@ class ResourceLimits:
         return dataclasses.replace(fallback, **{k: v for k, v in data.items() if k in known})
 
 
+# Tasks of a job that are the sandbox's own: bubblewrap and the pid 1 it starts in the job's pid
+# namespace. With 1 task bubblewrap cannot create its namespaces, with 2 it cannot fork pid 1;
+# 3 runs `print(1)` or `echo hi`, 4 a pipe or a subprocess. Node needs about 9 (its threads).
+SANDBOX_TASKS = 2
+MIN_PROCESSES = SANDBOX_TASKS + 1
+
+
 class _Limit(NamedTuple):
     default: str  # the Settings field of the default
     maximum: str  # the Settings field of the maximum
     minimum: float  # what a request may ask at least (0: anything above 0)
     unit: str  # "s", "bytes" or "" (a count)
+    why: str = ""  # why the minimum, when it is not obvious
 
 
 LIMITS: dict[str, _Limit] = {
     "cpu_time_s": _Limit("cpu_time_limit_s", "max_cpu_time_limit_s", 0, "s"),
     "memory_bytes": _Limit("memory_limit_bytes", "max_memory_limit_bytes", 16 * 2**20, "bytes"),
-    "processes": _Limit("process_limit", "max_process_limit", 1, ""),
+    "processes": _Limit(
+        "process_limit",
+        "max_process_limit",
+        MIN_PROCESSES,
+        "",
+        f"the sandbox's own processes need {SANDBOX_TASKS}",
+    ),
     "file_size_bytes": _Limit("file_size_limit_bytes", "max_file_size_limit_bytes", 2**20, "bytes"),
     "open_files": _Limit("open_files_limit", "max_open_files_limit", 16, ""),
     "workspace_bytes": _Limit("workspace_limit_bytes", "max_workspace_limit_bytes", 2**20, "bytes"),
@@ -88,6 +109,14 @@ def _describe(value: float, unit: str) -> str:
     if unit == "bytes":
         return f"{int(value)} ({describe_bytes(value)})"
     return f"{value:g} s" if unit == "s" else f"{value:g}"
+
+
+def below_minimum(name: str, value: float) -> str:
+    """What is wrong with ``value``, below the minimum of limit ``name``."""
+    spec = LIMITS[name]
+    least = f"at least {_describe(spec.minimum, spec.unit)}" if spec.minimum else "above 0"
+    why = f" ({spec.why})" if spec.why else ""
+    return f"limits.{name} must be {least}{why}; got {_describe(value, spec.unit)}"
 
 
 def resolve_limits(
@@ -114,8 +143,7 @@ def resolve_limits(
                 f"({env_name(spec.maximum)}); got {_describe(value, spec.unit)}"
             )
         elif value <= 0 or value < spec.minimum:
-            least = f"at least {_describe(spec.minimum, spec.unit)}" if spec.minimum else "above 0"
-            problems.append(f"limits.{name} must be {least}; got {_describe(value, spec.unit)}")
+            problems.append(below_minimum(name, value))
         else:
             changes[name] = float(value) if spec.unit == "s" else int(value)
     if problems:

@@ -25,6 +25,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         tmp_path_factory.mktemp("bad-input"),
         INTERPRETER_MAX_CODE_BYTES=str(MAX_CODE_BYTES),
         INTERPRETER_MAX_TIMEOUT=str(MAX_TIMEOUT_S),
+        INTERPRETER_RATE_LIMIT="10000/minute",  # every test submits; none tests the limit
     ) as server:
         yield server
 
@@ -215,11 +216,43 @@ def test_unknown_job_detail_is_the_specs(server: ServerProcess) -> None:
         {"status": "bogus"},
         {"cursor": "abc"},
         {"cursor": "-1"},
+        {"cursor": "9" * 26},
+        {"cursor": str(2**63)},
+        {"cursor": "\u00b2"},
     ],
     ids=lambda p: ",".join(f"{k}={v}" for k, v in p.items()),
 )
 def test_bad_jobs_list_query_is_422(client: httpx.Client, params: dict[str, Any]) -> None:
     expect_error(client.get("/jobs", params=params), 422)
+
+
+def test_cursor_out_of_range_says_the_range(client: httpx.Client) -> None:
+    detail = expect_error(client.get("/jobs", params={"cursor": "9" * 26}), 422)
+    assert detail == (
+        "cursor must be the next_cursor of a previous page: "
+        "a whole number from 0 to 9223372036854775807"
+    )
+
+
+@pytest.mark.parametrize("wait", ["nan", "inf", "-1", "61"])
+def test_wait_out_of_range_is_422(client: httpx.Client, wait: str) -> None:
+    job_id = submit(client, "print(1)")
+    expect_error(client.get(f"/jobs/{job_id}/status", params={"wait": wait}), 422)
+
+
+@pytest.mark.parametrize("processes", [0, 1, 2])
+def test_processes_below_what_the_sandbox_needs_is_422_saying_the_minimum(
+    client: httpx.Client, processes: int
+) -> None:
+    body = {"code": "print(1)", "limits": {"processes": processes}}
+    detail = expect_error(client.post("/execute", json=body), 422)
+    assert "limits.processes must be at least 3 (the sandbox's own processes need 2)" in str(detail)
+
+
+def test_the_fewest_processes_allowed_still_run_a_job(client: httpx.Client) -> None:
+    job_id = submit(client, "print('three')", limits={"processes": 3})
+    assert wait_final(client, job_id)["status"] == "completed"
+    assert client.get(f"/results/{job_id}").json()["stdout"] == "three\n"
 
 
 def test_unknown_route_and_method_are_json_4xx(server: ServerProcess) -> None:

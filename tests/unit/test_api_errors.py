@@ -157,17 +157,36 @@ async def test_code_size_counts_bytes_not_characters(make_api) -> None:
 
 # -- working directory ---------------------------------------------------------------------------
 @pytest.mark.parametrize("directory", ["../x", "a/../../x", "/etc", "/"])
-async def test_working_directory_outside_the_root_is_422_naming_the_root(
-    api, directory: str
-) -> None:
+async def test_working_directory_outside_the_root_is_422(api, directory: str) -> None:
     response = await api.client.post(
         "/execute", json={"code": "print(1)", "working_directory": directory}
     )
 
     assert response.status_code == 422
-    detail = detail_text(response)
-    assert "working_directory" in detail
-    assert str(api.workspace_root) in detail
+    assert "working_directory" in detail_text(response)
+
+
+@pytest.mark.parametrize(
+    "directory",
+    ["..", "../x", "a/../../x", "/etc", "/", "/tmp/elsewhere", "escape", "escape/deeper"],
+)
+async def test_a_refused_working_directory_never_shows_a_host_path(
+    api, tmp_path, directory: str
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir(exist_ok=True)
+    link = api.workspace_root / "escape"
+    if not link.is_symlink():
+        os.symlink(outside, link)  # inside the root, pointing out of it
+
+    response = await api.client.post(
+        "/execute", json={"code": "print(1)", "working_directory": directory}
+    )
+
+    assert response.status_code == 422
+    text = response.text
+    for host_path in {str(api.settings.data_dir), str(api.workspace_root), str(tmp_path)}:
+        assert host_path not in text, f"{directory!r}: {text}"
 
 
 async def test_symlink_inside_the_root_pointing_out_is_422(api, tmp_path) -> None:
@@ -180,7 +199,6 @@ async def test_symlink_inside_the_root_pointing_out_is_422(api, tmp_path) -> Non
             "/execute", json={"code": "print(1)", "working_directory": directory}
         )
         assert response.status_code == 422, directory
-        assert str(api.workspace_root) in detail_text(response)
     assert list(outside.iterdir()) == []
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from interpreter.errors import StoreError
+import httpx
+
+from interpreter.errors import ExecutionError, StoreError
 from interpreter.job import Job, JobStatus
 from interpreter.store.memory import MemoryStore
 
@@ -108,5 +110,43 @@ async def test_a_store_outage_at_submission_is_a_503_to_retry(make_api) -> None:
 
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "1"
-    assert response.json() == {"detail": "job store error: OperationalError: database is locked"}
+    assert response.json() == {"detail": "The job store is unavailable; retry later"}
     assert (await api.client.get("/languages")).status_code == 200  # and it goes on serving
+
+
+class ReadFails(MemoryStore):
+    """Every read fails the way a driver says it, naming the socket it could not reach."""
+
+    async def list(self, *args: Any, **kwargs: Any) -> Any:
+        raise StoreError(
+            "job store error: OperationalError: connection to server on socket "
+            '"/var/run/postgresql/.s.PGSQL.5432" failed: No such file or directory'
+        )
+
+
+async def test_a_store_outage_answers_503_without_the_drivers_words(make_api, caplog) -> None:
+    api = await make_api(store=ReadFails())
+
+    response = await api.client.get("/jobs")
+
+    assert response.status_code == 503
+    assert "/var/run/postgresql" not in response.text
+    assert response.json() == {"detail": "The job store is unavailable; retry later"}
+    assert any("/var/run/postgresql" in r.getMessage() for r in caplog.records)  # for the operator
+
+
+async def test_an_internal_error_answers_500_without_its_message(make_api, caplog) -> None:
+    api = await make_api()
+    secret_path = str(api.settings.data_dir / "scratch" / "job")
+
+    def fail(*args: Any, **kwargs: Any) -> Any:
+        raise ExecutionError(f"cannot prepare the job's directories: {secret_path}: EACCES")
+
+    api.app.state.parts.service.validate = fail
+    transport = httpx.ASGITransport(app=api.app)  # without the fixture's check that forbids a 500
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.post("/execute", json={"code": "print(1)"})
+
+    assert response.status_code == 500
+    assert response.json() == {"detail": "Internal server error"}
+    assert any(secret_path in r.getMessage() for r in caplog.records)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 
 async def submit_and_finish(api, count: int) -> list[str]:
     ids = [await api.submit("true", "shell") for _ in range(count)]
@@ -102,3 +104,27 @@ async def test_bad_cursor_is_a_client_error_with_a_json_detail(api) -> None:
         assert 400 <= response.status_code < 500, (cursor, response.status_code)
         detail = response.json()["detail"]
         assert detail, cursor
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    ["99999999999999999999999999", "9223372036854775808", "9" * 5000, "\u00b2", "\u0663"],
+    ids=["26-digits", "2**63", "5000-digits", "superscript-two", "arabic-indic-three"],
+)
+async def test_cursor_beyond_a_sequence_number_is_422_saying_the_range(api, cursor: str) -> None:
+    response = await api.client.get("/jobs", params={"cursor": cursor})
+
+    assert response.status_code == 422
+    assert response.json() == {
+        "detail": "cursor must be the next_cursor of a previous page: "
+        "a whole number from 0 to 9223372036854775807"
+    }
+
+
+async def test_the_largest_cursor_is_a_page_before_every_job(api) -> None:
+    job_id = await api.submit("print(1)")
+
+    response = await api.client.get("/jobs", params={"cursor": str(2**63 - 1)})
+
+    assert response.status_code == 200
+    assert [job["job_id"] for job in response.json()["jobs"]] == [job_id]

@@ -65,6 +65,18 @@ async def test_wait_out_of_range_is_422(api, wait: str) -> None:
     assert response.json()["detail"][0]["loc"] == ["query", "wait"]
 
 
+@pytest.mark.parametrize("wait", ["nan", "inf", "-inf", "1e999"])
+async def test_wait_that_is_not_a_finite_number_is_422_saying_so(api, wait: str) -> None:
+    job_id = await api.submit("print(1)")
+
+    response = await api.client.get(f"/jobs/{job_id}/status", params={"wait": wait})
+
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["query", "wait"]
+    assert error["msg"] == "Input should be a finite number"
+
+
 async def test_wait_on_an_unknown_job_is_404_at_once(api) -> None:
     started = time.monotonic()
     response = await api.client.get(

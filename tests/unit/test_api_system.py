@@ -235,6 +235,68 @@ async def test_openapi_documents_every_route_and_its_errors(api) -> None:
     assert execute["requestBody"]["content"]["application/json"]["schema"]
 
 
+ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
+JOB_OPERATIONS = [
+    ("/jobs/{job_id}/status", "get"),
+    ("/results/{job_id}", "get"),
+    ("/jobs/{job_id}/results", "get"),
+    ("/jobs/{job_id}/cancel", "post"),
+    ("/jobs/{job_id}", "delete"),
+    ("/jobs", "get"),
+]
+
+
+def error_schema(operation: dict, code: str) -> object:
+    return operation["responses"][code]["content"]["application/json"]["schema"]
+
+
+async def test_openapi_lists_the_errors_of_execute_and_the_job_routes(api) -> None:
+    paths = (await api.client.get("/openapi.json")).json()["paths"]
+
+    execute = paths["/execute"]["post"]
+    for code in ("400", "413", "422", "429", "503"):
+        assert error_schema(execute, code) == ERROR_REF, code
+    for path, method in JOB_OPERATIONS:
+        operation = paths[path][method]
+        assert error_schema(operation, "503") == ERROR_REF, path
+        if method == "get":
+            assert error_schema(operation, "422") == ERROR_REF, path
+        if path != "/jobs":
+            assert error_schema(operation, "404") == ERROR_REF, path
+
+
+async def test_openapi_declares_the_api_key_schemes_where_a_key_is_needed(make_api) -> None:
+    api = await make_api(api_keys=["k1"])
+
+    document = (await api.client.get("/openapi.json")).json()
+
+    schemes = document["components"]["securitySchemes"]
+    assert {"type": "apiKey", "in": "header", "name": "X-API-Key"}.items() <= schemes[
+        "ApiKeyHeader"
+    ].items()
+    assert {"type": "http", "scheme": "bearer"}.items() <= schemes["BearerKey"].items()
+    either = [{"ApiKeyHeader": []}, {"BearerKey": []}]
+    paths = document["paths"]
+    for path, method in [("/execute", "post"), ("/sandbox", "get"), *JOB_OPERATIONS]:
+        operation = paths[path][method]
+        assert operation["security"] == either, path
+        assert error_schema(operation, "401") == ERROR_REF, path
+    for path in ("/health", "/languages", "/metrics"):
+        assert "security" not in paths[path]["get"], path
+        assert "401" not in paths[path]["get"]["responses"], path
+
+
+async def test_without_authentication_the_openapi_asks_for_no_key(api) -> None:
+    document = (await api.client.get("/openapi.json")).json()
+
+    assert "securitySchemes" not in document.get("components", {})
+    assert all(
+        "security" not in operation and "401" not in operation["responses"]
+        for operations in document["paths"].values()
+        for operation in operations.values()
+    )
+
+
 # -- logs ----------------------------------------------------------------------------------------
 STANDARD_RECORD_FIELDS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 

@@ -30,17 +30,33 @@ WaitQuery = Annotated[
     Query(
         ge=0,
         le=MAX_WAIT_S,
+        allow_inf_nan=False,
         description="Long poll: answer as soon as the job is final, or after this many seconds "
         "with its current status (0, the default, answers at once)",
     ),
 ]
 
+MAX_CURSOR = 2**63 - 1  # sequence numbers are signed 64-bit integers in every store
+CursorQuery = Annotated[
+    str | None,
+    Query(
+        description="The next_cursor of a previous page",
+        json_schema_extra={"pattern": "^[0-9]{1,19}$"},
+    ),
+]
+
 Responses = dict[int | str, dict[str, Any]]
 
-NOT_FOUND: Responses = {
-    404: {"model": ErrorResponse, "description": "Job not found (or not yours)"}
-}
-AUTH: Responses = {401: {"model": ErrorResponse, "description": "Missing or invalid API key"}}
+
+def error(description: str) -> dict[str, Any]:
+    return {"model": ErrorResponse, "description": description}
+
+
+# 401 (missing or invalid API key) is declared with the security schemes when keys are required.
+STORE_DOWN: Responses = {503: error("The job store is unavailable; retry after Retry-After")}
+NOT_FOUND: Responses = {404: error("Job not found (or not yours)"), **STORE_DOWN}
+BAD_WAIT: Responses = {422: error(f"wait is not a number of seconds from 0 to {MAX_WAIT_S:g}")}
+READ_RESPONSES: Responses = {**NOT_FOUND, **BAD_WAIT}
 
 
 def _metadata(job: Job) -> dict[str, Any]:
@@ -68,13 +84,11 @@ def status_view(job: Job) -> StatusResponse:
     "/execute",
     response_model=ExecuteResponse,
     responses={
-        **AUTH,
-        413: {"model": ErrorResponse, "description": "Code larger than the configured maximum"},
-        422: {
-            "model": ErrorResponse,
-            "description": "Invalid body, language, timeout, directory or limits",
-        },
-        503: {"model": ErrorResponse, "description": "Shutting down or too many pending jobs"},
+        400: error("The body could not be read"),
+        413: error("Body or code larger than the configured maximum"),
+        422: error("Invalid body, language, timeout, directory, environment or limits"),
+        429: error("Rate limit exceeded, or too many of this key's jobs pending (Retry-After)"),
+        503: error("Shutting down, too many pending jobs, or the job store is unavailable"),
     },
 )
 async def execute(body: ExecuteRequest, service: ServiceDep, owner: OwnerDep) -> ExecuteResponse:
@@ -95,7 +109,7 @@ async def execute(body: ExecuteRequest, service: ServiceDep, owner: OwnerDep) ->
     return ExecuteResponse(job_id=job.id, status=job.status, estimated_start_time=estimate)
 
 
-@router.get("/jobs/{job_id}/status", response_model=StatusResponse, responses={**AUTH, **NOT_FOUND})
+@router.get("/jobs/{job_id}/status", response_model=StatusResponse, responses=READ_RESPONSES)
 async def job_status(
     job_id: str, service: ServiceDep, owner: OwnerDep, wait: WaitQuery = 0
 ) -> StatusResponse:
@@ -103,7 +117,7 @@ async def job_status(
     return status_view(await service.wait_final(job_id, owner, wait))
 
 
-@router.get("/results/{job_id}", response_model=StructuredResult, responses={**AUTH, **NOT_FOUND})
+@router.get("/results/{job_id}", response_model=StructuredResult, responses=READ_RESPONSES)
 async def structured_result(
     job_id: str, service: ServiceDep, owner: OwnerDep, wait: WaitQuery = 0
 ) -> StructuredResult:
@@ -116,7 +130,7 @@ async def structured_result(
     )
 
 
-@router.get("/jobs/{job_id}/results", response_model=FullResult, responses={**AUTH, **NOT_FOUND})
+@router.get("/jobs/{job_id}/results", response_model=FullResult, responses=READ_RESPONSES)
 async def full_result(
     job_id: str, service: ServiceDep, owner: OwnerDep, wait: WaitQuery = 0
 ) -> FullResult:
@@ -161,11 +175,7 @@ async def full_result(
     )
 
 
-CANCEL_RESPONSES: Responses = {
-    **AUTH,
-    **NOT_FOUND,
-    409: {"model": ErrorResponse, "description": "The job has already finished"},
-}
+CANCEL_RESPONSES: Responses = {**NOT_FOUND, 409: error("The job has already finished")}
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=StatusResponse, responses=CANCEL_RESPONSES)
@@ -180,24 +190,34 @@ async def delete_job(job_id: str, service: ServiceDep, owner: OwnerDep) -> Statu
     return status_view(await service.cancel(job_id, owner))
 
 
+CURSOR_RULE = (
+    f"cursor must be the next_cursor of a previous page: a whole number from 0 to {MAX_CURSOR}"
+)
+
+
+def parse_cursor(cursor: str | None) -> int | None:
+    """The sequence number a page starts below; ``InvalidRequest`` unless it could be one."""
+    if cursor is None:
+        return None
+    digits = cursor.isascii() and cursor.isdigit()
+    if not digits or len(cursor) > len(str(MAX_CURSOR)) or int(cursor) > MAX_CURSOR:
+        raise InvalidRequest(CURSOR_RULE)
+    return int(cursor)
+
+
 @router.get(
-    "/jobs", response_model=JobListResponse, responses={**AUTH, 422: {"model": ErrorResponse}}
+    "/jobs",
+    response_model=JobListResponse,
+    responses={422: error("Invalid status, limit or cursor"), **STORE_DOWN},
 )
 async def list_jobs(
     service: ServiceDep,
     owner: OwnerDep,
     status: JobStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: str | None = None,
+    cursor: CursorQuery = None,
 ) -> JobListResponse:
     """Jobs newest first, `limit` a page; follow `next_cursor` for older ones."""
-    before = None
-    if cursor is not None:
-        if not cursor.isdigit():
-            raise InvalidRequest(
-                f"invalid cursor {cursor!r}: pass the next_cursor of a previous page"
-            )
-        before = int(cursor)
-    jobs = await service.list(owner, status, limit, before)
+    jobs = await service.list(owner, status, limit, parse_cursor(cursor))
     next_cursor = str(jobs[-1].seq) if len(jobs) == limit and jobs[-1].seq is not None else None
     return JobListResponse(jobs=[status_view(j) for j in jobs], next_cursor=next_cursor)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from interpreter.api.deps import PartsDep
+from interpreter.api.deps import OwnerDep, PartsDep
 from interpreter.sandbox import LIMITS, ResourceLimits
 
 router = APIRouter(tags=["system"])
@@ -31,12 +32,20 @@ class SandboxInfo(BaseModel):
     tmp_bytes: int = Field(description="Size of a job's private /tmp")
 
 
+def cgroup_version(described: object) -> str:
+    """Only the version of "cgroup v2, jobs under /sys/fs/cgroup/...": no host path."""
+    found = re.match(r"cgroup v[12]\b", str(described))
+    return found.group(0) if found else "unknown"
+
+
 @router.get("/sandbox", response_model=SandboxInfo)
-async def sandbox(parts: PartsDep) -> SandboxInfo:
+async def sandbox(parts: PartsDep, _owner: OwnerDep) -> SandboxInfo:
     """How jobs are confined here, and the default and maximum of each per-job limit."""
     settings = parts.settings
     if parts.runner is not None:
         described = parts.runner.sandbox.describe()
+        if "cgroup" in described:
+            described["cgroup"] = cgroup_version(described["cgroup"])
     else:  # an API-only replica: the workers confine jobs, as configured for them
         described = {
             "mode": settings.sandbox,
