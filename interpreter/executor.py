@@ -25,7 +25,7 @@ from pathlib import Path
 from interpreter import filetrack
 from interpreter.filetrack import ScanLimits
 from interpreter.output import StreamCapture
-from interpreter.sandbox.base import CgroupUsage, Confinement
+from interpreter.sandbox.base import CgroupUsage, Confinement, WorkspaceMeter, over_limit
 from interpreter.supervisor import Child, Termination
 
 logger = logging.getLogger(__name__)
@@ -58,8 +58,10 @@ class ProcessSpec:
     cwd_is_fresh: bool = False  # the directory was just created empty: skip the "before" scan
     scan_limits: ScanLimits = field(default_factory=ScanLimits)
     confinement: Confinement | None = None  # the sandbox's cgroup: holds the whole tree
-    workspace_limit_bytes: int | None = None  # disk use of cwd, sampled (needs a confinement)
+    workspace: WorkspaceMeter | None = None  # the kernel-capped filesystem cwd is (sandbox)
     pass_fds: tuple[int, ...] = ()  # kept open for the process (the caller closes its own)
+    cwd_fd: int | None = None  # cwd as the job sees it, opened by the caller: what tracking walks
+    spawn_cwd: Path | None = None  # where the process starts, if not in cwd (the sandbox: /)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,10 +113,12 @@ async def run_process(spec: ProcessSpec, cancel: asyncio.Event | None = None) ->
     """Run ``spec`` to completion, timeout or cancellation (set ``cancel``)."""
     before = filetrack.EMPTY
     if spec.track_files and not spec.cwd_is_fresh:
-        before = await filetrack.scan_async(spec.cwd, spec.scan_limits)
+        before = await filetrack.scan_async(spec.cwd, spec.scan_limits, root_fd=spec.cwd_fd)
     child = Child.spawn(spec, asyncio.get_running_loop())
     try:
         termination = await child.supervise(spec.timeout_s, spec.kill_grace_s, cancel)
+        if termination == "exit" and spec.workspace is not None and over_limit(spec.workspace):
+            termination = "workspace_limit"  # it filled its filesystem, then exited (ENOSPC)
         status, rusage = await child.reap()
         await child.drain(_DRAIN_AFTER_EXIT_S)
     except BaseException:
@@ -122,7 +126,7 @@ async def run_process(spec: ProcessSpec, cancel: asyncio.Event | None = None) ->
         raise
     after = filetrack.EMPTY
     if spec.track_files:
-        after = await filetrack.scan_async(spec.cwd, spec.scan_limits)
+        after = await filetrack.scan_async(spec.cwd, spec.scan_limits, root_fd=spec.cwd_fd)
     changes = filetrack.diff(before, after)
     code = os.waitstatus_to_exitcode(status)
     exit_mono = child.exit_mono if child.exit_mono is not None else time.monotonic()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
 import re
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from interpreter import tree
 from interpreter.config import Settings
 from interpreter.environment import build_environment, redact
 from interpreter.errors import ExecutionError, InterpreterError, InvalidWorkingDirectory
@@ -28,9 +30,11 @@ from interpreter.sandbox import (
     create_sandbox,
     describe_bytes,
 )
-from interpreter.workspace import JobPaths, remove_tree, resolve_working_directory
+from interpreter.workspace import JobPaths
 
 logger = logging.getLogger(__name__)
+
+DIRECTORY_POLL_S = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +43,20 @@ class RunLimits:
     kill_grace_s: float
     scan: ScanLimits
     resources: ResourceLimits | None = None  # the default of jobs stored without limits
+
+
+@dataclass(frozen=True, slots=True)
+class _Setup:
+    """A job ready to confine: its command, directory and scratch files."""
+
+    argv: tuple[str, ...]
+    code: tuple[str, bytes] | None  # (path in the sandbox, content), given as data
+    cwd_fd: int  # the working directory, opened beneath the workspace root
+    cwd: Path
+    fresh: bool  # its own new directory (not a named one)
+    tmpdir: Path | None  # a host TMPDIR (without a private /tmp)
+    code_file: Path | None  # a host code file (without a sandbox that takes it as data)
+    timeout_s: float  # what is left of the job's timeout once its directory was free
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +178,41 @@ def _ending(
     return end(JobStatus.COMPLETED, TerminationReason.EXIT, None)
 
 
+async def _take_directory(fd: int, timeout_s: float, cancel: asyncio.Event) -> float | None:
+    """Lock the named directory open as ``fd`` (an ``flock``: every server and worker sharing
+    the workspace root sees it), waiting while another job runs there. Jobs in one directory
+    thus run one after another, each seeing what the previous ones left. Returns the seconds
+    waited; None when the job was cancelled or its timeout passed first."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return loop.time() - started
+        except BlockingIOError:
+            pass
+        if cancel.is_set() or loop.time() - started >= timeout_s:
+            return None
+        await asyncio.sleep(DIRECTORY_POLL_S)
+
+
+def _not_started(job: Job, cancel: asyncio.Event) -> Finish:
+    if cancel.is_set():
+        return Finish(
+            JobStatus.CANCELLED,
+            JobResult(termination_reason=TerminationReason.CANCELLED),
+            "cancelled",
+            None,
+        )
+    return Finish(
+        JobStatus.TIMEOUT,
+        JobResult(termination_reason=TerminationReason.TIMEOUT),
+        f"timed out after {job.request.timeout_s:g} s waiting for its working directory, "
+        "where another job ran all that time",
+        None,
+    )
+
+
 class JobRunner:
     def __init__(
         self,
@@ -201,17 +254,21 @@ class JobRunner:
         self._janitor.shutdown(wait=True)
         self.sandbox.close()
 
-    def working_directory(self, job: Job) -> Path:
-        if job.request.working_directory is None:
-            return self.paths.workspace(job.id)
-        # Checked again now: another job may have swapped the directory for a symlink since
-        # the submission was validated.
+    def open_working_directory(self, job: Job) -> tuple[int, Path]:
+        """The job's directory, opened beneath the workspace root without following a symlink
+        (made if missing), and its path."""
         try:
-            return resolve_working_directory(
-                self.paths.workspace_root, job.request.working_directory
-            )
+            if job.request.working_directory is None:
+                path = self.paths.workspace(job.id)
+                return self.paths.open_fresh(job.id, again=job.attempts > 1), path
+            path = Path(job.request.working_directory)
+            return self.paths.open_named(path), path
         except InvalidWorkingDirectory as exc:
             raise ExecutionError(f"working directory refused at start: {exc.message}") from exc
+        except OSError as exc:
+            raise ExecutionError(
+                f"cannot prepare the job's directory: {exc.strerror or exc}"
+            ) from exc
 
     def clean_up_after_crash(self, jobs: Sequence[Job]) -> None:
         """Kill what the given jobs (running when the server died) left behind; blocking."""
@@ -222,7 +279,7 @@ class JobRunner:
         kill_leftovers(tmpdirs, workdirs)
         self.sandbox.recover([job.id for job in jobs])
         for job in jobs:
-            remove_tree(self.paths.tmpdir(job.id))
+            self._remove_scratch(self.paths.tmpdir(job.id), None)
             for language in self.registry.languages.values():
                 self.paths.code_file(job.id, language.extension).unlink(missing_ok=True)
 
@@ -234,10 +291,13 @@ class JobRunner:
 
     @staticmethod
     def _remove_scratch(tmpdir: Path | None, code_file: Path | None) -> None:
-        if tmpdir is not None:
-            remove_tree(tmpdir)
-        if code_file is not None:
-            code_file.unlink(missing_ok=True)
+        try:
+            if tmpdir is not None:
+                tree.remove_path(tmpdir)
+            if code_file is not None:
+                code_file.unlink(missing_ok=True)
+        except OSError as exc:  # the scratch directory is emptied at the next start anyway
+            logger.warning("a job's scratch files not removed: %s", exc)
 
     async def run(self, job: Job, cancel: asyncio.Event) -> Finish:
         try:
@@ -253,28 +313,51 @@ class JobRunner:
         limits = job.request.limits or self.limits.resources
         if limits is None:
             raise ExecutionError("the job has no resource limits and the server sets none")
-        cwd = self.working_directory(job)
         fresh = job.request.working_directory is None
         # With a private /tmp (the sandbox's), there is no host TMPDIR to make and remove.
         tmpdir = None if self.sandbox.private_tmp else self.paths.tmpdir(job.id)
         argv = language.inline_argv(job.request.code)
-        code_file = None if argv else self.paths.code_file(job.id, language.extension)
+        code_file = None
+        code: tuple[str, bytes] | None = None
+        if argv is None and self.sandbox.code_dir is not None:  # given to the sandbox as data
+            inside = f"{self.sandbox.code_dir}/{job.id}{language.extension}"
+            code = (inside, job.request.code.encode("utf-8"))
+            argv = language.argv(inside)
+        elif argv is None:
+            code_file = self.paths.code_file(job.id, language.extension)
+        cwd_fd, cwd = self.open_working_directory(job)
         try:
-            if tmpdir is not None:
-                tmpdir.mkdir()
-            if fresh:
-                if job.attempts > 1:  # re-run after a lost worker: start from an empty directory
-                    remove_tree(cwd)
-                cwd.mkdir()
-            else:
-                cwd.mkdir(parents=True, exist_ok=True)
-            if code_file is not None:
-                code_file.write_text(job.request.code, encoding="utf-8")
-                argv = language.argv(str(code_file))
-        except (OSError, UnicodeError) as exc:
-            self._clean(tmpdir, code_file)
-            raise ExecutionError(f"cannot prepare the job's directories: {exc}") from exc
-        assert argv is not None
+            timeout_s = job.request.timeout_s
+            if not fresh:  # one job at a time in a named directory, on the whole machine
+                waited_s = await _take_directory(cwd_fd, timeout_s, cancel)
+                if waited_s is None:
+                    return _not_started(job, cancel)
+                timeout_s -= waited_s
+            try:
+                if tmpdir is not None:
+                    tmpdir.mkdir()
+                if code_file is not None:
+                    code_file.write_text(job.request.code, encoding="utf-8")
+                    argv = language.argv(str(code_file))
+            except (OSError, UnicodeError) as exc:
+                self._clean(tmpdir, code_file)
+                raise ExecutionError(f"cannot prepare the job's files: {exc}") from exc
+            assert argv is not None
+            setup = _Setup(argv, code, cwd_fd, cwd, fresh, tmpdir, code_file, timeout_s)
+            return await self._confined(job, language.name, limits, setup, cancel)
+        finally:
+            os.close(cwd_fd)
+
+    async def _confined(
+        self,
+        job: Job,
+        language: str,
+        limits: ResourceLimits,
+        setup: _Setup,
+        cancel: asyncio.Event,
+    ) -> Finish:
+        """Confine the prepared job, run it and read how it ended."""
+        cwd, tmpdir, code_file = setup.cwd, setup.tmpdir, setup.code_file
         env = build_environment(
             path=self.job_path,
             home=str(cwd),
@@ -287,12 +370,14 @@ class JobRunner:
                     # a re-run (its worker was lost) gets cgroups of its own: the first run's may
                     # still be there, on this machine
                     job_id=job.id if job.attempts <= 1 else f"{job.id}.{job.attempts}",
-                    language=language.name,
-                    argv=argv,
+                    language=language,
+                    argv=setup.argv,
                     cwd=cwd,
                     env=env,
                     limits=limits,
-                    read_only_files=(code_file,) if code_file is not None else (),
+                    cwd_fd=setup.cwd_fd,
+                    cwd_shared=not setup.fresh,
+                    code=setup.code,
                 )
             )
         except ExecutionError:
@@ -301,17 +386,19 @@ class JobRunner:
         spec = ProcessSpec(
             argv=prepared.argv,
             cwd=cwd,
+            cwd_fd=setup.cwd_fd if prepared.view_fd is None else prepared.view_fd,
+            spawn_cwd=prepared.spawn_cwd,
             env=prepared.env,
-            timeout_s=job.request.timeout_s,
+            timeout_s=setup.timeout_s,
             stdout_path=self.paths.stdout(job.id),
             stderr_path=self.paths.stderr(job.id),
             output_limit_bytes=self.limits.output_bytes,
             kill_grace_s=self.limits.kill_grace_s,
             track_files=job.request.capture_files,
-            cwd_is_fresh=fresh,
+            cwd_is_fresh=setup.fresh,
             scan_limits=self.limits.scan,
             confinement=prepared.confinement,
-            workspace_limit_bytes=prepared.workspace_limit_bytes,
+            workspace=prepared.workspace,
             pass_fds=prepared.pass_fds,
         )
         try:
@@ -319,6 +406,7 @@ class JobRunner:
                 result = JobResult(termination_reason=TerminationReason.CANCELLED)
                 return Finish(JobStatus.CANCELLED, result, "cancelled", None)
             outcome = await run_process(spec, cancel)
+            await asyncio.to_thread(self.sandbox.collect, prepared)
         finally:
             self.sandbox.release(prepared)
             self._clean(tmpdir, code_file)

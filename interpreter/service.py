@@ -28,7 +28,7 @@ from interpreter.languages import LanguageRegistry
 from interpreter.queue import JobQueue
 from interpreter.sandbox.limits import resolve_limits
 from interpreter.store.base import JobStore
-from interpreter.workspace import JobPaths, remove_tree, resolve_working_directory
+from interpreter.workspace import JobPaths, named_directory
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class JobService:
         self.outputs_in_store = outputs_in_store  # scale-out: workers put them in the store
 
     # -- submission -------------------------------------------------------------------------
-    def validate(self, sub: Submission) -> JobRequest:
+    def validate(self, sub: Submission, owner: str | None = None) -> JobRequest:
         size = len(sub.code.encode("utf-8", errors="surrogatepass"))
         if size > self.settings.max_code_bytes:
             raise CodeTooLarge(
@@ -112,9 +112,9 @@ class JobService:
             raise InvalidRequest("environment variable values must not contain NUL bytes")
         workdir = None
         if sub.working_directory:
-            workdir = str(
-                resolve_working_directory(self.paths.workspace_root, sub.working_directory)
-            )
+            path = named_directory(self.paths.workspace_root, sub.working_directory, owner)
+            self.paths.check_named(path)  # refused now if it could never run (where jobs run)
+            workdir = str(path)
         return JobRequest(
             code=sub.code,
             language=language.name,
@@ -129,7 +129,7 @@ class JobService:
     async def submit(self, sub: Submission, owner: str | None) -> tuple[Job, datetime]:
         if not self.queue.accepting:
             raise ServiceUnavailable("the server is shutting down and takes no new jobs")
-        request = self.validate(sub)
+        request = self.validate(sub, owner)
         job, estimate = await self.queue.submit(Job(id=new_job_id(), request=request, owner=owner))
         self.queue.metrics.jobs_submitted.inc()
         logger.info(
@@ -202,22 +202,32 @@ class JobService:
 
     # -- retention --------------------------------------------------------------------------
     async def cleanup_expired(self) -> int:
-        """Delete finished jobs older than the TTL, with their outputs and fresh workspaces."""
+        """Delete finished jobs older than the TTL, with their outputs and fresh workspaces:
+        files first, then the row, so that a failure leaves the row for the next sweep rather
+        than files nothing points to any more."""
         cutoff = utcnow() - timedelta(seconds=self.settings.job_ttl_s)
         expired = await self.store.expired(cutoff)
         if not expired:
             return 0
-        await self.store.delete([j.id for j in expired])
-        await asyncio.to_thread(self._remove_files, expired)
-        logger.info("expired jobs deleted", extra={"count": len(expired)})
-        return len(expired)
+        removed = await asyncio.to_thread(self._remove_files, expired)
+        await self.store.delete(removed)
+        logger.info("expired jobs deleted", extra={"count": len(removed)})
+        return len(removed)
 
-    def _remove_files(self, jobs: Sequence[Job]) -> None:
+    def _remove_files(self, jobs: Sequence[Job]) -> Sequence[str]:
+        """Remove each job's files; the ids of those whose files are all gone."""
+        removed: list[str] = []
         for job in jobs:
-            self.paths.stdout(job.id).unlink(missing_ok=True)
-            self.paths.stderr(job.id).unlink(missing_ok=True)
-            if job.request.working_directory is None:  # only the directories we created
-                remove_tree(self.paths.workspace(job.id))
+            try:
+                self.paths.stdout(job.id).unlink(missing_ok=True)
+                self.paths.stderr(job.id).unlink(missing_ok=True)
+                if job.request.working_directory is None:  # only the directories we created
+                    self.paths.remove_workspace(job.id)
+            except OSError as exc:
+                logger.warning("expired job's files not removed: %s", exc, extra={"job_id": job.id})
+                continue
+            removed.append(job.id)
+        return removed
 
     async def retention_loop(self) -> None:
         while True:

@@ -20,9 +20,8 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 import psutil
 
 from interpreter.errors import ExecutionError
-from interpreter.filetrack import disk_usage
 from interpreter.output import StreamCapture
-from interpreter.sandbox.base import CgroupUsage, Confinement, gated
+from interpreter.sandbox.base import CgroupUsage, Confinement, gated, over_limit
 
 if TYPE_CHECKING:
     from interpreter.executor import ProcessSpec
@@ -34,7 +33,6 @@ _LEADER_SAMPLES_S = (0.001, 0.001, 0.002, 0.004, 0.008)
 _SAMPLE_EVERY_S = 0.1
 _SIGKILL_PATIENCE_S = 5.0
 _MAX_TRACKED_DESCENDANTS = 4096
-_WORKSPACE_EVERY = 5  # confinement samples (of _SAMPLE_EVERY_S) between two workspace sizings
 
 Termination = Literal["exit", "timeout", "cancelled", "cpu_limit", "workspace_limit"]
 
@@ -69,9 +67,7 @@ class Child:
         self.exited: asyncio.Future[None] = loop.create_future()
         self.confinement = spec.confinement
         self.limit_hit: asyncio.Future[Termination] = loop.create_future()  # set by the sampler
-        self._cwd = spec.cwd
-        self._workspace_limit_bytes = spec.workspace_limit_bytes
-        self._scan_limits = spec.scan_limits
+        self._workspace = spec.workspace
         self._descendants: dict[int, psutil.Process] = {}
         (self.stdout, stdout_fd), (self.stderr, stderr_fd) = outputs
         loop.add_reader(pidfd, self._on_exit)
@@ -220,26 +216,24 @@ class Child:
                 os.killpg(self.pid, signal.SIGKILL)
 
     async def _watch_confined(self) -> None:
-        """Every 100 ms: the cgroup's CPU time against its limit, and every 0.5 s the disk the
-        working directory uses against its limit. Sets ``limit_hit`` when one is passed."""
+        """Every 100 ms: the cgroup's CPU time against its limit, and what the job wrote to its
+        working directory's filesystem against its limit (one statvfs). Sets ``limit_hit`` when
+        one is passed."""
         assert self.confinement is not None
         cpu_limit_s = self.confinement.cpu_limit_s
-        ticks = 0
         while not self.exited.done():
             await asyncio.sleep(_SAMPLE_EVERY_S)
             try:
                 usage = self.confinement.usage()
+                full = self._workspace is not None and over_limit(self._workspace)
             except OSError:
                 return
             if cpu_limit_s is not None and usage.cpu_total_s >= cpu_limit_s:
                 self.limit_hit.set_result("cpu_limit")
                 return
-            ticks += 1
-            if self._workspace_limit_bytes is not None and ticks % _WORKSPACE_EVERY == 0:
-                used = await asyncio.to_thread(disk_usage, self._cwd, self._scan_limits)
-                if used > self._workspace_limit_bytes:
-                    self.limit_hit.set_result("workspace_limit")
-                    return
+            if full:
+                self.limit_hit.set_result("workspace_limit")
+                return
 
     def final_usage(self) -> CgroupUsage | None:
         """What the whole cgroup used (read once the job is over), or None when unconfined."""
@@ -384,7 +378,7 @@ def _popen(
             if spec.confinement is not None
             else list(spec.argv),
             pass_fds=spec.pass_fds,
-            cwd=spec.cwd,
+            cwd=spec.spawn_cwd or spec.cwd,
             env=dict(spec.env),
             stdin=stdin,
             stdout=stdout_fd,

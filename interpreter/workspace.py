@@ -1,51 +1,75 @@
-"""Where a job runs: a fresh directory per job, or one inside the workspace root."""
+"""Where a job runs: a fresh directory per job, or a named one inside the workspace root.
+
+Named working directories belong to the API key that names them: with authentication, key A's
+``project`` is ``<root>/tenants/<A's id>/project`` and key B's is another directory, so no key
+reaches another's files by naming them (or another's job id). Without authentication every
+caller shares the root, as one tenant.
+
+A request's ``working_directory`` is checked as text at submission (no ``..``, inside the root);
+the directory itself is opened only by descriptor, beneath the root, never following a symlink
+(``tree.open_beneath``), when the job starts: nothing a job can swap between a check and a use.
+"""
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import logging
 import os
-import shutil
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
+from interpreter import tree
 from interpreter.errors import InvalidWorkingDirectory
 
+logger = logging.getLogger(__name__)
 
-def resolve_working_directory(root: Path, requested: str) -> Path:
-    """``requested`` resolved (relative paths against ``root``); it must stay inside ``root``.
+TENANTS = "tenants"
+MAX_WORKING_DIRECTORY_CHARS = 1024
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
-    Symlinks are resolved first, so a link that points out of the root is refused too.
-    """
+
+def tenant_prefix(owner: str | None) -> PurePosixPath:
+    """Where an owner's named directories live beneath the root ('' without authentication)."""
+    return PurePosixPath(TENANTS, owner[:32]) if owner is not None else PurePosixPath()
+
+
+def named_directory(root: Path, requested: str, owner: str | None) -> Path:
+    """The path of the working directory ``requested`` names for ``owner``: relative paths are
+    taken from the owner's part of the root, as are absolute ones inside the root (another
+    owner's absolute path is simply a directory of this owner's). Text checks only; the
+    message never shows the server's paths."""
     if "\x00" in requested:
         raise InvalidWorkingDirectory("working_directory must not contain NUL bytes")
-    root_real = Path(os.path.realpath(root))
-    if ".." in Path(requested).parts:
+    if len(requested) > MAX_WORKING_DIRECTORY_CHARS:
+        raise InvalidWorkingDirectory(
+            f"working_directory must be at most {MAX_WORKING_DIRECTORY_CHARS} characters"
+        )
+    path = PurePosixPath(requested)
+    if ".." in path.parts:
         raise InvalidWorkingDirectory(
             f"working_directory {requested!r} must not contain '..' components; use a path "
-            f"inside the workspace root {str(root_real)!r}"
+            "inside the workspace root"
         )
-    candidate = Path(requested)
-    if not candidate.is_absolute():
-        candidate = root_real / candidate
-    resolved = Path(os.path.realpath(candidate))
-    if root_real not in resolved.parents:
+    if path.is_absolute():
+        try:
+            path = path.relative_to(PurePosixPath(os.path.realpath(root)))
+        except ValueError:
+            try:
+                path = path.relative_to(PurePosixPath(root))
+            except ValueError:
+                raise InvalidWorkingDirectory(
+                    f"working_directory {requested!r} is outside the workspace root; use a "
+                    "path relative to it"
+                ) from None
+    relative = PurePosixPath(*(part for part in path.parts if part not in ("", ".")))
+    if not relative.parts:
         raise InvalidWorkingDirectory(
-            f"working_directory {requested!r} resolves to {str(resolved)!r}, which is outside "
-            f"the workspace root {str(root_real)!r}; use a path inside it (relative paths are "
-            "taken from the root)"
+            f"working_directory {requested!r} names the workspace root itself; name a "
+            "directory inside it"
         )
-    if resolved.exists() and not resolved.is_dir():
-        raise InvalidWorkingDirectory(f"working_directory {requested!r} is not a directory")
-    return resolved
-
-
-def remove_tree(path: Path) -> None:
-    """Delete a job's directory without following any symlink planted in it."""
-    try:
-        if path.is_symlink() or not path.exists():
-            path.unlink(missing_ok=True)
-            return
-        shutil.rmtree(path)  # rmtree never follows symlinks inside the tree
-    except OSError:
-        pass
+    if any(len(os.fsencode(part)) > 255 for part in relative.parts):
+        raise InvalidWorkingDirectory("working_directory has a component longer than 255 bytes")
+    return root / tenant_prefix(owner) / relative
 
 
 class JobPaths:
@@ -56,24 +80,83 @@ class JobPaths:
         self.workspace_root = workspace_root
         self.outputs = data_dir / "outputs"
         self.scratch_root = data_dir / "scratch"
+        self._root_fd: int | None = None
 
     def ensure(self) -> None:
+        """Make the server's directories, closed to everyone else (jobs reach their own
+        directory through the sandbox's binds, never through these paths)."""
         for path in (self.data_dir, self.workspace_root, self.outputs, self.scratch_root):
             path.mkdir(parents=True, exist_ok=True)
+            if path.stat().st_uid == os.geteuid():
+                path.chmod(0o700)
+
+    @property
+    def root_fd(self) -> int:
+        """The workspace root, open for as long as the server runs."""
+        if self._root_fd is None:
+            self.workspace_root.mkdir(parents=True, exist_ok=True)
+            self._root_fd = os.open(self.workspace_root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        return self._root_fd
+
+    def close(self) -> None:
+        if self._root_fd is not None:
+            os.close(self._root_fd)
+            self._root_fd = None
 
     def remove_transient(self) -> None:
         """Empty the output and scratch directories (scale-out: outputs live in the store, so
         what a previous process left here is a dead job's; the data-dir lock says none runs)."""
         for directory in (self.outputs, self.scratch_root):
             for entry in list(directory.iterdir()):
-                if entry.is_dir() and not entry.is_symlink():
-                    remove_tree(entry)
-                else:
-                    entry.unlink(missing_ok=True)
+                try:
+                    tree.remove_path(entry)
+                except OSError as exc:
+                    logger.warning("%s left in place: %s", entry.name, exc)
 
     def workspace(self, job_id: str) -> Path:
         """The fresh directory of a job that named no working_directory."""
         return self.workspace_root / job_id
+
+    def check_named(self, path: Path) -> None:
+        """``InvalidWorkingDirectory`` if what is at ``path`` now could never be a working
+        directory (a symlink or a file on the way); a missing directory is fine."""
+        try:
+            fd = self.open_named(path, create=False)
+        except FileNotFoundError:
+            return
+        os.close(fd)
+
+    def open_named(self, path: Path, create: bool = True) -> int:
+        """Open (making it if missing) the named directory at ``path``, beneath the root."""
+        try:
+            relative = path.relative_to(self.workspace_root)
+        except ValueError:
+            message = "working_directory is outside the workspace root"
+            raise InvalidWorkingDirectory(message) from None
+        try:
+            fd = tree.open_beneath(self.root_fd, str(relative), create=create, mode=0o700)
+        except tree.UnsafePath as exc:
+            raise InvalidWorkingDirectory(
+                f"working_directory {str(relative)!r} is not a plain directory inside the "
+                f"workspace root ({exc})"
+            ) from exc
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                raise FileNotFoundError(errno.ENOENT, "no such directory") from exc
+            raise
+        return _readable(fd)
+
+    def open_fresh(self, job_id: str, again: bool) -> int:
+        """Make and open the job's own empty directory (``again``: a re-run, after a lost worker,
+        starts from an empty one)."""
+        if again:
+            tree.remove_tree(self.root_fd, job_id)
+        os.mkdir(job_id, 0o700, dir_fd=self.root_fd)
+        return os.open(job_id, _DIR_FLAGS, dir_fd=self.root_fd)
+
+    def remove_workspace(self, job_id: str) -> None:
+        """Delete a job's fresh directory, whatever it holds, without following anything."""
+        tree.remove_tree(self.root_fd, job_id)
 
     def stdout(self, job_id: str) -> Path:
         return self.outputs / f"{job_id}.stdout"
@@ -88,3 +171,14 @@ class JobPaths:
     def code_file(self, job_id: str, extension: str) -> Path:
         """Where code too long for the command line is written (outside the job's TMPDIR)."""
         return self.scratch_root / f"{job_id}{extension}"
+
+
+def _readable(fd: int) -> int:
+    """A directory descriptor that can be listed, chowned and scanned: re-open an ``O_PATH``
+    one through its own magic link (the same directory, whatever its path is now)."""
+    if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_PATH:
+        try:
+            return os.open(f"/proc/self/fd/{fd}", _DIR_FLAGS & ~os.O_NOFOLLOW)
+        finally:
+            os.close(fd)
+    return fd

@@ -40,7 +40,6 @@ from interpreter.postgres.procrastinate_app import QUEUE, TASK, queue_entry
 from interpreter.runner import JobRunner
 from interpreter.store.base import JobStore
 from interpreter.watch import FinalWatch
-from interpreter.workspace import remove_tree
 
 logger = logging.getLogger("interpreter.worker")
 
@@ -280,9 +279,14 @@ class WorkerNode:
                     gone.append(name)
             except StoreError:
                 return 0
+        removed = 0
         for name in gone:
-            await asyncio.to_thread(remove_tree, root / name)
-        return len(gone)
+            try:
+                await asyncio.to_thread(self.runner.paths.remove_workspace, name)
+                removed += 1
+            except OSError as exc:  # the next sweep tries again
+                logger.warning("workspace of a deleted job not removed: %s", exc)
+        return removed
 
 
 def _job_directories(root: os.PathLike[str], modified_before: float) -> Sequence[str]:

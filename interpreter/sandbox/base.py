@@ -30,6 +30,8 @@ __all__ = [
     "Prepared",
     "Sandbox",
     "SandboxJob",
+    "WorkspaceMeter",
+    "over_limit",
 ]
 
 MiB = 2**20
@@ -84,10 +86,39 @@ class SandboxJob:
     job_id: str
     language: str
     argv: tuple[str, ...]
-    cwd: Path
+    cwd: Path  # the working directory's path, as the job sees it (its path on the host)
     env: Mapping[str, str]  # the job's own environment (TMPDIR=/tmp with a private /tmp)
     limits: ResourceLimits
-    read_only_files: tuple[Path, ...] = ()  # e.g. the code file, outside the working directory
+    # The working directory, opened by the runner beneath the workspace root without following
+    # a symlink: what the sandbox binds (never ``cwd`` itself, which a job could swap).
+    cwd_fd: int | None = None
+    cwd_shared: bool = False  # a named directory, which other jobs may use too
+    code: tuple[str, bytes] | None = None  # (path in the sandbox, content): ``code_dir`` only
+
+
+class WorkspaceMeter(Protocol):
+    """The filesystem a job's working directory is while it runs, capped by the kernel."""
+
+    @property
+    def limit_bytes(self) -> int: ...
+
+    @property
+    def limit_files(self) -> int: ...
+
+    def used(self) -> tuple[int, int]:
+        """(bytes, files) the job has written there so far: one statvfs."""
+
+
+FULL_MARGIN_BYTES = MiB
+
+
+def over_limit(meter: WorkspaceMeter) -> bool:
+    """Whether the job reached its limit of bytes or files. Its filesystem holds the limit (and
+    refuses more with ENOSPC); a write is refused whole when it does not fit, so a job that
+    left less than a MiB (an eighth of a small limit) free counts as having reached it."""
+    used_bytes, used_files = meter.used()
+    margin = min(FULL_MARGIN_BYTES, meter.limit_bytes // 8)
+    return used_bytes >= meter.limit_bytes - margin or used_files >= meter.limit_files
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,17 +128,27 @@ class Prepared:
     argv: tuple[str, ...]
     env: Mapping[str, str]
     confinement: Confinement | None = None
-    workspace_limit_bytes: int | None = None
-    pass_fds: tuple[int, ...] = ()  # open for the spawned process (the seccomp program)
-    cleanup: JobCgroup | None = field(default=None, repr=False)
+    pass_fds: tuple[int, ...] = ()  # open for the spawned process (seccomp program, binds)
+    cleanup: object = field(default=None, repr=False)  # what the sandbox releases after
+    spawn_cwd: Path | None = None  # where the spawned process starts (None: the job's cwd)
+    uid: int | None = None  # the host uid the job runs as (None: the server's)
+    # Where the host sees the job's directory as the job does while it runs (file tracking walks
+    # it); None: the directory itself.
+    view_fd: int | None = None
+    workspace: WorkspaceMeter | None = None  # its disk limit, enforced by the kernel
 
 
 class Sandbox(Protocol):
     name: str  # "bwrap" or "none"
     private_tmp: bool  # the job gets a /tmp of its own: no host TMPDIR to create
+    code_dir: str | None  # where the job's code file goes inside it (None: a host file)
 
     def prepare(self, job: SandboxJob) -> Prepared:
         """The confined command; ``ExecutionError`` if the confinement cannot be set up."""
+
+    def collect(self, prepared: Prepared) -> None:
+        """After the job, before its result is told: put what it wrote where it lasts
+        (blocking: run it in a thread)."""
 
     def release(self, prepared: Prepared) -> None:
         """After the job: let go of what ``prepare`` made (never blocks)."""
@@ -132,9 +173,13 @@ class NoSandbox:
 
     name = "none"
     private_tmp = False
+    code_dir: str | None = None
 
     def prepare(self, job: SandboxJob) -> Prepared:
         return Prepared(argv=job.argv, env=job.env)
+
+    def collect(self, prepared: Prepared) -> None:
+        pass
 
     def release(self, prepared: Prepared) -> None:
         pass

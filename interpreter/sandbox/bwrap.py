@@ -1,24 +1,34 @@
-"""Every job in a bubblewrap sandbox with a cgroup of its own.
+"""Every job in a bubblewrap sandbox with a cgroup of its own, as an unprivileged host uid.
 
 Per job, ``bwrap`` gets new user, pid, network, IPC, UTS and cgroup namespaces; the job runs as
-uid/gid 65534 with no capabilities, ``no_new_privs`` (bwrap sets it), a seccomp filter
-(``seccomp.py``) and no way to create user namespaces of its own (``--disable-userns``), in a new
-session, and dies with the server (``--die-with-parent``). Its filesystem is a fresh tmpfs root,
-read-only, holding read-only ``/usr`` (and the ``/bin``, ``/lib*``, ``/sbin`` links or
-directories), the few ``/etc`` files programs need, a generated ``passwd``, ``group`` and
-``hosts``, and the install prefix of any language interpreter that lives elsewhere; read-write,
-only the job's working directory at its own absolute path (so reported paths stay true), a
-private size-capped ``/tmp`` and ``/dev/shm``. ``/proc`` shows the job's own processes only;
-``/dev`` has the usual null, zero, random and tty devices; there is no network interface but
-loopback. bwrap itself starts with an empty environment (its pid 1 keeps it, readable at
-``/proc/1/environ``): the job's variables are set with ``--setenv``.
+uid/gid 65534 with no capabilities, ``no_new_privs``, a seccomp filter (``seccomp.py``) and no
+way to create user namespaces of its own (``--disable-userns``), in a new session, and dies with
+the server (``--die-with-parent``). On the host it runs as a uid of its own
+(``INTERPRETER_SANDBOX_UIDS``, ``uids.py``), never root: the gate joins the job's cgroup as
+root, then becomes that uid with ``setpriv`` and runs bwrap, which maps 65534 to it. Every
+kernel check that looks at the host uid (sysctls, root-only ``/proc`` files, other users'
+processes and files) sees an ordinary user.
 
-On the host the job's processes run as the server's user (uid 0 when the server runs as root:
-bwrap maps the sandbox's 65534 to it). Their reach is what the mounts above give them.
+Its filesystem is a fresh tmpfs root, read-only, holding read-only ``/usr`` (and the ``/bin``,
+``/lib*``, ``/sbin`` links or directories), the few ``/etc`` files programs need, a generated
+``passwd``, ``group`` and ``hosts``, and the install prefix of any language interpreter that
+lives elsewhere; read-write, only the job's working directory at its own absolute path (so
+reported paths stay true), a private size-capped ``/tmp`` and ``/dev/shm``. ``/proc`` shows the
+job's own processes only, with what Docker masks masked (``/proc/sys`` and friends read-only,
+keys, kernel memory and timer files empty); ``/dev`` has the usual null, zero, random and tty
+devices; there is no network interface but loopback. bwrap itself starts with an empty
+environment (its pid 1 keeps it, readable at ``/proc/1/environ``): the job's variables are set
+with ``--setenv``. The code, when it does not fit the command line, is given by descriptor
+(``--ro-bind-data``): no host file holds it.
+
+Nothing bwrap binds is found by a path a job could change: the working directory was opened by
+the runner beneath the workspace root without following symlinks, and the server binds that
+descriptor under its own run directory (``rundir.py``), which is all bwrap ever sees.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
@@ -26,12 +36,15 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import Collection, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from interpreter import tree
 from interpreter.config import Settings
 from interpreter.errors import ConfigurationError, ExecutionError
-from interpreter.sandbox import seccomp
+from interpreter.sandbox import container, seccomp
 from interpreter.sandbox.base import (
     GATE_FAILURE_EXIT,
     CgroupConfinement,
@@ -40,8 +53,13 @@ from interpreter.sandbox.base import (
     SandboxJob,
     gated,
 )
-from interpreter.sandbox.cgroups import CgroupDriver, Remover, detect
+from interpreter.sandbox.cgroups import CgroupDriver, JobCgroup, Remover, detect
 from interpreter.sandbox.limits import ResourceLimits, describe_bytes
+from interpreter.sandbox.rundir import RunDir
+from interpreter.sandbox.uids import UidLease, UidPool
+from interpreter.sandbox.volumes import JobVolume, VolumeFactory, VolumeSize
+from interpreter.sandbox.volumes import check_available as check_volumes
+from interpreter.sandbox.volumes import recover as volume_recover
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +67,7 @@ SANDBOX_UID = 65534
 HOSTNAME = "sandbox"
 SYSTEM_DIRS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 # /etc holds copies of only these: the loader's cache, name service and time zone settings,
-# certificates, and what interpreters read at start. Never shadow or keys: the job's processes
-# are the server's user on the host, so a root-only file there would be readable to them.
+# certificates, and what interpreters read at start. Never shadow or keys.
 ETC_FILES = (
     "ld.so.cache",
     "ld.so.conf",
@@ -81,6 +98,33 @@ INSTALL_HINT = (
 PROBE_TIMEOUT_S = 10.0
 STALE_CGROUP_S = 600.0  # an empty job cgroup older than this was left by a server that died
 MAX_BWRAP_ERROR_BYTES = 4096
+SPARE_VOLUMES = 4  # blank workspace volumes made ahead (of the default size)
+CODE_DIR = "/code"  # where a job's code file is, inside the sandbox
+# /proc as Docker masks it (moby's oci defaults), plus the kernel memory maps and allocator
+# statistics: made read-only, or shown as an empty file or directory, when the kernel has them.
+PROC_READ_ONLY = ("bus", "fs", "irq", "sys", "sysrq-trigger")
+PROC_EMPTY_FILES = (
+    "interrupts",
+    "kcore",
+    "keys",
+    "key-users",
+    "kpagecgroup",
+    "kpagecount",
+    "kpageflags",
+    "latency_stats",
+    "mtrr",
+    "pagetypeinfo",
+    "sched_debug",
+    "slabinfo",
+    "timer_list",
+    "timer_stats",
+    "vmallocinfo",
+)
+PROC_EMPTY_DIRS = ("acpi", "asound", "scsi")
+USERNS_SYSCTLS = {  # where each exists, the value that lets an unprivileged user make one
+    "kernel/unprivileged_userns_clone": "1",
+    "kernel/apparmor_restrict_unprivileged_userns": "0",
+}
 
 
 def find_bwrap(job_path: str) -> str | None:
@@ -145,8 +189,30 @@ def build_etc(directory: Path, host_etc: Path = Path("/etc")) -> Path:
     return directory
 
 
-def static_args(tmp_bytes: int, etc: Path, prefixes: Iterable[str]) -> list[str]:
-    """Everything of the command line that does not depend on the job."""
+def proc_masks(proc: Path = Path("/proc")) -> list[str]:
+    """Arguments that mask ``/proc`` (after ``--proc /proc``), for what this kernel has: bwrap
+    fails on a bind onto a missing path."""
+    args: list[str] = []
+    for name in PROC_READ_ONLY:
+        if os.path.lexists(proc / name):
+            args += ["--ro-bind", f"/proc/{name}", f"/proc/{name}"]
+    for name in PROC_EMPTY_FILES:
+        if os.path.lexists(proc / name):
+            args += ["--ro-bind", "/dev/null", f"/proc/{name}"]
+    for name in PROC_EMPTY_DIRS:
+        if os.path.isdir(proc / name):
+            args += ["--tmpfs", f"/proc/{name}", "--remount-ro", f"/proc/{name}"]
+    return args
+
+
+def static_args(
+    tmp_bytes: int,
+    etc: Path,
+    prefixes: Iterable[tuple[str, str]],
+    masks: Iterable[str] = (),
+) -> list[str]:
+    """Everything of the command line that does not depend on the job. ``prefixes``: (where
+    bwrap finds an interpreter's install prefix, where the job sees it)."""
     args = [
         "--unshare-user",
         "--unshare-pid",
@@ -169,29 +235,107 @@ def static_args(tmp_bytes: int, etc: Path, prefixes: Iterable[str]) -> list[str]
         *_system_mounts(),
     ]
     args += ["--ro-bind", str(etc), "/etc"]
-    for prefix in prefixes:
-        args += ["--ro-bind", prefix, prefix]
-    args += ["--proc", "/proc", "--dev", "/dev"]
+    for source, target in prefixes:
+        args += ["--ro-bind", source, target]
+    args += ["--proc", "/proc", *masks, "--dev", "/dev"]
     # Before any bind under /tmp (a workspace may live there): those land on top of it.
     args += ["--size", str(tmp_bytes), "--tmpfs", "/tmp"]
     args += ["--size", str(tmp_bytes), "--tmpfs", "/dev/shm"]
     return args
 
 
+def refusal(problem: str, missing: str) -> ConfigurationError:
+    """Why the sandbox cannot start, and the way out: in a container, the flags that give it
+    what it lacks (``missing``); elsewhere, the fix the problem names or no sandbox."""
+    if container.in_container():
+        return ConfigurationError(
+            f"INTERPRETER_SANDBOX=bwrap: {problem}; {container.container_hint(missing)}"
+        )
+    return ConfigurationError(
+        f"INTERPRETER_SANDBOX=bwrap: {problem}; or set INTERPRETER_SANDBOX=none for trusted "
+        "local use only"
+    )
+
+
+def check_user_namespaces(sysctls: Path = Path("/proc/sys")) -> None:
+    """``ConfigurationError`` saying how to fix it when an unprivileged user cannot make a user
+    namespace here (jobs start as one)."""
+    problems: list[str] = []
+    try:
+        if int((sysctls / "user/max_user_namespaces").read_text()) <= 0:
+            problems.append("sysctl user.max_user_namespaces is 0: set it above 0")
+    except (OSError, ValueError):
+        pass
+    for path, wanted in USERNS_SYSCTLS.items():
+        try:
+            value = (sysctls / path).read_text().strip()
+        except OSError:
+            continue
+        if value != wanted:
+            problems.append(f"sysctl {path.replace('/', '.')} is {value}: set it to {wanted}")
+    if problems:
+        raise ConfigurationError(
+            "INTERPRETER_SANDBOX=bwrap runs each job as an unprivileged user in a user namespace "
+            "of its own, which this host refuses: " + "; ".join(problems) + " (a host setting, "
+            "also for a container); or set INTERPRETER_SANDBOX=none for trusted local use only"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """What one job holds until ``release``: its cgroup, uid and workspace volume."""
+
+    cgroup: JobCgroup
+    uid: UidLease
+    fds: list[int]  # passed to bwrap; closed once, by whichever of collect and release is first
+    volume: JobVolume | None
+    directory_fd: int | None  # the job's directory (the runner's descriptor): the lower layer
+
+
+class _Meter:
+    """A job volume's use against the job's limits (``WorkspaceMeter``)."""
+
+    def __init__(self, volume: JobVolume, limit_files: int) -> None:
+        self.volume = volume
+        self.limit_bytes = volume.limit_bytes
+        self.limit_files = limit_files
+
+    def used(self) -> tuple[int, int]:
+        return self.volume.used_bytes(), self.volume.used_inodes()
+
+
 class BwrapSandbox:
     name = "bwrap"
     private_tmp = True
+    code_dir: str | None = CODE_DIR
 
     def __init__(
-        self, bwrap: str, cgroups: CgroupDriver, static: list[str], version: str, tmp_bytes: int
+        self,
+        bwrap: str,
+        setpriv: str,
+        cgroups: CgroupDriver,
+        static: list[str],
+        version: str,
+        tmp_bytes: int,
+        uids: UidPool,
+        run: RunDir,
+        volumes: VolumeFactory,
+        workspace_files: int,
     ) -> None:
         self.bwrap = bwrap
+        self.setpriv = setpriv
         self.cgroups = cgroups
         self.static = static
         self.version = version
         self.tmp_bytes = tmp_bytes
+        self.uids = uids
+        self.run = run
+        self.volumes = volumes
+        self.workspace_files = workspace_files
         self.seccomp = seccomp.program() if seccomp.supported() else None
         self.remover = Remover()
+        # Discarding a volume costs 10-40 ms (the image's unlink): off the job's path.
+        self._janitor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="volumes")
 
     @classmethod
     def from_settings(cls, settings: Settings, executables: Iterable[str]) -> BwrapSandbox:
@@ -199,18 +343,75 @@ class BwrapSandbox:
         bwrap = find_bwrap(settings.job_path)
         if bwrap is None:
             raise ConfigurationError(f"INTERPRETER_SANDBOX=bwrap: bwrap not found; {INSTALL_HINT}")
+        if os.geteuid() != 0:
+            raise refusal(
+                "the server must run as root: it makes a cgroup per job and runs each job as "
+                "an unprivileged uid of its own",
+                "root",
+            )
+        setpriv = shutil.which("setpriv", path=f"{settings.job_path}:/usr/bin:/bin")
+        if setpriv is None:
+            raise ConfigurationError(
+                "INTERPRETER_SANDBOX=bwrap: setpriv not found (it switches each job to its own "
+                "uid); install util-linux (Debian/Ubuntu: apt-get install -y util-linux)"
+            )
+        check_user_namespaces()
         version = _run([bwrap, "--version"]).stdout.strip()
         try:
             cgroups = detect(settings.cgroup_parent)
             cgroups.setup()
         except ConfigurationError as exc:
-            raise ConfigurationError(
-                f"INTERPRETER_SANDBOX=bwrap needs a cgroup per job: {exc.message}; or set "
-                "INTERPRETER_SANDBOX=none for trusted local use only"
+            raise refusal(
+                f"it needs a cgroup per job: {exc.message}", "a writable /sys/fs/cgroup"
             ) from exc
-        etc = build_etc(settings.data_dir / "sandbox" / "etc")
-        static = static_args(settings.tmp_limit_bytes, etc, _prefixes(executables))
-        sandbox = cls(bwrap, cgroups, static, version, settings.tmp_limit_bytes)
+        first, last = settings.sandbox_uid_range
+        if last - first + 1 < settings.concurrency:
+            raise ConfigurationError(
+                f"INTERPRETER_SANDBOX_UIDS holds {last - first + 1} uids, fewer than the "
+                f"{settings.concurrency} jobs this process runs at once"
+            )
+        try:
+            uids = UidPool(first, last, settings.sandbox_run_dir / "uids")
+            run = RunDir(settings.sandbox_run_dir, settings.data_dir)
+            run.setup()
+            etc = build_etc(run.etc)
+            prefixes = run.bind_prefixes(_prefixes(executables))
+        except OSError as exc:
+            raise ConfigurationError(
+                f"INTERPRETER_SANDBOX=bwrap: cannot set up {settings.sandbox_run_dir} "
+                f"(INTERPRETER_SANDBOX_RUN_DIR): {exc.strerror or exc}"
+            ) from exc
+        volumes_dir = settings.data_dir / "volumes"
+        try:
+            volume_recover(run.mounts, volumes_dir)
+            check_volumes(volumes_dir, run.mounts)
+        except ConfigurationError as exc:
+            run.close()
+            raise refusal(
+                f"each job's working directory is a filesystem of its own, capped by the "
+                f"kernel: {exc.message}",
+                "the loop devices and the right to mount",
+            ) from exc
+        volumes = VolumeFactory(
+            volumes_dir,
+            run.mounts,
+            VolumeSize(settings.workspace_limit_bytes, settings.workspace_files_limit),
+            spares=min(settings.concurrency, SPARE_VOLUMES),
+        )
+        volumes.start()
+        static = static_args(settings.tmp_limit_bytes, etc, prefixes, proc_masks())
+        sandbox = cls(
+            bwrap,
+            setpriv,
+            cgroups,
+            static,
+            version,
+            settings.tmp_limit_bytes,
+            uids,
+            run,
+            volumes,
+            settings.workspace_files_limit,
+        )
         try:
             sandbox.probe(ResourceLimits.defaults(settings))
         except BaseException:
@@ -222,7 +423,7 @@ class BwrapSandbox:
         return sandbox
 
     def probe(self, limits: ResourceLimits) -> None:
-        """Run ``/bin/sh -c :`` the way jobs run (gate, cgroup, rlimits, bwrap) once."""
+        """Run ``/bin/sh -c :`` the way jobs run (gate, cgroup, rlimits, uid, bwrap) once."""
         prepared = self.prepare(
             SandboxJob(
                 f"probe-{uuid.uuid4()}", "shell", ("/bin/sh", "-c", ":"), Path("/"), {}, limits
@@ -237,6 +438,7 @@ class BwrapSandbox:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 env={},
+                cwd="/",
                 start_new_session=True,
             ) as proc:
                 try:
@@ -248,50 +450,96 @@ class BwrapSandbox:
             if proc.returncode != 0:
                 why = stderr.decode(errors="replace").strip()[:MAX_BWRAP_ERROR_BYTES]
                 why = why or f"exit code {proc.returncode}"
-                raise ConfigurationError(
-                    f"INTERPRETER_SANDBOX=bwrap: a trial sandbox failed ({why}). "
-                    "bwrap needs user namespaces (sysctl user.max_user_namespaces > 0; on Ubuntu "
-                    "24.04+ kernel.apparmor_restrict_unprivileged_userns=0 or an AppArmor profile "
-                    "for bwrap; in a container: a seccomp profile allowing unshare); "
-                    "or set INTERPRETER_SANDBOX=none for trusted local use only"
+                raise refusal(
+                    f"a trial sandbox failed ({why}). bwrap needs unprivileged user namespaces "
+                    "(sysctl user.max_user_namespaces > 0; on Ubuntu 24.04+ "
+                    "kernel.apparmor_restrict_unprivileged_userns=0 or an AppArmor profile for "
+                    "bwrap)",
+                    "the right to make namespaces and mounts",
                 )
         finally:
             self.release(prepared)
 
     def prepare(self, job: SandboxJob) -> Prepared:
-        cgroup = self.cgroups.create(job.job_id, job.limits)
-        cwd = str(job.cwd)
-        argv = [self.bwrap, *self.static]
-        pass_fds: tuple[int, ...] = ()
-        if self.seccomp is not None:
+        with contextlib.ExitStack() as undo:
+            lease = self.uids.acquire()
+            undo.callback(lease.release)
+            cgroup = self.cgroups.create(job.job_id, job.limits)
+            undo.callback(self.remover.remove, cgroup)
+            cwd = str(job.cwd)
+            argv = [
+                self.setpriv,
+                f"--reuid={lease.uid}",
+                f"--regid={lease.uid}",
+                "--clear-groups",
+                "--no-new-privs",
+                "--",
+                self.bwrap,
+                *self.static,
+            ]
+            fds: list[int] = []
+            undo.callback(_close_all, fds)
+            volume = view_fd = None
             try:
-                pass_fds = (seccomp.memfd(self.seccomp),)
+                if self.seccomp is not None:
+                    fds.append(_memfd("seccomp", self.seccomp))
+                    argv += ["--seccomp", str(fds[-1])]
+                if job.cwd_fd is not None:
+                    if job.cwd_shared:  # what earlier jobs left there belongs to their uids
+                        tree.chown_tree(job.cwd_fd, lease.uid, lease.uid)
+                    volume = self.volumes.volume(
+                        VolumeSize(job.limits.workspace_bytes, self.workspace_files)
+                    )
+                    undo.callback(volume.discard)
+                    view = volume.mount(job.cwd_fd, lease.uid, lease.uid, _volume_name(job.job_id))
+                    view_fd = os.open(view, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                    fds.append(view_fd)
+                    argv += ["--bind-fd", str(view_fd), cwd]
+                if job.code is not None:
+                    path, content = job.code
+                    fds.append(_memfd("code", content))
+                    argv += ["--ro-bind-data", str(fds[-1]), path]
             except OSError as exc:
-                self.remover.remove(cgroup)
-                raise ExecutionError(f"cannot pass the seccomp filter: {exc}") from exc
-            argv += ["--seccomp", str(pass_fds[0])]
-        if job.cwd != Path("/"):
-            argv += ["--bind", cwd, cwd]
-        for path in job.read_only_files:
-            argv += ["--ro-bind", str(path), str(path)]
-        argv += ["--remount-ro", "/", "--chdir", cwd]  # last: the root's own tmpfs read-only
-        for name, value in job.env.items():
-            argv += ["--setenv", name, value]
-        argv += ["--", *job.argv]
+                raise ExecutionError(f"cannot prepare the sandbox: {exc.strerror or exc}") from exc
+            argv += ["--remount-ro", "/", "--chdir", cwd]  # last: the root's own tmpfs read-only
+            for name, value in job.env.items():
+                argv += ["--setenv", name, value]
+            argv += ["--", *job.argv]
+            undo.pop_all()
         return Prepared(
             argv=tuple(argv),
             env={},  # bwrap's own environment: its pid 1 shows it in /proc/1/environ
             confinement=CgroupConfinement(cgroup, job.limits, python=job.language == "python"),
-            workspace_limit_bytes=job.limits.workspace_bytes,
-            pass_fds=pass_fds,
-            cleanup=cgroup,
+            pass_fds=tuple(fds),
+            cleanup=_Held(cgroup, lease, fds, volume, job.cwd_fd),
+            spawn_cwd=Path("/"),
+            uid=lease.uid,
+            view_fd=view_fd,
+            workspace=_Meter(volume, self.workspace_files) if volume is not None else None,
         )
 
+    def collect(self, prepared: Prepared) -> None:
+        """Apply what the job changed (the volume's upper layer) to its directory, owned by
+        the job's uid."""
+        held = prepared.cleanup
+        if not isinstance(held, _Held) or held.volume is None or held.directory_fd is None:
+            return
+        _close_all(held.fds)  # the view's descriptor among them: nothing may hold it now
+        held.volume.unmount_view()  # a lower layer must not change under a mounted overlay
+        upper = held.volume.upper_fd()
+        try:
+            tree.apply_overlay_upper(upper, held.directory_fd, uid=held.uid.uid, gid=held.uid.uid)
+        finally:
+            os.close(upper)
+
     def release(self, prepared: Prepared) -> None:
-        for fd in prepared.pass_fds:
-            os.close(fd)
-        if prepared.cleanup is not None:
-            self.remover.remove(prepared.cleanup)
+        held = prepared.cleanup
+        if isinstance(held, _Held):
+            _close_all(held.fds)
+            if held.volume is not None:
+                self._janitor.submit(held.volume.discard)
+            # the uid goes back once the cgroup is empty and gone: nothing runs as it any more
+            self.remover.remove(held.cgroup, then=held.uid.release)
 
     def recover(self, job_ids: Collection[str]) -> None:
         for job_id in job_ids:
@@ -329,17 +577,47 @@ class BwrapSandbox:
             "isolated": True,
             "limits_enforced": True,
             "bwrap": self.version,
-            "cgroup": self.cgroups.describe(),
+            "cgroup": f"cgroup v{self.cgroups.version}",
             "uid": SANDBOX_UID,
+            "host_uids": self.uids.describe(),
             "network": False,
-            "seccomp": f"{len(seccomp.BLOCKED) + len(seccomp.UNAVAILABLE)} system calls refused"
+            "seccomp": seccomp.describe()
             if self.seccomp is not None
             else f"none (no filter built in for {platform.machine()})",
             "tmp": describe_bytes(self.tmp_bytes),
         }
 
     def close(self) -> None:
+        self._janitor.shutdown(wait=True)
         self.remover.close()
+        self.volumes.close()
+        self.run.close()
+
+
+def _volume_name(job_id: str) -> str:
+    """A job's volume and mount point name (a re-run's ``<id>.<attempt>`` without the dot)."""
+    return job_id.replace(".", "-")
+
+
+def _memfd(name: str, content: bytes) -> int:
+    """A descriptor holding ``content`` from its start (bwrap reads it to the end)."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)
+    try:
+        view = memoryview(content)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    fds.clear()
 
 
 def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:

@@ -34,6 +34,7 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -142,22 +143,25 @@ class _Removal:
     first: float = field(compare=False)
     attempt: int = field(compare=False)
     cgroup: JobCgroup = field(compare=False)
+    then: Callable[[], None] | None = field(default=None, compare=False)
 
 
 class Remover:
-    """A thread that removes finished jobs' cgroups, retrying while the kernel says busy."""
+    """A thread that removes finished jobs' cgroups, retrying while the kernel says busy, and
+    then calls what waited for it (giving the job's uid back)."""
 
     RETRY_S = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
     GIVE_UP_S = 60.0
 
     def __init__(self) -> None:
-        self._inbox: queue.Queue[JobCgroup | None] = queue.Queue()
+        self._inbox: queue.Queue[tuple[JobCgroup, Callable[[], None] | None] | None] = queue.Queue()
         self._seq = itertools.count()
         self._thread = threading.Thread(target=self._run, name="cgroup-remover", daemon=True)
         self._thread.start()
 
-    def remove(self, cgroup: JobCgroup) -> None:
-        self._inbox.put(cgroup)
+    def remove(self, cgroup: JobCgroup, then: Callable[[], None] | None = None) -> None:
+        """Remove ``cgroup`` soon; ``then()`` once it is gone (never if it stays busy)."""
+        self._inbox.put((cgroup, then))
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Stop after one last try of each cgroup still waiting (blocks up to ``timeout_s``)."""
@@ -175,15 +179,19 @@ class Remover:
             else:
                 if item is None:
                     for removal in waiting:
-                        if not self._try(removal.cgroup):
+                        if self._try(removal.cgroup):
+                            self._then(removal)
+                        else:
                             self._give_up(removal.cgroup)
                     return
                 now = time.monotonic()
-                heapq.heappush(waiting, _Removal(now, next(self._seq), now, 0, item))
+                cgroup, then = item
+                heapq.heappush(waiting, _Removal(now, next(self._seq), now, 0, cgroup, then))
             now = time.monotonic()
             while waiting and waiting[0].due <= now:
                 removal = heapq.heappop(waiting)
                 if self._try(removal.cgroup):
+                    self._then(removal)
                     continue
                 if now - removal.first > self.GIVE_UP_S:
                     self._give_up(removal.cgroup)
@@ -191,6 +199,15 @@ class Remover:
                 removal.due = now + self.RETRY_S[min(removal.attempt, len(self.RETRY_S) - 1)]
                 removal.attempt += 1
                 heapq.heappush(waiting, removal)
+
+    @staticmethod
+    def _then(removal: _Removal) -> None:
+        if removal.then is not None:
+            try:
+                if not removal.cgroup.pids():  # never hand on what a live process still uses
+                    removal.then()
+            except Exception:
+                logger.exception("after removing cgroup %s", removal.cgroup.name)
 
     @staticmethod
     def _give_up(cgroup: JobCgroup) -> None:

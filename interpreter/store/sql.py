@@ -9,6 +9,7 @@ event loop). Driver errors become ``StoreError`` here.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -150,6 +151,15 @@ def _values(changes: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
+def _private_file(path: Path) -> None:
+    """Create the database file readable by the server's user only (SQLite gives its -wal and
+    -shm files the same mode)."""
+    if path.parent.exists():
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        if path.stat().st_uid == os.geteuid():
+            path.chmod(0o600)
+
+
 class SqlStore:
     def __init__(
         self,
@@ -164,7 +174,11 @@ class SqlStore:
 
     @classmethod
     def sqlite(cls, path: Path) -> SqlStore:
-        return cls(lambda: ThreadedEngine(f"sqlite:///{path}"), f"SQLite at {path}")
+        def make() -> ThreadedEngine:
+            _private_file(path)
+            return ThreadedEngine(f"sqlite:///{path}")
+
+        return cls(make, f"SQLite at {path}")
 
     @classmethod
     def postgres(cls, dsn: str, pool_size: int = 10) -> SqlStore:
@@ -321,6 +335,7 @@ class SqlStore:
         plain = await self._plain(lambda w: w.upsert_outputs(job_id, outputs))
         if plain is not None:
             return
+
         def upsert(conn: sa.Connection) -> None:  # one statement on both dialects
             insert = sqlite_insert if conn.dialect.name == "sqlite" else postgresql_insert
             statement = insert(job_outputs).values(job_id=job_id, **values)

@@ -25,6 +25,8 @@ import httpx
 import psutil
 import pytest
 
+from interpreter.sandbox.rundir import RunDir
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FINAL_STATUSES = frozenset({"completed", "failed", "timeout", "cancelled"})
 HEALTH_DEADLINE_S = 15.0
@@ -54,6 +56,9 @@ def kill_processes(procs: list[psutil.Process]) -> None:
         with contextlib.suppress(psutil.Error):
             proc.kill()  # psutil checks that the pid was not reused since we saw it
     survivors(alive, deadline_s=3.0)
+
+
+DEFAULT_RUN_DIR = Path("/run/interpreter")  # INTERPRETER_SANDBOX_RUN_DIR's default
 
 
 class ServerProcess:
@@ -281,6 +286,12 @@ def results(client: httpx.Client, job_id: str) -> dict[str, Any]:
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
+
+
+def live_directory(server: ServerProcess, job_id: str) -> Path:
+    """Where the host sees a running job's working directory as the job does: its files land
+    in the directory itself only when the job ends (the sandbox's capped filesystem)."""
+    return RunDir(DEFAULT_RUN_DIR, server.data_dir).mounts / job_id
 
 
 def wait_for_file(path: Path, deadline_s: float = 10.0) -> str:

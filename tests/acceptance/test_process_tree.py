@@ -11,6 +11,7 @@ import pytest
 from tests.acceptance.server import (
     ServerProcess,
     job_processes,
+    live_directory,
     new_marker,
     running_server,
     submit,
@@ -57,7 +58,7 @@ def start_job(
         environment_variables=marker,
     )
     wait_for_status(client, job_id, {"running"}, deadline_s=10)
-    pids = wait_for_file(server.workspace_root / name / "pids.txt").split()
+    pids = wait_for_file(live_directory(server, job_id) / "pids.txt").split()
     procs = job_processes(marker, expected=len(pids))
     server.track(procs)
     return job_id, procs

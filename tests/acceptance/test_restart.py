@@ -10,6 +10,7 @@ from tests.acceptance.server import (
     ServerProcess,
     job_processes,
     job_status,
+    live_directory,
     new_marker,
     submit,
     survivors,
@@ -36,7 +37,7 @@ def test_sigkilled_server_fails_the_running_job_and_runs_the_pending_ones_after_
     )
     quick = [submit(client, f"print('quick {i}')") for i in range(3)]
     wait_for_status(client, long_job, {"running"}, deadline_s=10)
-    wait_for_file(server.workspace_root / "long" / "pids.txt")
+    wait_for_file(live_directory(server, long_job) / "pids.txt")
     job_procs = job_processes(marker, expected=2)  # bash and its sleep
     server.track(job_procs)
     for job_id in quick:

@@ -11,6 +11,7 @@ from tests.acceptance.server import (
     ServerProcess,
     job_processes,
     job_status,
+    live_directory,
     new_marker,
     submit,
     survivors,
@@ -36,7 +37,7 @@ def test_sigterm_cancels_the_running_job_and_leaves_no_process(
         environment_variables=marker,
     )
     wait_for_status(client, job_id, {"running"}, deadline_s=10)
-    wait_for_file(server.workspace_root / "job" / "pids.txt")
+    wait_for_file(live_directory(server, job_id) / "pids.txt")
     procs = job_processes(marker, expected=2)
     server.track(procs)
     pending = submit(client, "print('after the restart')")

@@ -6,7 +6,10 @@ needs the sandbox is skipped with the reason when this host cannot run it (no bw
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +18,10 @@ import pytest
 from interpreter.api.app import create_app
 from interpreter.config import Settings
 from interpreter.errors import ConfigurationError
-from interpreter.sandbox import BwrapSandbox, ResourceLimits, SandboxJob, bwrap
+from interpreter.sandbox import BwrapSandbox, ResourceLimits, SandboxJob, bwrap, mounts
+from interpreter.sandbox.rundir import RunDir
+from interpreter.sandbox.uids import UidPool
+from interpreter.sandbox.volumes import VolumeFactory, VolumeSize
 from tests.sandbox.usable import UNUSABLE, cgroup_dirs
 
 MiB = 2**20
@@ -33,7 +39,12 @@ async def sandboxed(make_api: Any) -> Any:
 
 # -- the command line -----------------------------------------------------------------------------
 def test_static_arguments_unshare_everything_and_drop_the_user() -> None:
-    args = bwrap.static_args(MiB, Path("/data/sandbox/etc"), ["/opt/node"])
+    args = bwrap.static_args(
+        MiB,
+        Path("/run/i/etc"),
+        [("/run/i/prefix/0", "/opt/node")],
+        ["--ro-bind", "/proc/sys", "/proc/sys"],
+    )
     joined = " ".join(args)
     for flag in (
         "--unshare-user",
@@ -51,8 +62,9 @@ def test_static_arguments_unshare_everything_and_drop_the_user() -> None:
         "--proc /proc",
         "--dev /dev",
         f"--size {MiB} --tmpfs /tmp",
-        "--ro-bind /data/sandbox/etc /etc",
-        "--ro-bind /opt/node /opt/node",
+        "--ro-bind /run/i/etc /etc",
+        "--ro-bind /run/i/prefix/0 /opt/node",
+        "--proc /proc --ro-bind /proc/sys /proc/sys --dev /dev",
     ):
         assert flag in joined, flag
     assert "/etc/shadow" not in joined and "--bind /etc" not in joined
@@ -85,44 +97,116 @@ def test_prefixes_of_interpreters_outside_the_system_directories() -> None:
     ]
 
 
-def test_prepare_binds_the_workspace_at_its_own_path_and_sets_only_the_jobs_variables(
+def test_proc_is_masked_where_the_kernel_has_the_entry(tmp_path: Path) -> None:
+    proc = tmp_path / "proc"
+    (proc / "sys").mkdir(parents=True)
+    (proc / "acpi").mkdir()
+    (proc / "keys").write_text("")
+    (proc / "kcore").write_text("")
+
+    args = " ".join(bwrap.proc_masks(proc))
+
+    assert "--ro-bind /proc/sys /proc/sys" in args
+    assert "--ro-bind /dev/null /proc/keys" in args
+    assert "--ro-bind /dev/null /proc/kcore" in args
+    assert "--tmpfs /proc/acpi --remount-ro /proc/acpi" in args
+    assert "/proc/irq" not in args and "timer_list" not in args  # not on this "kernel"
+
+
+@needs_bwrap
+def test_prepare_runs_bwrap_as_a_leased_uid_and_binds_the_directory_by_descriptor(
     tmp_path: Path,
 ) -> None:
     class FakeCgroup:
         join_files = (Path("/cg/tasks"),)
+        name = "j1"
+
+        def kill_all(self) -> None: ...
+
+        def remove(self) -> bool:
+            return True
+
+        def pids(self) -> list[int]:
+            return []
 
     class FakeDriver:
+        version = 1
+
         def create(self, name: str, limits: ResourceLimits) -> Any:
             return FakeCgroup()
 
-    sandbox = BwrapSandbox("/usr/bin/bwrap", FakeDriver(), ["--static"], "bwrap x", MiB)  # type: ignore[arg-type]
+    # bubblewrap, as the job's uid, must be able to search the run directory's parents
+    run_root = Path(tempfile.mkdtemp(prefix="interpreter-test-", dir="/run"))
+    run = RunDir(run_root, tmp_path / "data")
+    run.setup()
+    uids = UidPool(2_000_000_000, 2_000_000_001, run_root / "uids")
+    volumes = VolumeFactory(tmp_path / "volumes", run.mounts, VolumeSize(MiB, 64), spares=0)
+    sandbox = BwrapSandbox(
+        "/usr/bin/bwrap",
+        "/usr/bin/setpriv",
+        FakeDriver(),  # type: ignore[arg-type]
+        ["--static"],
+        "x",
+        MiB,
+        uids,
+        run,
+        volumes,
+        64,
+    )
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    fd = os.open(ws, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        limits = ResourceLimits.defaults(Settings())
+        limits = dataclasses.replace(ResourceLimits.defaults(Settings()), workspace_bytes=MiB)
         job = SandboxJob(
             "j1",
             "python",
-            ("/usr/bin/python3", "-c", "print(1)"),
-            tmp_path / "ws",
-            {"HOME": str(tmp_path / "ws"), "TMPDIR": "/tmp", "A": "1"},
+            ("/usr/bin/python3", "/code/j1.py"),
+            ws,
+            {"HOME": str(ws), "TMPDIR": "/tmp", "A": "1"},
             limits,
-            (tmp_path / "code.py",),
+            cwd_fd=fd,
+            code=("/code/j1.py", b"print(1)"),
         )
+        (ws / "before.txt").write_text("lower")
         prepared = sandbox.prepare(job)
-        for fd in prepared.pass_fds:
-            os.close(fd)
+        argv = list(prepared.argv)
+        view = run.mounts / "j1"
+        assert view in mounts.mounted_under(run.mounts)
+        assert os.stat(view).st_uid == prepared.uid == 2_000_000_000
+        assert os.stat(view).st_mode & 0o777 == 0o700
+        assert (view / "before.txt").read_text() == "lower"  # the directory opened, seen through
+        (view / "after.txt").write_text("upper")
+        assert not (ws / "after.txt").exists()  # on the job's own filesystem until collected
+        sandbox.collect(prepared)
+        assert (ws / "after.txt").read_text() == "upper"
+        assert os.stat(ws / "after.txt").st_uid == 2_000_000_000
+        sandbox.release(prepared)
     finally:
+        os.close(fd)
         sandbox.close()
-    argv = list(prepared.argv)
-    ws, code = str(tmp_path / "ws"), str(tmp_path / "code.py")
-    assert argv[:2] == ["/usr/bin/bwrap", "--static"]
-    assert argv[argv.index("--bind") : argv.index("--bind") + 3] == ["--bind", ws, ws]
-    assert ["--ro-bind", code, code] == argv[argv.index(code) - 1 : argv.index(code) + 2]
-    assert argv[argv.index("--chdir") + 1] == ws
-    assert argv[argv.index("--") + 1 :] == ["/usr/bin/python3", "-c", "print(1)"]
+        shutil.rmtree(run_root, ignore_errors=True)
+    assert not view.exists()
+    assert argv[:6] == [
+        "/usr/bin/setpriv",
+        "--reuid=2000000000",
+        "--regid=2000000000",
+        "--clear-groups",
+        "--no-new-privs",
+        "--",
+    ]
+    assert argv[6:8] == ["/usr/bin/bwrap", "--static"]
+    bind = argv.index("--bind-fd")
+    assert argv[bind + 2] == str(ws) and argv[bind + 1].isdigit()
+    data = argv.index("--ro-bind-data")
+    assert argv[data + 2] == "/code/j1.py"
+    assert argv[argv.index("--chdir") + 1] == str(ws)
+    assert argv[-3:] == ["--", "/usr/bin/python3", "/code/j1.py"]
     assert ["--setenv", "A", "1"] == argv[argv.index("A") - 1 : argv.index("A") + 2]
     assert prepared.env == {}  # bwrap itself: an empty environment
+    assert prepared.spawn_cwd == Path("/")
     assert ("--seccomp" in argv) == (sandbox.seccomp is not None)
-    assert prepared.workspace_limit_bytes == limits.workspace_bytes
+    assert prepared.workspace is not None and prepared.workspace.limit_bytes == MiB
 
 
 def test_exit_codes_above_128_are_signals_and_bwrap_errors_are_recognised(tmp_path: Path) -> None:
@@ -156,7 +240,7 @@ def test_without_usable_cgroups_the_server_refuses_to_start(
         raise ConfigurationError("no usable cgroups: none mounted")
 
     monkeypatch.setattr(bwrap, "detect", no_cgroups)
-    with pytest.raises(ConfigurationError, match="needs a cgroup per job: no usable cgroups"):
+    with pytest.raises(ConfigurationError, match="it needs a cgroup per job: no usable cgroups"):
         create_app(Settings(data_dir=tmp_path, sandbox="bwrap"))
 
 
@@ -321,3 +405,34 @@ async def test_the_jobs_cgroup_is_removed_after_it(sandboxed: Any) -> None:
     body = await sandboxed.run("sleep 0.2 & echo hi", "shell")
     assert body["status"] == "completed"
     await sandboxed.wait_until(lambda: not cgroup_dirs(body["job_id"]), 10, "cgroup removal")
+
+
+async def test_a_jobs_files_belong_to_an_unprivileged_host_uid_of_the_range(
+    sandboxed: Any,
+) -> None:
+    body = await sandboxed.run("open('mine.txt', 'w').write('x')")
+    workspace = sandboxed.workspace_root / body["job_id"]
+    owner = os.stat(workspace / "mine.txt").st_uid
+    assert owner not in (0, os.getuid())
+    assert 2_000_000_000 <= owner <= 2_000_065_535  # the default INTERPRETER_SANDBOX_UIDS
+
+
+async def test_the_sandbox_reports_the_host_uids(sandboxed: Any) -> None:
+    body = (await sandboxed.client.get("/sandbox")).json()
+    assert body["details"]["host_uids"].startswith("2000000000-2000065535")
+
+
+def test_a_host_without_unprivileged_user_namespaces_is_refused_saying_which_sysctl(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "user").mkdir()
+    (tmp_path / "kernel").mkdir()
+    (tmp_path / "user" / "max_user_namespaces").write_text("0\n")
+    (tmp_path / "kernel" / "apparmor_restrict_unprivileged_userns").write_text("1\n")
+    with pytest.raises(ConfigurationError) as info:
+        bwrap.check_user_namespaces(tmp_path)
+    assert "user.max_user_namespaces is 0" in info.value.message
+    assert "kernel.apparmor_restrict_unprivileged_userns is 1: set it to 0" in info.value.message
+    (tmp_path / "user" / "max_user_namespaces").write_text("100\n")
+    (tmp_path / "kernel" / "apparmor_restrict_unprivileged_userns").write_text("0\n")
+    bwrap.check_user_namespaces(tmp_path)  # fine now

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.acceptance.server import wait_final, wait_for_file, wait_for_status
-from tests.security.conftest import ENV_SECRET, HOST_SECRET, Attacker, marked
+from interpreter.service import owner_of
+from interpreter.workspace import tenant_prefix
+from tests.acceptance.server import live_directory, wait_final, wait_for_file, wait_for_status
+from tests.security.conftest import API_KEY, ENV_SECRET, HOST_SECRET, Attacker, marked
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.timeout(90)]
 
@@ -238,7 +240,8 @@ def test_a_planted_symlink_is_never_followed_by_file_tracking(attacker: Attacker
 def test_working_directory_cannot_leave_the_workspace_root(
     attacker: Attacker, directory: str
 ) -> None:
-    root = attacker.server.workspace_root
+    # named directories live in the key's own part of the root: plant the link there
+    root = attacker.server.workspace_root / tenant_prefix(owner_of(API_KEY))
     root.mkdir(parents=True, exist_ok=True)
     if directory == "symlink-out" and not (root / directory).is_symlink():
         (root / directory).symlink_to(attacker.host)
@@ -409,14 +412,15 @@ def test_setuid_binaries_and_mounts_give_nothing(attacker: Attacker) -> None:
 
 def test_a_job_cannot_read_another_running_jobs_files(attacker: Attacker) -> None:
     other_secret = f"other-job-secret-{uuid.uuid4().hex}"
-    victim_dir = attacker.server.workspace_root / f"victim-{uuid.uuid4().hex}"
+    tenant = attacker.server.workspace_root / tenant_prefix(owner_of(API_KEY))
+    victim_dir = tenant / f"victim-{uuid.uuid4().hex}"
     victim, victim_marker = attacker.start(
         f"open('mine.txt', 'w').write({other_secret!r} + '\\n')\nimport time\ntime.sleep(30)",
         working_directory=victim_dir.name,
         timeout=30,
     )
     wait_for_status(attacker.client, victim, {"running"}, deadline_s=10)
-    wait_for_file(victim_dir / "mine.txt", deadline_s=10)
+    wait_for_file(live_directory(attacker.server, victim) / "mine.txt", deadline_s=10)
     code = (
         "import os\n"
         f"print(os.listdir({str(attacker.server.workspace_root)!r}))\n"
@@ -433,7 +437,8 @@ def test_a_job_cannot_read_another_running_jobs_files(attacker: Attacker) -> Non
     attacker.client.post(f"/jobs/{victim}/cancel")
     wait_final(attacker.client, victim)
     attacker.no_survivors(victim_marker)
-    assert (victim_dir / "mine.txt").read_text() == other_secret + "\n"
+    # a cancelled job is final at once; what it wrote lands in its directory a moment later
+    assert wait_for_file(victim_dir / "mine.txt") == other_secret + "\n"
 
 
 def test_the_api_key_is_nowhere_in_the_jobs_world(attacker: Attacker) -> None:

@@ -11,28 +11,50 @@ from interpreter.config import Settings
 from interpreter.environment import build_environment, invalid_names, redact
 from interpreter.errors import InvalidWorkingDirectory, UnsupportedLanguage
 from interpreter.languages import LanguageRegistry
-from interpreter.workspace import resolve_working_directory
+from interpreter.workspace import JobPaths, named_directory
 
 
 def test_relative_working_directory_is_taken_from_the_root(tmp_path: Path) -> None:
-    assert resolve_working_directory(tmp_path, "a/b") == tmp_path.resolve() / "a" / "b"
+    assert named_directory(tmp_path, "a/b", None) == tmp_path / "a" / "b"
+    assert named_directory(tmp_path, str(tmp_path / "a"), None) == tmp_path / "a"
 
 
-@pytest.mark.parametrize("bad", ["../x", "a/../../x", "/etc", "/", "."])
-def test_working_directory_outside_the_root_is_refused(tmp_path: Path, bad: str) -> None:
+@pytest.mark.parametrize("bad", ["../x", "a/../../x", "/etc", "/", ".", "a\x00b"])
+def test_working_directory_outside_the_root_is_refused_without_naming_it(
+    tmp_path: Path, bad: str
+) -> None:
     with pytest.raises(InvalidWorkingDirectory) as info:
-        resolve_working_directory(tmp_path / "root", bad)
+        named_directory(tmp_path / "root", bad, None)
     assert "working_directory" in info.value.message
+    assert str(tmp_path) not in info.value.message
 
 
-def test_symlink_out_of_the_root_is_refused(tmp_path: Path) -> None:
+def test_each_key_names_directories_of_its_own(tmp_path: Path) -> None:
+    a, b = "a" * 64, "b" * 64
+    mine = named_directory(tmp_path, "project", a)
+    assert mine == tmp_path / "tenants" / a[:32] / "project"
+    assert named_directory(tmp_path, "project", b) != mine
+    # another key's absolute path is just a directory of this key's own
+    assert named_directory(tmp_path, str(mine), b) == (
+        tmp_path / "tenants" / b[:32] / "tenants" / a[:32] / "project"
+    )
+
+
+def test_a_symlink_in_the_way_is_refused_and_never_followed(tmp_path: Path) -> None:
     root = tmp_path / "root"
     root.mkdir()
     os.symlink("/etc", root / "escape")
-    with pytest.raises(InvalidWorkingDirectory, match="outside the workspace root"):
-        resolve_working_directory(root, "escape")
-    with pytest.raises(InvalidWorkingDirectory):
-        resolve_working_directory(root, str(root / "escape" / "ssh"))
+    paths = JobPaths(tmp_path, root)
+    try:
+        for name in ("escape", "escape/ssh"):
+            with pytest.raises(InvalidWorkingDirectory, match="not a plain directory"):
+                paths.check_named(root / name)
+        paths.check_named(root / "not" / "yet")  # missing is fine: made at start
+        fd = paths.open_named(root / "made" / "here")
+        os.close(fd)
+        assert (root / "made" / "here").is_dir()
+    finally:
+        paths.close()
 
 
 def test_environment_is_minimal_plus_the_callers() -> None:
