@@ -5,7 +5,10 @@ sandboxed workers): every document parses and has its kind's required fields; De
 their own pods; every container has an image and resource requests and limits; the API has three
 replicas probed on /health; every secretKeyRef names a key the Secret defines; the Service selects
 the API pods; every ``INTERPRETER_*`` name in these files is one ``interpreter.config.Settings``
-reads and every environment is one ``Settings`` accepts; every ``python -m`` module exists.
+reads and every environment is one ``Settings`` accepts; every ``python -m`` module exists. Only
+the processes that run jobs get privileges (docs/containers.md): workers are privileged, root, in
+a cgroup namespace of their own, each drawing job uids no other worker on its machine uses; API
+replicas are neither privileged nor root.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ DOCKERFILE = REPO / "Dockerfile"
 ENV_NAME = re.compile(r"\bINTERPRETER_[A-Z][A-Z0-9_]*\b")  # as in test_dockerfile.py
 
 API_SERVICES = ("api-a", "api-b")
+API_USER = 10001  # the image's `interpreter` user
 WORKER_SERVICES = ("worker-1", "worker-2")
 SERVER_COMMAND = ["python", "-m", "interpreter.server"]
 WORKER_COMMAND = ["python", "-m", "interpreter.worker"]
@@ -415,13 +419,54 @@ def test_compose_workers_run_sandboxed_jobs(
     assert int(env["INTERPRETER_WORKER_CONCURRENCY"]) >= 1
     assert env.get("INTERPRETER_SANDBOX") == "bwrap"
     assert env.get("INTERPRETER_INPROCESS_WORKER", "true") != "false"  # not read by a worker
-    # bubblewrap's namespaces and the per-job cgroups: privileged, root, its own cgroup namespace
+    # The sandbox's mounts, namespaces and per-job cgroups: privileged, root, its own cgroup
+    # namespace (`docker run --privileged --cgroupns=private`, docs/containers.md).
     assert service.get("privileged") is True, f"{name} is not privileged"
     assert service.get("cgroup") == "private", f"{name}: cgroup {service.get('cgroup')!r}"
     assert str(service.get("user", "")).split(":")[0] in ("0", "root"), "cgroups need root"
     assert not service.get("ports"), f"{name} publishes ports but serves no HTTP"
     # The image's HEALTHCHECK probes HTTP /health, which a worker does not serve.
     assert command_words(service["healthcheck"]["test"])[1:] == CHECK_COMMAND
+
+
+def uid_range(text: str) -> range:
+    first, _, last = text.partition("-")
+    return range(int(first), int(last) + 1)
+
+
+def test_compose_workers_draw_job_uids_from_ranges_of_their_own(
+    environments: dict[str, dict[str, str]],
+) -> None:
+    """Each worker locks the uids its jobs run as in its own /run: containers on one machine
+    share none, so two workers with one range could run two jobs as the same host uid."""
+    default = Settings.model_fields["sandbox_uids"].default
+    ranges = {
+        name: uid_range(environments[name].get("INTERPRETER_SANDBOX_UIDS", default))
+        for name in WORKER_SERVICES
+    }
+    for name, uids in ranges.items():
+        for other, other_uids in ranges.items():
+            if name < other:
+                overlap = uids.start < other_uids.stop and other_uids.start < uids.stop
+                assert not overlap, f"{name} and {other} share job uids ({uids}, {other_uids})"
+
+
+@pytest.mark.parametrize("name", API_SERVICES)
+def test_compose_api_replicas_run_unprivileged_and_not_as_root(
+    name: str, services: dict[str, dict[str, Any]]
+) -> None:
+    service = services[name]
+    assert not service.get("privileged"), f"{name} runs no job: it needs no privileges"
+    for key in ("cap_add", "devices", "security_opt", "cgroup", "device_cgroup_rules"):
+        assert not service.get(key), f"{name} sets {key}: it runs no job"
+    user = str(service.get("user", "")).split(":")[0]
+    assert user == str(API_USER), f"{name} runs as {user or 'the image user, root'}"
+
+
+def test_compose_points_at_the_container_guide() -> None:
+    text = COMPOSE.read_text()
+    assert "docs/containers.md" in text
+    assert (REPO / "docs" / "containers.md").is_file()
 
 
 @pytest.mark.parametrize("name", [*API_SERVICES, *WORKER_SERVICES])
@@ -614,12 +659,63 @@ def test_worker_deployment(deployments: dict[str, dict[str, Any]]) -> None:
     assert env.get("INTERPRETER_SANDBOX") == "bwrap"
     assert secret_ref(container, "INTERPRETER_DATABASE_URL")["key"] == "database-url"
     security = container.get("securityContext", {})
-    assert security.get("privileged") is True, "bubblewrap and the job cgroups need privileged"
-    assert security.get("runAsUser", 0) == 0, "making the jobs' cgroups needs root"
+    pod_security = worker["spec"]["template"]["spec"].get("securityContext", {})
+    assert security.get("privileged") is True, "the sandbox's mounts and job cgroups need it"
+    run_as = security.get("runAsUser", pod_security.get("runAsUser", 0))
+    assert run_as == 0, "cgroups, mounts and the switch to each job's uid need root"
+    assert security.get("runAsNonRoot", pod_security.get("runAsNonRoot")) is not True
     assert not container.get("ports"), "the worker serves no port"
     probe = container.get("livenessProbe", {})
     assert "httpGet" not in probe, "the worker serves no HTTP"
     assert command_words(probe.get("exec", {}).get("command")) == CHECK_COMMAND
+
+
+def test_worker_pods_keep_the_nodes_user_namespace(deployments: dict[str, dict[str, Any]]) -> None:
+    pod = deployments["interpreter-worker"]["spec"]["template"]["spec"]
+    # In a user namespace of its own, the pod's CAP_SYS_ADMIN could not mount the jobs' ext4.
+    assert pod.get("hostUsers", True) is True, "hostUsers: false: the ext4 mounts would fail"
+    assert pod.get("automountServiceAccountToken") is False, "jobs must not get a token"
+
+
+def test_worker_pods_run_one_per_node(deployments: dict[str, dict[str, Any]]) -> None:
+    """Every replica has the same INTERPRETER_SANDBOX_UIDS and locks them in its own /run: two
+    workers on one node could run two jobs as the same uid."""
+    worker = deployments["interpreter-worker"]
+    labels = worker["spec"]["template"]["metadata"]["labels"]
+    pod = worker["spec"]["template"]["spec"]
+    terms = pod.get("affinity", {}).get("podAntiAffinity", {})
+    required = terms.get("requiredDuringSchedulingIgnoredDuringExecution", [])
+    assert any(
+        term.get("topologyKey") == "kubernetes.io/hostname"
+        and term.get("labelSelector", {}).get("matchLabels", {}).items() <= labels.items()
+        and term.get("labelSelector", {}).get("matchLabels")
+        for term in required
+    ), f"no required anti-affinity keeps worker pods on separate nodes: {terms}"
+
+
+def test_api_pods_run_unprivileged_and_not_as_root(
+    deployments: dict[str, dict[str, Any]],
+) -> None:
+    api = deployments["interpreter-api"]
+    pod_security = api["spec"]["template"]["spec"].get("securityContext", {})
+    container = only_container(api)
+    security = {**pod_security, **container.get("securityContext", {})}
+    assert security.get("runAsNonRoot") is True, "the image's default user is root"
+    assert security.get("runAsUser") == API_USER, f"runAsUser {security.get('runAsUser')}"
+    assert not security.get("privileged"), "the API runs no job: it needs no privileges"
+    assert security.get("allowPrivilegeEscalation") is False
+    assert security.get("capabilities", {}).get("drop") == ["ALL"]
+    assert not security.get("capabilities", {}).get("add"), "the API needs no capability"
+
+
+def test_namespace_admits_the_privileged_workers(
+    manifests: list[tuple[Path, dict[str, Any]]],
+) -> None:
+    namespaces = of_kind(manifests, "Namespace")
+    assert list(namespaces) == ["interpreter"], sorted(namespaces)
+    labels = namespaces["interpreter"]["metadata"].get("labels", {})
+    enforce = labels.get("pod-security.kubernetes.io/enforce", "privileged")
+    assert enforce == "privileged", f"Pod Security {enforce!r} would turn the workers away"
 
 
 @pytest.mark.parametrize("name", ["interpreter-api", "interpreter-worker"])

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from interpreter.sandbox.container import DOCKER_FLAGS
+
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
@@ -109,13 +111,84 @@ def test_healthcheck_probes_the_health_endpoint(instructions: list[Instruction])
     assert "127.0.0.1" in checks[-1].arguments or "localhost" in checks[-1].arguments
 
 
-def test_server_runs_as_a_user_that_is_not_root(instructions: list[Instruction]) -> None:
+def test_server_runs_as_root_for_the_sandbox(instructions: list[Instruction]) -> None:
+    """Per-job cgroups, mounts and the switch to each job's uid need root; jobs never run as it."""
     users = only(instructions, "USER")
-    assert users, "the Dockerfile has no USER: the server would run as root"
-    user = users[-1].arguments.split(":")[0]
-    assert user not in ("root", "0"), f"USER {users[-1].arguments}"
-    last_user_line = users[-1].line
-    assert all(cmd.line > last_user_line for cmd in only(instructions, "CMD"))
+    if users:
+        user = users[-1].arguments.split(":")[0]
+        assert user in ("root", "0"), f"USER {users[-1].arguments}: the sandbox needs root"
+
+
+def test_image_has_the_unprivileged_user_api_replicas_run_as(
+    instructions: list[Instruction],
+) -> None:
+    runs = " ".join(run.arguments for run in only(instructions, "RUN"))
+    assert re.search(r"useradd\b[^&;]*--uid 10001\b", runs), "no user 10001 for API replicas"
+    data_dir = env_settings(instructions)["INTERPRETER_DATA_DIR"]
+    assert re.search(rf"chown \S*interpreter\S* {re.escape(data_dir)}", runs), (
+        f"{data_dir} is not writable by the user API replicas run as"
+    )
+
+
+def test_image_defaults_to_the_sandbox(instructions: list[Instruction]) -> None:
+    env = env_settings(instructions)
+    assert env.get("INTERPRETER_SANDBOX", "bwrap") == "bwrap", (
+        f"the image sets INTERPRETER_SANDBOX={env['INTERPRETER_SANDBOX']}: jobs would run "
+        "unsandboxed, as the server"
+    )
+
+
+def installed_packages(instructions: list[Instruction]) -> set[str]:
+    """Every package an ``apt-get install`` of a RUN names."""
+    packages: set[str] = set()
+    for run in only(instructions, "RUN"):
+        for command in re.split(r"&&|;|\|\|", run.arguments):
+            words = shlex.split(command)
+            if words[:2] == ["apt-get", "install"]:
+                packages.update(word for word in words[2:] if not word.startswith("-"))
+    return packages
+
+
+def test_image_installs_what_the_sandbox_and_the_languages_need(
+    instructions: list[Instruction],
+) -> None:
+    packages = installed_packages(instructions)
+    # bubblewrap: the sandbox; util-linux: setpriv, the switch to each job's uid; e2fsprogs:
+    # mkfs.ext4, the filesystem under each job's working directory; nodejs: javascript jobs.
+    missing = {"bubblewrap", "util-linux", "e2fsprogs", "nodejs"} - packages
+    assert not missing, f"the image does not install {sorted(missing)} (it installs {packages})"
+
+
+def test_header_gives_the_docker_run_line_that_runs_the_sandbox() -> None:
+    header: list[str] = []
+    for line in DOCKERFILE.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        header.append(line.lstrip("# ").rstrip("\\ "))
+    text = " ".join(header)
+    assert f"docker run {DOCKER_FLAGS}" in text, "the header's `docker run` lacks the flags"
+    assert "docs/containers.md" in text
+    assert "INTERPRETER_SANDBOX=none" in text, "the header does not say what turns it off"
+
+
+def test_server_starts_in_a_directory_nothing_is_copied_into(
+    instructions: list[Instruction],
+) -> None:
+    """``python -m`` imports from the working directory first: neither the copied sources nor
+    the data directory nor a home directory may be it."""
+    workdir, copied_into = "/", set()
+    for instruction in instructions:
+        if instruction.keyword == "WORKDIR":
+            workdir = str(Path(workdir, instruction.arguments))
+        elif instruction.keyword == "COPY":
+            destination = without_flags(instruction.arguments)[-1]
+            copied_into.add(str(Path(workdir, destination)).rstrip("/"))
+    data_dir = env_settings(instructions)["INTERPRETER_DATA_DIR"]
+    for directory in (*copied_into, data_dir):
+        assert not (workdir == directory or directory.startswith(workdir.rstrip("/") + "/")), (
+            f"the server starts in {workdir}, which holds {directory}"
+        )
+    assert not workdir.startswith("/home/"), f"the server starts in {workdir}, not root's"
 
 
 def test_data_dir_is_a_volume(instructions: list[Instruction]) -> None:
