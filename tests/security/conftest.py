@@ -4,13 +4,18 @@ One server for the whole suite (``python -m interpreter.server`` with ``INTERPRE
 authentication on, a secret in its own environment); ``Attacker.attack`` runs one hostile job and
 checks what every case must hold: the job reaches a final status within its timeout plus a grace
 period, no secret (a host file outside the workspace, the server's environment variable, the API
-key) appears in its output, file lists or error, no process of it survives, and the server still
+keys) appears in its output, file lists or error, no process of it survives, and the server still
 runs a control job. At the end of the session the server's log must hold no secret either.
+
+The server knows two API keys, two tenants: ``attacker`` submits with the first
+(``API_KEY``), ``attacker.as_other_tenant()`` with the second (``API_KEY_B``). Submissions are not
+rate limited in practice (the suite submits hundreds of jobs within a minute).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 import uuid
@@ -29,6 +34,7 @@ from tests.sandbox.usable import UNUSABLE
 MARKER = "SECURITY_JOB"
 GRACE_S = 10.0
 API_KEY = f"key-{uuid.uuid4().hex}"
+API_KEY_B = f"key-{uuid.uuid4().hex}"  # a second tenant
 HOST_SECRET = f"host-file-secret-{uuid.uuid4().hex}"
 ENV_SECRET = f"server-env-secret-{uuid.uuid4().hex}"
 
@@ -48,8 +54,14 @@ class Attacker:
     server: ServerProcess
     client: httpx.Client
     host: Path  # outside every workspace: the planted secret and a canary live here
-    secrets: tuple[str, ...] = (HOST_SECRET, ENV_SECRET, API_KEY)
+    secrets: tuple[str, ...] = (HOST_SECRET, ENV_SECRET, API_KEY, API_KEY_B)
     seen: dict[str, Any] = field(default_factory=dict)
+    client_b: httpx.Client | None = None  # the second tenant's client (API_KEY_B)
+
+    def as_other_tenant(self) -> Attacker:
+        """The same attacker submitting (and running its control jobs) with the second key."""
+        assert self.client_b is not None, "the server has no second tenant"
+        return dataclasses.replace(self, client=self.client_b)
 
     @property
     def secret_file(self) -> Path:
@@ -106,7 +118,8 @@ def attacker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Attacker]:
         tmp_path_factory.mktemp("security-server"),
         INTERPRETER_SANDBOX="bwrap",
         INTERPRETER_AUTH="true",
-        INTERPRETER_API_KEYS=API_KEY,
+        INTERPRETER_API_KEYS=f"{API_KEY},{API_KEY_B}",
+        INTERPRETER_RATE_LIMIT="100000/minute",
         INTERPRETER_MAX_JOBS="4",
         INTERPRETER_KILL_GRACE_S="0.2",
         INTERPRETER_MAX_OUTPUT_BYTES="1048576",
@@ -115,10 +128,11 @@ def attacker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Attacker]:
         SERVER_SECRET_TOKEN=ENV_SECRET,
     ) as server:
         client = server.client(headers={"X-API-Key": API_KEY})
-        attacker = Attacker(server, client, host)
+        client_b = server.client(headers={"X-API-Key": API_KEY_B})
+        attacker = Attacker(server, client, host, client_b=client_b)
         yield attacker
         log = server.stderr_path.read_text() + server.stdout_path.read_text()
-        for secret in (HOST_SECRET, ENV_SECRET, API_KEY):
+        for secret in (HOST_SECRET, ENV_SECRET, API_KEY, API_KEY_B):
             assert secret not in log, "a secret leaked into the server's log"
         assert (host / "secret.txt").read_text() == HOST_SECRET + "\n"
         assert (host / "canary.txt").read_text() == "unchanged\n"
