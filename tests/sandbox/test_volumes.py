@@ -33,6 +33,12 @@ JOB_CREDENTIALS: dict[str, Any] = {"user": UID, "group": GID, "extra_groups": []
 MiB = 2**20
 
 
+def images(factory: VolumeFactory) -> list[Path]:
+    """The volume images in the factory's directory, not the blank templates they are copied
+    from."""
+    return [p for p in factory.volumes_dir.iterdir() if not p.name.startswith("template-")]
+
+
 def _unusable() -> str | None:
     if os.geteuid() != 0:
         return "workspace volumes mount filesystems: root only"
@@ -200,7 +206,7 @@ def test_discard_frees_the_loop_device_and_deletes_the_image(
     assert not loop_backing(device).exists()
     assert device not in subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
     assert not Path(backing).exists()
-    assert list(factory.volumes_dir.iterdir()) == []
+    assert images(factory) == []
     assert list(factory.mounts_dir.iterdir()) == []
     assert mounted_under(factory.mounts_dir) == []
 
@@ -283,7 +289,7 @@ def test_recover_cleans_what_a_dead_server_left(factory: VolumeFactory, lower_fd
     assert recover(factory.mounts_dir, factory.volumes_dir) >= 3  # two mounts, one image
     assert mounted_under(factory.mounts_dir) == []
     assert list(factory.mounts_dir.iterdir()) == []
-    assert list(factory.volumes_dir.iterdir()) == []
+    assert images(factory) == []
     assert not loop_backing(device).exists()
     volume.discard()  # nothing left to do, and no error
 
@@ -293,10 +299,10 @@ def test_spares_are_made_ahead_and_deleted_at_close(base: Path, lower_fd: int) -
     factory.start()
     try:
         for _ in range(500):
-            if len(list(factory.volumes_dir.glob("*.img"))) == 2:
+            if len(images(factory)) == 2:
                 break
             time.sleep(0.01)
-        spares = {str(image) for image in factory.volumes_dir.glob("*.img")}
+        spares = {str(image) for image in images(factory)}
         assert len(spares) == 2
         with factory.volume() as volume:
             volume.mount(lower_fd, UID, GID, "job-1")
@@ -304,7 +310,7 @@ def test_spares_are_made_ahead_and_deleted_at_close(base: Path, lower_fd: int) -
             assert loop_backing(volume.device).read_text().strip() in spares
     finally:
         factory.close()
-    assert list(factory.volumes_dir.iterdir()) == []
+    assert images(factory) == []
 
 
 @pytest.mark.parametrize("name", ["a,b", "a:b", "../x", "x.vol", ""])
@@ -314,7 +320,7 @@ def test_a_name_that_could_reach_the_mount_options_or_another_path_is_refused(
     volume = JobVolume(factory, factory.default)
     with pytest.raises(ExecutionError):
         volume.mount(lower_fd, UID, GID, name)
-    assert list(factory.volumes_dir.iterdir()) == []
+    assert images(factory) == []
     assert list(factory.mounts_dir.iterdir()) == []
 
 
@@ -371,7 +377,7 @@ def test_discard_detaches_a_busy_volume_and_the_device_frees_at_last_close(
         assert "detaching it lazily" in caplog.text
         assert mounted_under(factory.mounts_dir) == []
         assert list(factory.mounts_dir.iterdir()) == []
-        assert list(factory.volumes_dir.iterdir()) == []
+        assert images(factory) == []
         assert loop_backing(volume.device).exists()  # the open file still holds it
     finally:
         os.close(held)
