@@ -14,6 +14,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Collection, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
@@ -32,6 +33,7 @@ _PIPE_SIZE_BYTES = 1 << 20
 _LEADER_SAMPLES_S = (0.001, 0.001, 0.002, 0.004, 0.008)
 _SAMPLE_EVERY_S = 0.1
 _SIGKILL_PATIENCE_S = 5.0
+_RESIGNAL_EVERY_S = 0.01  # during the grace: how often the cgroup is checked for new processes
 _MAX_TRACKED_DESCENDANTS = 4096
 
 Termination = Literal["exit", "timeout", "cancelled", "cpu_limit", "workspace_limit"]
@@ -195,12 +197,26 @@ class Child:
 
     async def _terminate_confined(self, kill_grace_s: float) -> None:
         """The same through the cgroup, sparing the leader from SIGTERM: the sandbox's own
-        process would otherwise take the job down at once, without its grace."""
+        process would otherwise take the job down at once, without its grace.
+
+        A job stopped in its first milliseconds may not have started its command yet, and the
+        sandbox's init ignores SIGTERM from outside: so for the whole grace, every process that
+        joins the cgroup gets its SIGTERM (and SIGCONT) within ``_RESIGNAL_EVERY_S`` of being
+        listed there, once each. At the grace's end everything left is SIGKILLed."""
+        assert self.confinement is not None
         if kill_grace_s > 0:
-            assert self.confinement is not None
-            self.confinement.signal(signal.SIGTERM, spare=(self.pid,))
-            self.confinement.signal(signal.SIGCONT, spare=(self.pid,))
-            await asyncio.wait({self.exited}, timeout=kill_grace_s)
+            spared = _SignalledOnce(always=(self.pid,))
+            give_up = self.loop.time() + kill_grace_s
+            while not self.exited.done():
+                spared.begin_round()
+                self.confinement.signal(signal.SIGTERM, spare=spared)
+                for pid in spared.end_round():  # a stopped process gets its SIGTERM now
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(pid, signal.SIGCONT)
+                left_s = give_up - self.loop.time()
+                if left_s <= 0:
+                    break
+                await asyncio.wait({self.exited}, timeout=min(_RESIGNAL_EVERY_S, left_s))
         if not self.exited.done():
             await asyncio.to_thread(self._kill_confined)
         done, _ = await asyncio.wait({self.exited}, timeout=_SIGKILL_PATIENCE_S)
@@ -360,6 +376,47 @@ class Child:
             self.stderr.close()
             if not self.reaped:
                 self._mark_reaped(-1)
+
+
+class _SignalledOnce(Collection[int]):
+    """What a SIGTERM round through ``Confinement.signal`` spares: the ``always`` pids and
+    every pid signalled in an earlier round, so that each process of the job gets the signal
+    once, in the first round that lists it.
+
+    ``signal`` asks ``pid in spare`` once for each process in the cgroup; a pid asked about
+    for the first time is answered "not spared" and remembered as signalled. A pid no longer
+    listed is forgotten at the round's end: its number may come back as another process."""
+
+    def __init__(self, always: Collection[int]) -> None:
+        self.always = frozenset(always)
+        self.signalled: set[int] = set()
+        self.listed: set[int] = set()
+        self.fresh: list[int] = []
+
+    def begin_round(self) -> None:
+        self.listed = set()
+        self.fresh = []
+
+    def end_round(self) -> list[int]:
+        """The pids signalled in this round."""
+        self.signalled &= self.listed
+        return self.fresh
+
+    def __contains__(self, pid: object) -> bool:
+        if not isinstance(pid, int) or pid in self.always:
+            return True
+        self.listed.add(pid)
+        if pid in self.signalled:
+            return True
+        self.signalled.add(pid)
+        self.fresh.append(pid)
+        return False
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.always | self.signalled)
+
+    def __len__(self) -> int:
+        return len(self.always | self.signalled)
 
 
 def _popen(
