@@ -3,7 +3,10 @@ with the runner, record how it ended. The in-process dispatcher and the PostgreS
 drive jobs through this, so a job behaves the same wherever it runs.
 
 Every status change goes through the store's compare-and-set, so a job cancelled by the API stays
-cancelled whatever the runner finds later: its result is attached, its status kept.
+cancelled whatever the runner finds later: its result is attached, its status kept. And every
+write an attempt makes when it ends (outputs, final status, attached result) expects the job to
+still hold that attempt's fencing token (``store.base.fencing_token``): an attempt that resumes
+after its worker was declared lost and its job re-queued writes nothing.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from interpreter.errors import StoreError
 from interpreter.job import CapturedOutput, Job, JobStatus, utcnow
 from interpreter.metrics import Metrics
 from interpreter.runner import Finish, JobRunner
-from interpreter.store.base import JobStore
+from interpreter.store.base import JobStore, fencing_token
 from interpreter.watch import FinalWatch
 
 logger = logging.getLogger(__name__)
@@ -53,9 +56,7 @@ class Execution:
     async def claim(self, job_id: str, **changes: Any) -> Job | None:
         """pending -> running before the process starts: a cancelled job never runs, and the
         store says "running" for as long as the code runs. None: not pending any more."""
-        job = await self.store.transition(
-            job_id, JobStatus.RUNNING, started_at=utcnow(), **changes
-        )
+        job = await self.store.transition(job_id, JobStatus.RUNNING, started_at=utcnow(), **changes)
         if job is not None:
             log_transition(job, JobStatus.RUNNING)
         return job
@@ -73,17 +74,26 @@ class Execution:
         await self._finish(job, finish, reason())
 
     async def _finish(self, job: Job, finish: Finish, reason: str | None) -> None:
+        """Record how the attempt ``job`` (as claimed) ended. Every write expects the attempt to
+        still own the job (its fencing token): an attempt whose worker was declared lost, its
+        job queued and run again since, writes nothing, and it is not retried."""
         error = (
             reason if (finish.status == JobStatus.CANCELLED and reason) else finish.error_message
         )
+        token = fencing_token(job)
         if self.outputs_in_store and finish.result is not None:
             outputs = await asyncio.to_thread(self._take_outputs, job.id)
-            await self.with_retries(job.id, lambda: self.store.put_outputs(job.id, outputs))
+            kept = await self.with_retries(
+                job.id, lambda: self.store.put_outputs(job.id, outputs, expect=token)
+            )
+            if not kept and await self._stale(job):
+                return
         done = await self.with_retries(
             job.id,
             lambda: self.store.transition(
                 job.id,
                 finish.status,
+                expect=token,
                 completed_at=utcnow(),
                 execution_time_ms=finish.execution_time_ms,
                 error_message=error,
@@ -91,8 +101,11 @@ class Execution:
             ),
         )
         if done is None:  # cancelled by the API meanwhile: keep its status, attach what ran
-            if finish.result is not None:
-                await self.store.attach_result(job.id, finish.result, finish.execution_time_ms)
+            attached = finish.result is not None and await self.store.attach_result(
+                job.id, finish.result, finish.execution_time_ms, expect=token
+            )
+            if not attached:
+                await self._stale(job)  # logs it when another attempt owns the job
             return
         self.watch.notify(job.id)
         self.processed += 1
@@ -102,6 +115,24 @@ class Execution:
             self.metrics.job_duration.labels(language=job.request.language).observe(seconds)
         self.metrics.jobs_finished.labels(status=done.status.value).inc()
         log_transition(done, done.status)
+
+    async def _stale(self, job: Job) -> bool:
+        """Whether the attempt ``job`` lost the job to another one (or the job is gone): then
+        its refused write is logged, never retried."""
+        now = await self.store.get(job.id)
+        token = fencing_token(job)
+        if now is not None and fencing_token(now) == token:
+            return False
+        logger.warning(
+            "write of a stale attempt refused",
+            extra={
+                "job_id": job.id,
+                "attempts": job.attempts,
+                "worker_id": job.worker_id,
+                "current_attempts": now.attempts if now is not None else None,
+            },
+        )
+        return True
 
     def _take_outputs(self, job_id: str) -> CapturedOutput:
         """The job's (already capped) output files, read and removed."""

@@ -9,6 +9,14 @@ from typing import Any, Protocol
 from interpreter.job import CapturedOutput, Job, JobResult, JobStatus
 
 
+def fencing_token(job: Job) -> dict[str, Any]:
+    """What an attempt's writes expect of the job (``expect=``): the attempt count and worker
+    its claim set. A worker declared lost has its job re-queued (worker cleared) and claimed
+    again (count raised, worker replaced), so once the job moved on, every write of the old
+    attempt matches no row and is refused."""
+    return {"attempts": job.attempts, "worker_id": job.worker_id}
+
+
 class JobStore(Protocol):
     async def open(self) -> None:
         """Create the schema if needed and get ready to serve."""
@@ -46,13 +54,27 @@ class JobStore(Protocol):
         already holds the job (the cache), which evolves its copy itself."""
 
     async def attach_result(
-        self, job_id: str, result: JobResult, execution_time_ms: float | None
-    ) -> None:
+        self,
+        job_id: str,
+        result: JobResult,
+        execution_time_ms: float | None,
+        *,
+        expect: Mapping[str, Any] | None = None,
+    ) -> bool:
         """Attach a result to a job that already reached a final status without one (a job
-        cancelled while running), never changing its status."""
+        cancelled while running), never changing its status. ``expect``: as for
+        ``transition``. True when it landed."""
 
-    async def put_outputs(self, job_id: str, outputs: CapturedOutput) -> None:
-        """Keep a job's outputs in the store (replaces what it held); deleted with the job."""
+    async def put_outputs(
+        self,
+        job_id: str,
+        outputs: CapturedOutput,
+        *,
+        expect: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Keep a job's outputs in the store (replaces what it held); deleted with the job.
+        Only for a job that exists and, with ``expect``, holds those values in the same
+        statement (an attempt's fencing token). True when they landed."""
 
     async def get_outputs(self, job_id: str) -> CapturedOutput | None:
         """What ``put_outputs`` stored, or None."""

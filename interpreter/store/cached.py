@@ -4,12 +4,20 @@ Status polls are most of an orchestrator's traffic; serving them from memory kee
 database and its thread. Every write goes to the store first and reaches the cache only once it
 succeeded, so the cache never shows what the store does not hold. With several processes
 writing one database (PostgreSQL, scale-out), use the store without this cache.
+
+Never older than the store: a read or write awaits the store, and another write to the same job
+may land meanwhile. Each job with an operation in flight counts the writes made to it through
+the cache (``_Flight``); an operation that saw another write land during its await does not put
+what it holds (a read keeps the entry as it is, a write drops it, to be read afresh), and a read
+never replaces an entry.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -22,12 +30,38 @@ def _cost(job: Job) -> int:
     return len(job.request.code) + 1024
 
 
+@dataclass
+class _Flight:
+    """One job's operations awaiting the store, and the writes made to it meanwhile."""
+
+    operations: int = 0
+    writes: int = 0
+
+
 class CachedStore:
     def __init__(self, inner: JobStore, max_bytes: int = 64 * 1024 * 1024) -> None:
         self.inner = inner
         self.max_bytes = max_bytes
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._bytes = 0
+        self._flights: dict[str, _Flight] = {}  # only jobs with an operation in flight
+
+    @contextmanager
+    def _flight(self, job_id: str) -> Iterator[_Flight]:
+        flight = self._flights.setdefault(job_id, _Flight())
+        flight.operations += 1
+        try:
+            yield flight
+        finally:
+            flight.operations -= 1
+            if flight.operations == 0:
+                del self._flights[job_id]
+
+    def _wrote(self, job_id: str) -> None:
+        """A write to the job landed (or may have): operations in flight on it are stale."""
+        if (flight := self._flights.get(job_id)) is not None:
+            flight.writes += 1
+        self._drop(job_id)
 
     def _put(self, job: Job) -> None:
         self._drop(job.id)
@@ -57,9 +91,13 @@ class CachedStore:
     async def get(self, job_id: str) -> Job | None:
         if (job := self._jobs.get(job_id)) is not None:
             return job
-        job = await self.inner.get(job_id)
-        if job is not None:
-            self._put(job)
+        with self._flight(job_id) as flight:
+            writes = flight.writes
+            job = await self.inner.get(job_id)
+            if (newer := self._jobs.get(job_id)) is not None:  # put by a write meanwhile
+                return newer
+            if job is not None and flight.writes == writes:
+                self._put(job)
         return job
 
     async def transition(
@@ -70,16 +108,23 @@ class CachedStore:
         expect: Mapping[str, Any] | None = None,
         **changes: Any,
     ) -> Job | None:
-        cached = self._jobs.get(job_id)
-        if cached is None:
-            job = await self.inner.transition(job_id, to, expect=expect, **changes)
-        elif await self.inner.compare_and_set(job_id, to, expect=expect, **changes):
-            job = cached.evolve(status=to, **changes)  # no read-back: ~0.2 ms less a transition
-        else:
-            self._drop(job_id)  # it moved elsewhere: read it afresh next time
-            job = None
-        if job is not None:
-            self._put(job)
+        with self._flight(job_id) as flight:
+            writes = flight.writes
+            cached = self._jobs.get(job_id)
+            try:
+                if cached is None:
+                    job = await self.inner.transition(job_id, to, expect=expect, **changes)
+                elif await self.inner.compare_and_set(job_id, to, expect=expect, **changes):
+                    job = cached.evolve(status=to, **changes)  # no read-back: ~0.2 ms less
+                else:
+                    job = None
+            except BaseException:
+                self._wrote(job_id)  # it may have landed
+                raise
+            raced = flight.writes != writes
+            self._wrote(job_id)  # refused: it moved elsewhere, read it afresh next time
+            if job is not None and not raced:  # raced: which write is newer is unknown
+                self._put(job)
         return job
 
     async def compare_and_set(
@@ -92,17 +137,30 @@ class CachedStore:
     ) -> bool:
         return await self.transition(job_id, to, expect=expect, **changes) is not None
 
-    async def put_outputs(self, job_id: str, outputs: CapturedOutput) -> None:
-        await self.inner.put_outputs(job_id, outputs)
+    async def put_outputs(
+        self,
+        job_id: str,
+        outputs: CapturedOutput,
+        *,
+        expect: Mapping[str, Any] | None = None,
+    ) -> bool:
+        return await self.inner.put_outputs(job_id, outputs, expect=expect)
 
     async def get_outputs(self, job_id: str) -> CapturedOutput | None:
         return await self.inner.get_outputs(job_id)
 
     async def attach_result(
-        self, job_id: str, result: JobResult, execution_time_ms: float | None
-    ) -> None:
-        await self.inner.attach_result(job_id, result, execution_time_ms)
-        self._drop(job_id)  # rare: read it back from the store next time
+        self,
+        job_id: str,
+        result: JobResult,
+        execution_time_ms: float | None,
+        *,
+        expect: Mapping[str, Any] | None = None,
+    ) -> bool:
+        try:
+            return await self.inner.attach_result(job_id, result, execution_time_ms, expect=expect)
+        finally:
+            self._wrote(job_id)  # rare: read it back from the store next time
 
     async def list(
         self,
@@ -120,16 +178,18 @@ class CachedStore:
     async def fail_running(self, message: str) -> Sequence[str]:
         ids = await self.inner.fail_running(message)
         for job_id in ids:
-            self._drop(job_id)
+            self._wrote(job_id)
         return ids
 
     async def expired(self, finished_before: datetime) -> Sequence[Job]:
         return await self.inner.expired(finished_before)
 
     async def delete(self, job_ids: Sequence[str]) -> None:
-        await self.inner.delete(job_ids)
-        for job_id in job_ids:
-            self._drop(job_id)
+        try:
+            await self.inner.delete(job_ids)
+        finally:
+            for job_id in job_ids:
+                self._wrote(job_id)
 
     async def count_by_status(self) -> dict[JobStatus, int]:
         return await self.inner.count_by_status()

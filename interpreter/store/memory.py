@@ -30,6 +30,13 @@ class MemoryStore:
     async def get(self, job_id: str) -> Job | None:
         return self.jobs.get(job_id)
 
+    def _holds(self, job_id: str, expect: Mapping[str, Any] | None) -> Job | None:
+        """The job, when it holds every expected field's value."""
+        job = self.jobs.get(job_id)
+        if job is None or any(getattr(job, k) != v for k, v in (expect or {}).items()):
+            return None
+        return job
+
     async def transition(
         self,
         job_id: str,
@@ -38,10 +45,8 @@ class MemoryStore:
         expect: Mapping[str, Any] | None = None,
         **changes: Any,
     ) -> Job | None:
-        job = self.jobs.get(job_id)
+        job = self._holds(job_id, expect)
         if job is None or job.status not in sources_of(to):
-            return None
-        if any(getattr(job, name) != value for name, value in (expect or {}).items()):
             return None
         job = job.evolve(status=to, **changes)
         self.jobs[job_id] = job
@@ -57,18 +62,34 @@ class MemoryStore:
     ) -> bool:
         return await self.transition(job_id, to, expect=expect, **changes) is not None
 
-    async def put_outputs(self, job_id: str, outputs: CapturedOutput) -> None:
+    async def put_outputs(
+        self,
+        job_id: str,
+        outputs: CapturedOutput,
+        *,
+        expect: Mapping[str, Any] | None = None,
+    ) -> bool:
+        if self._holds(job_id, expect) is None:
+            return False
         self.outputs[job_id] = outputs
+        return True
 
     async def get_outputs(self, job_id: str) -> CapturedOutput | None:
         return self.outputs.get(job_id)
 
     async def attach_result(
-        self, job_id: str, result: JobResult, execution_time_ms: float | None
-    ) -> None:
-        job = self.jobs.get(job_id)
-        if job is not None and job.is_final and job.result is None:
-            self.jobs[job_id] = job.evolve(result=result, execution_time_ms=execution_time_ms)
+        self,
+        job_id: str,
+        result: JobResult,
+        execution_time_ms: float | None,
+        *,
+        expect: Mapping[str, Any] | None = None,
+    ) -> bool:
+        job = self._holds(job_id, expect)
+        if job is None or not job.is_final or job.result is not None:
+            return False
+        self.jobs[job_id] = job.evolve(result=result, execution_time_ms=execution_time_ms)
+        return True
 
     async def list(
         self,

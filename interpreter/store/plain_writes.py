@@ -58,7 +58,8 @@ class PlainWrites:
         """A ``RETURNING *`` row (columns in table order) with each column's result processor."""
         return JobRow(
             *(
-                value if value is None or (process := self.results[name]) is None
+                value
+                if value is None or (process := self.results[name]) is None
                 else process(value)
                 for name, value in zip(COLUMNS, values, strict=True)
             )
@@ -83,15 +84,37 @@ class PlainWrites:
             sql += f" RETURNING {jobs.c[returning].name}"
         return sql, [self._bind(name, values[name]) for name in names]
 
-    def upsert_outputs(self, job_id: str, outputs: CapturedOutput) -> tuple[str, list[Any]]:
-        """A job's outputs, inserted or replaced (SQLite and PostgreSQL say it alike)."""
+    def upsert_outputs(
+        self, job_id: str, outputs: CapturedOutput, expect: Mapping[str, Any] | None = None
+    ) -> tuple[str, list[Any]]:
+        """A job's outputs, inserted or replaced (SQLite and PostgreSQL say it alike); with
+        ``expect``, only while the job's row holds those values (its row locked meanwhile on
+        PostgreSQL, so that no compare-and-set on it slips in between)."""
         p = self.placeholder
+        where, params = self.expected(job_id, expect)
+        lock = " FOR SHARE" if p == "%s" else ""  # SQLite has a single writer
         return (
-            f"INSERT INTO {job_outputs.name} (job_id, stdout, stderr) VALUES ({p}, {p}, {p}) "
+            f"INSERT INTO {job_outputs.name} (job_id, stdout, stderr) SELECT {p}, {p}, {p} "
+            f"WHERE EXISTS (SELECT 1 FROM {jobs.name} WHERE {' AND '.join(where)}{lock}) "
             "ON CONFLICT (job_id) DO UPDATE "
             "SET stdout = excluded.stdout, stderr = excluded.stderr",
-            [job_id, outputs.stdout, outputs.stderr],
+            [job_id, outputs.stdout, outputs.stderr, *params],
         )
+
+    def expected(
+        self, job_id: str, expect: Mapping[str, Any] | None
+    ) -> tuple[list[str], list[Any]]:
+        """``id = ?`` and each expected field's condition, with their parameters."""
+        p = self.placeholder
+        where, params = [f"id = {p}"], [job_id]
+        for name, value in (expect or {}).items():
+            column = jobs.c[name].name  # an unknown name fails here, as through SQLAlchemy
+            if value is None:
+                where.append(f"{column} IS NULL")
+            else:
+                where.append(f"{column} = {p}")
+                params.append(self._bind(name, value))
+        return where, params
 
     @staticmethod
     def returning_row(sql: str) -> str:
@@ -109,16 +132,10 @@ class PlainWrites:
         p = self.placeholder
         values = {"status": to.value, **changes}
         sources = [s.value for s in sources_of(to)]
-        where = [f"id = {p}", f"status IN ({', '.join(p for _ in sources)})"]
+        where, expected = self.expected(job_id, expect)
+        where.insert(1, f"status IN ({', '.join(p for _ in sources)})")
         params: list[Any] = [self._bind(name, value) for name, value in values.items()]
-        params += [job_id, *sources]
-        for name, value in (expect or {}).items():
-            column = jobs.c[name].name  # an unknown name fails here, as through SQLAlchemy
-            if value is None:
-                where.append(f"{column} IS NULL")
-            else:
-                where.append(f"{column} = {p}")
-                params.append(self._bind(name, value))
+        params += [job_id, *sources, *expected[1:]]
         assignments = ", ".join(f"{jobs.c[name].name} = {p}" for name in values)
         return f"UPDATE {jobs.name} SET {assignments} WHERE {' AND '.join(where)}", params
 

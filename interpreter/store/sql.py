@@ -151,6 +151,15 @@ def _values(changes: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
+def _expected(job_id: str, expect: Mapping[str, Any] | None) -> list[sa.ColumnElement[bool]]:
+    """The job's row, holding each expected field's value."""
+    conditions = [jobs.c.id == job_id]
+    for name, value in (expect or {}).items():
+        column = jobs.c[name]
+        conditions.append(column.is_(None) if value is None else column == value)
+    return conditions
+
+
 def _private_file(path: Path) -> None:
     """Create the database file readable by the server's user only (SQLite gives its -wal and
     -shm files the same mode)."""
@@ -276,10 +285,7 @@ class SqlStore:
         job_id: str, to: JobStatus, changes: dict[str, Any], expect: Mapping[str, Any] | None
     ) -> sa.Update:
         sources = [s.value for s in sources_of(to)]
-        conditions = [jobs.c.id == job_id, jobs.c.status.in_(sources)]
-        for name, value in (expect or {}).items():
-            column = jobs.c[name]
-            conditions.append(column.is_(None) if value is None else column == value)
+        conditions = [*_expected(job_id, expect), jobs.c.status.in_(sources)]
         return jobs.update().where(*conditions).values(status=to.value, **_values(changes))
 
     async def transition(
@@ -320,30 +326,53 @@ class SqlStore:
         return moved == 1
 
     async def attach_result(
-        self, job_id: str, result: JobResult, execution_time_ms: float | None
-    ) -> None:
+        self,
+        job_id: str,
+        result: JobResult,
+        execution_time_ms: float | None,
+        *,
+        expect: Mapping[str, Any] | None = None,
+    ) -> bool:
         final = [s.value for s in JobStatus if s.is_final]
+        conditions = [jobs.c.status.in_(final), jobs.c.result.is_(None)]
         update = (
             jobs.update()
-            .where(jobs.c.id == job_id, jobs.c.status.in_(final), jobs.c.result.is_(None))
+            .where(*_expected(job_id, expect), *conditions)
             .values(result=result.to_dict(), execution_time_ms=execution_time_ms)
         )
-        await self._statement(lambda conn: conn.execute(update))
+        moved: int = await self._statement(lambda conn: conn.execute(update).rowcount)
+        return moved == 1
 
-    async def put_outputs(self, job_id: str, outputs: CapturedOutput) -> None:
-        values = {"stdout": outputs.stdout, "stderr": outputs.stderr}
-        plain = await self._plain(lambda w: w.upsert_outputs(job_id, outputs))
+    async def put_outputs(
+        self,
+        job_id: str,
+        outputs: CapturedOutput,
+        *,
+        expect: Mapping[str, Any] | None = None,
+    ) -> bool:
+        plain = await self._plain(lambda w: w.upsert_outputs(job_id, outputs, expect))
         if plain is not None:
-            return
+            return plain.rowcount == 1
 
-        def upsert(conn: sa.Connection) -> None:  # one statement on both dialects
+        def upsert(conn: sa.Connection) -> int:  # one statement on both dialects
             insert = sqlite_insert if conn.dialect.name == "sqlite" else postgresql_insert
-            statement = insert(job_outputs).values(job_id=job_id, **values)
-            conn.execute(
-                statement.on_conflict_do_update(index_elements=[job_outputs.c.job_id], set_=values)
+            owned = sa.select(jobs.c.id).where(*_expected(job_id, expect))
+            if conn.dialect.name != "sqlite":  # no compare-and-set slips in between
+                owned = owned.with_for_update(read=True)
+            row = sa.select(
+                sa.literal(job_id, job_outputs.c.job_id.type),
+                sa.literal(outputs.stdout, job_outputs.c.stdout.type),
+                sa.literal(outputs.stderr, job_outputs.c.stderr.type),
+            ).where(owned.exists())
+            statement = insert(job_outputs).from_select(["job_id", "stdout", "stderr"], row)
+            excluded = statement.excluded
+            values = {"stdout": excluded.stdout, "stderr": excluded.stderr}
+            replace = statement.on_conflict_do_update(
+                index_elements=[job_outputs.c.job_id], set_=values
             )
+            return len(conn.execute(replace.returning(job_outputs.c.job_id)).all())
 
-        await self._statement(upsert)
+        return await self._statement(upsert) == 1
 
     async def get_outputs(self, job_id: str) -> CapturedOutput | None:
         query = sa.select(job_outputs.c.stdout, job_outputs.c.stderr).where(

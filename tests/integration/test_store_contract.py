@@ -22,16 +22,29 @@ from interpreter.job import (
     utcnow,
 )
 from interpreter.store import CachedStore, MemoryStore, SqlStore
-from interpreter.store.base import JobStore
+from interpreter.store.base import JobStore, fencing_token
+from interpreter.store.sql import postgres_engine
 from tests.pg import fresh_database
 
 
-@pytest.fixture(params=["memory", "sqlite", "cached-sqlite", "async-engine-sqlite", "postgres"])
+@pytest.fixture(
+    params=[
+        "memory",
+        "sqlite",
+        "cached-sqlite",
+        "async-engine-sqlite",
+        "postgres",
+        "async-engine-postgres",
+    ]
+)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobStore]:
     backend: JobStore
     with contextlib.ExitStack() as stack:
         if request.param == "postgres":
             backend = SqlStore.postgres(stack.enter_context(fresh_database()), pool_size=2)
+        elif request.param == "async-engine-postgres":  # every statement through SQLAlchemy
+            engine = postgres_engine(stack.enter_context(fresh_database()), pool_size=2)
+            backend = SqlStore.from_async_engine(engine)
         else:
             backend = _local_store(request.param, tmp_path)
         await backend.open()
@@ -225,6 +238,98 @@ async def test_outputs_round_trip_as_bytes_and_go_with_the_job(store: JobStore) 
     assert await store.get_outputs(job.id) is None
 
 
+async def claim(store: JobStore, job_id: str, worker_id: str, attempts: int) -> Job:
+    """pending -> running as a worker's claim sets it."""
+    job = await store.transition(
+        job_id,
+        JobStatus.RUNNING,
+        started_at=utcnow(),
+        worker_id=worker_id,
+        worker_host="h",
+        attempts=attempts,
+    )
+    assert job is not None
+    return job
+
+
+async def requeue(store: JobStore, job: Job) -> None:
+    """running -> pending as the lost-worker recovery does it."""
+    assert await store.compare_and_set(
+        job.id,
+        JobStatus.PENDING,
+        expect={"worker_id": job.worker_id, "attempts": job.attempts},
+        worker_id=None,
+        worker_host=None,
+        started_at=None,
+    )
+
+
+async def test_a_stale_attempt_writes_nothing_once_the_job_runs_again(store: JobStore) -> None:
+    job = await store.create(make_job())
+    first = await claim(store, job.id, "w0", 1)
+    await requeue(store, first)
+    second = await claim(store, job.id, "w1", 2)
+    stale, owner = fencing_token(first), fencing_token(second)
+    assert not await store.put_outputs(job.id, CapturedOutput(b"stale", b""), expect=stale)
+    late = await store.transition(
+        job.id, JobStatus.COMPLETED, expect=stale, result=JobResult(exit_code=9)
+    )
+    assert late is None
+    assert await store.put_outputs(job.id, CapturedOutput(b"owner", b""), expect=owner)
+    assert not await store.put_outputs(job.id, CapturedOutput(b"stale", b""), expect=stale)
+    result = JobResult(exit_code=0)
+    done = await store.transition(job.id, JobStatus.COMPLETED, expect=owner, result=result)
+    assert done is not None
+    got = await store.get(job.id)
+    assert got is not None
+    assert (got.status, got.attempts, got.worker_id, got.result) == (
+        JobStatus.COMPLETED,
+        2,
+        "w1",
+        result,
+    )
+    assert await store.get_outputs(job.id) == CapturedOutput(b"owner", b"")
+
+
+async def test_a_stale_attempt_cannot_end_a_job_queued_again(store: JobStore) -> None:
+    job = await store.create(make_job())
+    first = await claim(store, job.id, "w0", 1)
+    await requeue(store, first)
+    stale = fencing_token(first)
+    assert await store.transition(job.id, JobStatus.FAILED, expect=stale) is None
+    assert not await store.compare_and_set(job.id, JobStatus.CANCELLED, expect=stale)
+    assert not await store.put_outputs(job.id, CapturedOutput(b"stale", b""), expect=stale)
+    got = await store.get(job.id)
+    assert got is not None and got.status == JobStatus.PENDING
+    assert await store.get_outputs(job.id) is None
+
+
+async def test_a_stale_attempt_attaches_no_result_to_a_job_cancelled_since(
+    store: JobStore,
+) -> None:
+    job = await store.create(make_job())
+    first = await claim(store, job.id, "w0", 1)
+    await requeue(store, first)
+    second = await claim(store, job.id, "w1", 2)
+    assert await store.transition(job.id, JobStatus.CANCELLED) is not None
+    stale_result, owner_result = JobResult(exit_code=9), JobResult(exit_code=0)
+    assert not await store.attach_result(job.id, stale_result, 1.0, expect=fencing_token(first))
+    assert await store.attach_result(job.id, owner_result, 2.0, expect=fencing_token(second))
+    got = await store.get(job.id)
+    assert got is not None
+    assert (got.status, got.result, got.execution_time_ms) == (
+        JobStatus.CANCELLED,
+        owner_result,
+        2.0,
+    )
+
+
+async def test_outputs_of_a_missing_job_are_not_kept(store: JobStore) -> None:
+    missing = new_job_id()
+    assert not await store.put_outputs(missing, CapturedOutput(b"x", b""))
+    assert await store.get_outputs(missing) is None
+
+
 async def test_queue_id_is_kept(store: JobStore) -> None:
     job = await store.create(make_job().evolve(queue_id=12345))
     assert (await store.get(job.id)).queue_id == 12345  # type: ignore[union-attr]
@@ -244,7 +349,7 @@ async def test_sqlite_database_of_an_older_version_gains_the_new_columns(tmp_pat
         db.execute(
             "INSERT INTO jobs (id, status, language, request, created_at) VALUES "
             "('0b7f0f38-6a0b-4c5e-9a39-5a0f4a7c2f10', 'completed', 'python', "
-            "'{\"code\": \"print(1)\", \"timeout_s\": 5.0, \"capture_files\": true}', "
+            '\'{"code": "print(1)", "timeout_s": 5.0, "capture_files": true}\', '
             "'2026-01-01 00:00:00')"
         )
     store = SqlStore.sqlite(path)
