@@ -69,8 +69,8 @@ class BeforeHardening(bwrap.BwrapSandbox):
             spawn_cwd=Path("/"),
         )
 
-    def collect(self, prepared: Prepared) -> None:
-        pass
+    def collect(self, prepared: Prepared) -> str | None:
+        return None
 
     def release(self, prepared: Prepared) -> None:
         bwrap._close_all(list(prepared.pass_fds))

@@ -70,7 +70,9 @@ class Execution:
             finish = await self.runner.run(job, cancel)
         except Exception as exc:  # our fault, not the job's: say so and free the slot
             logger.exception("runner failed", extra={"job_id": job.id})
-            finish = Finish(JobStatus.FAILED, None, f"internal error: {exc!r}", None)
+            # the exception's text may name host paths: the log has it, the job its kind only
+            why = f"internal error ({type(exc).__name__}); the server's log has the details"
+            finish = Finish(JobStatus.FAILED, None, why, None)
         await self._finish(job, finish, reason())
 
     async def _finish(self, job: Job, finish: Finish, reason: str | None) -> None:

@@ -24,6 +24,7 @@ from interpreter.languages import LanguageRegistry
 from interpreter.orphans import kill_leftovers
 from interpreter.sandbox import (
     NoSandbox,
+    Prepared,
     ResourceLimits,
     Sandbox,
     SandboxJob,
@@ -178,6 +179,18 @@ def _ending(
     return end(JobStatus.COMPLETED, TerminationReason.EXIT, None)
 
 
+async def _collect(sandbox: Sandbox, prepared: Prepared) -> str | None:
+    """``sandbox.collect`` in a thread that always runs to its end: it writes through the job's
+    directory descriptor, which must stay open (and locked) until it is done, even when this
+    task is cancelled meanwhile."""
+    copying = asyncio.ensure_future(asyncio.to_thread(sandbox.collect, prepared))
+    try:
+        return await asyncio.shield(copying)
+    except asyncio.CancelledError:
+        await asyncio.wait({copying})
+        raise
+
+
 async def _take_directory(fd: int, timeout_s: float, cancel: asyncio.Event) -> float | None:
     """Lock the named directory open as ``fd`` (an ``flock``: every server and worker sharing
     the workspace root sees it), waiting while another job runs there. Jobs in one directory
@@ -327,12 +340,13 @@ class JobRunner:
             code_file = self.paths.code_file(job.id, language.extension)
         cwd_fd, cwd = self.open_working_directory(job)
         try:
+            # One job at a time in a directory, on the whole machine (a fresh one is free at
+            # once, unless a caller named it while its job runs).
             timeout_s = job.request.timeout_s
-            if not fresh:  # one job at a time in a named directory, on the whole machine
-                waited_s = await _take_directory(cwd_fd, timeout_s, cancel)
-                if waited_s is None:
-                    return _not_started(job, cancel)
-                timeout_s -= waited_s
+            waited_s = await _take_directory(cwd_fd, timeout_s, cancel)
+            if waited_s is None:
+                return _not_started(job, cancel)
+            timeout_s -= waited_s
             try:
                 if tmpdir is not None:
                     tmpdir.mkdir()
@@ -365,7 +379,9 @@ class JobRunner:
             extra=job.request.environment,
         )
         try:
-            prepared = self.sandbox.prepare(
+            # Off the loop: a named directory's ownership walk and the mounts take a while.
+            prepared = await asyncio.to_thread(
+                self.sandbox.prepare,
                 SandboxJob(
                     # a re-run (its worker was lost) gets cgroups of its own: the first run's may
                     # still be there, on this machine
@@ -378,7 +394,7 @@ class JobRunner:
                     cwd_fd=setup.cwd_fd,
                     cwd_shared=not setup.fresh,
                     code=setup.code,
-                )
+                ),
             )
         except ExecutionError:
             self._clean(tmpdir, code_file)
@@ -406,11 +422,19 @@ class JobRunner:
                 result = JobResult(termination_reason=TerminationReason.CANCELLED)
                 return Finish(JobStatus.CANCELLED, result, "cancelled", None)
             outcome = await run_process(spec, cancel)
-            await asyncio.to_thread(self.sandbox.collect, prepared)
+            not_kept = await _collect(self.sandbox, prepared)
         finally:
             self.sandbox.release(prepared)
             self._clean(tmpdir, code_file)
         ending = _ending(job, outcome, limits, self.sandbox, spec.stderr_path)
+        if not_kept is not None:  # what it wrote would have passed its limit once on the host
+            ending = Ending(
+                JobStatus.FAILED,
+                TerminationReason.WORKSPACE_LIMIT,
+                not_kept,
+                ending.exit_code,
+                ending.signal,
+            )
         result = JobResult(
             exit_code=ending.exit_code,
             signal=ending.signal,

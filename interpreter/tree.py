@@ -29,7 +29,7 @@ import platform
 import secrets
 import stat
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -320,7 +320,8 @@ def walk(
 
 def chown_tree(root_fd: int, uid: int, gid: int) -> int:
     """Give ``uid``:``gid`` to the root (readable: not ``O_PATH``) and every entry under it not
-    owned so (links themselves, never their targets); the number of entries changed."""
+    owned so (links themselves, never their targets; never a file with more than one name,
+    which could be another's file linked in); the number of entries changed."""
     changed = 0
     st = os.fstat(root_fd)
     if (st.st_uid, st.st_gid) != (uid, gid):
@@ -330,6 +331,8 @@ def chown_tree(root_fd: int, uid: int, gid: int) -> int:
     entries = _entries(cursor, None, paths=False)
     try:
         for _, name, st in entries:
+            if not stat.S_ISDIR(st.st_mode) and st.st_nlink > 1:
+                continue  # a hard link's other names may lie outside the tree: never hand it on
             if (st.st_uid, st.st_gid) != (uid, gid):
                 try:
                     os.chown(name, uid, gid, dir_fd=cursor.fd, follow_symlinks=False)
@@ -543,12 +546,17 @@ def _open_up(dir_fd: int, name: str) -> bool:
 
 # -- applying an overlayfs upper layer to its lower directory ---------------------------------
 _OPAQUE = "trusted.overlay.opaque"
-_COPY_CHUNK = 1 << 30
+_COPY_CHUNK = 1 << 30  # per copy_file_range call
 _NO_FAST_COPY = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP}
 
 
 def apply_overlay_upper(
-    upper_fd: int, lower_fd: int, *, uid: int | None = None, gid: int | None = None
+    upper_fd: int,
+    lower_fd: int,
+    *,
+    uid: int | None = None,
+    gid: int | None = None,
+    budget: tuple[int, int] | None = None,
 ) -> None:
     """Make the tree at ``lower_fd`` what an overlay mount of ``upper_fd`` over it showed
     (redirect_dir, metacopy and index off); both readable descriptors, not ``O_PATH``.
@@ -558,8 +566,17 @@ def apply_overlay_upper(
     a regular file or symlink replaces the lower entry atomically (rename over it). Fifos,
     sockets and devices are not copied; the lower entry of their name is deleted, as the mount
     did not show it. Permission bits (no setuid/setgid) and times are kept; every entry written
-    gets ``uid``/``gid`` when given.
+    gets ``uid``/``gid`` when given. Files keep their holes.
+
+    ``budget``: (bytes, entries); ``OverBudget`` before anything is written when the copy would
+    allocate more (``copy_cost``): what a filesystem capped the job to stays capped on the host.
     """
+    if budget is not None:
+        cost, entries = copy_cost(upper_fd)
+        if cost > budget[0] or entries > budget[1]:
+            raise OverBudget(
+                errno.ENOSPC, f"the copy would take {cost} bytes in {entries} files and directories"
+            )
     owner = (-1 if uid is None else uid, -1 if gid is None else gid)
     upper, lower = _Cursor(upper_fd), _Cursor(lower_fd)
     try:
@@ -719,25 +736,58 @@ def _discard(dir_fd: int, name: str) -> None:
 
 
 def _copy_data(src: int, dst: int) -> None:
-    """Copy ``src`` to ``dst`` from their offsets: in the kernel if it can, else by hand."""
-    fast: tuple[Callable[[int, int], int], ...] = (_copy_range, _send_file)
-    for copy in fast:
+    """Copy ``src`` to ``dst``, its holes kept (a sparse file must not grow into real zeros on
+    the host): only the ranges that hold data, then the size."""
+    size = os.fstat(src).st_size
+    offset = 0
+    while offset < size:
         try:
-            while copy(src, dst):
-                pass
-            return
+            data = os.lseek(src, offset, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # only a hole from here to the end
+                break
+            raise
+        hole = os.lseek(src, data, os.SEEK_HOLE)
+        _copy_range(src, dst, data, hole)
+        offset = hole
+    os.ftruncate(dst, size)
+
+
+def _copy_range(src: int, dst: int, start: int, end: int) -> None:
+    """Copy bytes [start, end) to the same offsets: in the kernel if it can, else by hand."""
+    while start < end:
+        try:
+            copied = os.copy_file_range(src, dst, min(end - start, _COPY_CHUNK), start, start)
         except OSError as exc:
             if exc.errno not in _NO_FAST_COPY:
                 raise
-    while chunk := os.read(src, 1 << 20):
+            break
+        if copied == 0:
+            return  # the file shrank meanwhile
+        start += copied
+    while start < end:
+        chunk = os.pread(src, min(end - start, 1 << 20), start)
+        if not chunk:
+            return
         view = memoryview(chunk)
         while view:
-            view = view[os.write(dst, view) :]
+            written = os.pwrite(dst, view, start)
+            start += written
+            view = view[written:]
 
 
-def _copy_range(src: int, dst: int) -> int:
-    return os.copy_file_range(src, dst, _COPY_CHUNK)
+class OverBudget(OSError):
+    """Applying an upper layer would write more than its budget (sparse files and hard links
+    take more once copied than on the upper layer's filesystem)."""
 
 
-def _send_file(src: int, dst: int) -> int:
-    return os.sendfile(dst, src, None, _COPY_CHUNK)
+def copy_cost(upper_fd: int) -> tuple[int, int]:
+    """(bytes, entries) ``apply_overlay_upper`` would allocate for the tree at ``upper_fd``:
+    each name its allocated blocks and an inode (hard links are copied apart); whiteouts and
+    other special files nothing (they are not copied)."""
+    total = entries = 0
+    for _, st in walk(upper_fd):
+        if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode):
+            total += st.st_blocks * 512
+            entries += 1
+    return total, entries

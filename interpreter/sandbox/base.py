@@ -146,9 +146,10 @@ class Sandbox(Protocol):
     def prepare(self, job: SandboxJob) -> Prepared:
         """The confined command; ``ExecutionError`` if the confinement cannot be set up."""
 
-    def collect(self, prepared: Prepared) -> None:
+    def collect(self, prepared: Prepared) -> str | None:
         """After the job, before its result is told: put what it wrote where it lasts
-        (blocking: run it in a thread)."""
+        (blocking: run it in a thread; the job's directory descriptor stays open until it
+        returns). Returns why what it wrote was not kept, when it was not."""
 
     def release(self, prepared: Prepared) -> None:
         """After the job: let go of what ``prepare`` made (never blocks)."""
@@ -178,8 +179,8 @@ class NoSandbox:
     def prepare(self, job: SandboxJob) -> Prepared:
         return Prepared(argv=job.argv, env=job.env)
 
-    def collect(self, prepared: Prepared) -> None:
-        pass
+    def collect(self, prepared: Prepared) -> str | None:
+        return None
 
     def release(self, prepared: Prepared) -> None:
         pass

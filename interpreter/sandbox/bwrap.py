@@ -22,8 +22,10 @@ with ``--setenv``. The code, when it does not fit the command line, is given by 
 (``--ro-bind-data``): no host file holds it.
 
 Nothing bwrap binds is found by a path a job could change: the working directory was opened by
-the runner beneath the workspace root without following symlinks, and the server binds that
-descriptor under its own run directory (``rundir.py``), which is all bwrap ever sees.
+the runner beneath the workspace root without following symlinks; that descriptor is the lower
+layer of the job's overlay (``volumes.py``), mounted under the server's own run directory
+(``rundir.py``), and bwrap binds the overlay by descriptor (``--bind-fd``). After the job its
+changes are applied to the directory (``collect``), within the job's limit.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import os
 import platform
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -99,6 +102,8 @@ PROBE_TIMEOUT_S = 10.0
 STALE_CGROUP_S = 600.0  # an empty job cgroup older than this was left by a server that died
 MAX_BWRAP_ERROR_BYTES = 4096
 SPARE_VOLUMES = 4  # blank workspace volumes made ahead (of the default size)
+COPY_SLACK = 256  # what a job's files may take on the host beyond its limit: 1/256, 1 MiB, 256
+MiB = 2**20
 CODE_DIR = "/code"  # where a job's code file is, inside the sandbox
 # /proc as Docker masks it (moby's oci defaults), plus the kernel memory maps and allocator
 # statistics: made read-only, or shown as an empty file or directory, when the kernel has them.
@@ -518,19 +523,33 @@ class BwrapSandbox:
             workspace=_Meter(volume, self.workspace_files) if volume is not None else None,
         )
 
-    def collect(self, prepared: Prepared) -> None:
+    def collect(self, prepared: Prepared) -> str | None:
         """Apply what the job changed (the volume's upper layer) to its directory, owned by
-        the job's uid."""
+        the job's uid, unless the copy would pass the job's limit on the host (sparse files and
+        hard links take more once copied): then nothing of it is kept, and the job says why."""
         held = prepared.cleanup
         if not isinstance(held, _Held) or held.volume is None or held.directory_fd is None:
-            return
+            return None
+        if not _emptied(held.cgroup):  # a process stuck in the kernel could still write
+            logger.error("cgroup %s still has processes: its files not applied", held.cgroup.name)
+            return "a process of the job could not be stopped; none of its files were kept"
         _close_all(held.fds)  # the view's descriptor among them: nothing may hold it now
         held.volume.unmount_view()  # a lower layer must not change under a mounted overlay
+        limit = held.volume.limit_bytes
+        budget = (limit + limit // COPY_SLACK + MiB, self.workspace_files + COPY_SLACK)
         upper = held.volume.upper_fd()
         try:
-            tree.apply_overlay_upper(upper, held.directory_fd, uid=held.uid.uid, gid=held.uid.uid)
+            tree.apply_overlay_upper(
+                upper, held.directory_fd, uid=held.uid.uid, gid=held.uid.uid, budget=budget
+            )
+        except tree.OverBudget as exc:
+            return (
+                f"workspace disk limit exceeded ({describe_bytes(limit)}) once its files are "
+                f"copied: {exc.strerror}; none of them were kept"
+            )
         finally:
             os.close(upper)
+        return None
 
     def release(self, prepared: Prepared) -> None:
         held = prepared.cleanup
@@ -592,6 +611,20 @@ class BwrapSandbox:
         self.remover.close()
         self.volumes.close()
         self.run.close()
+
+
+def _emptied(cgroup: JobCgroup, patience_s: float = 1.0) -> bool:
+    """Whether the job's cgroup holds no process (waiting a moment for the last to go)."""
+    give_up = time.monotonic() + patience_s
+    while True:
+        try:
+            if not cgroup.pids():
+                return True
+        except OSError:
+            return False
+        if time.monotonic() > give_up:
+            return False
+        time.sleep(0.01)
 
 
 def _volume_name(job_id: str) -> str:

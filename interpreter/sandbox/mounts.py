@@ -1,11 +1,9 @@
-"""Mounts the server makes on the host for its jobs, by descriptor where a job could race a path.
+"""mount(2) and umount2(2) for the server's own mounts under its run directory, and what
+``/proc/self/mountinfo`` says is mounted there.
 
-A job's directory reaches the sandbox through a mount point under the server's run directory
-(root-owned, searchable, never writable by jobs): the server binds the directory it opened (by
-descriptor, through ``/proc/self/fd/N``, which the kernel follows to that very directory) onto
-the mount point, and bubblewrap binds the mount point. No path a job can change is resolved
-between the server's check and the job's start, and the job's uid needs no search permission on
-the data directory's parents.
+Sources a job could race are given by descriptor (``/proc/self/fd/N``, which the kernel follows
+to that very directory): the read-only binds of interpreters' install prefixes (``bind_fd``)
+and the layers of each job's overlay (``volumes.py``).
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ def secure_directory(path: Path, mode: int) -> None:
 
 @dataclass(eq=False)
 class UidLease:
-    """A uid held for one job (or for the jobs sharing one directory)."""
+    """A uid held for one job."""
 
     uid: int
     _fd: int = field(repr=False)

@@ -59,8 +59,7 @@ MKFS_TIMEOUT_S = 60.0
 MAX_TEMPLATES = 16  # blank images kept to copy from, one per (limit, inodes) asked recently
 EXT4_OPTIONS = "noinit_itable,nobarrier"  # nothing here outlives the job: no flush is worth it
 # Turned off so the upper layer holds plain files and directories only: no redirects, no
-# metadata-only copies, no index. Oldest first: a kernel that refuses one (EINVAL) predates it
-# and the later ones, which are then off anyway; they are dropped from the end and retried.
+# metadata-only copies, no index (required: see _mount_overlay).
 OVERLAY_OPTIONS = ("redirect_dir=off", "index=off", "xino=off", "metacopy=off")
 
 LOOP_CONTROL = "/dev/loop-control"
@@ -87,7 +86,6 @@ class _Kernel:
     """What this kernel turned out to accept (learnt on first use)."""
 
     loop_configure: bool = True
-    overlay_options: int = len(OVERLAY_OPTIONS)
 
 
 _kernel = _Kernel()
@@ -234,24 +232,16 @@ def _configure_loop(loop_fd: int, file_fd: int, image: Path) -> None:
 
 def _mount_overlay(view: Path, lower_fd: int, upper_fd: int, work_fd: int) -> None:
     """Every path reaches the kernel as ``/proc/self/fd/<n>``: digits only, so no ',' or ':'
-    of a directory's name can ever reach the option string."""
+    of a directory's name can ever reach the option string. Every option of
+    ``OVERLAY_OPTIONS`` is required (Linux 4.19 and later know them all): without them the
+    upper layer could hold redirects or metadata-only copies, which applying it to the lower
+    directory does not understand."""
     layers = (
         f"lowerdir=/proc/self/fd/{lower_fd},upperdir=/proc/self/fd/{upper_fd},"
         f"workdir=/proc/self/fd/{work_fd}"
     )
-    count = _kernel.overlay_options
-    while True:
-        data = ",".join((layers, *OVERLAY_OPTIONS[:count]))
-        try:
-            mounts.mount("overlay", str(view), "overlay", MS_NOSUID | MS_NODEV, data)
-        except OSError as exc:
-            if exc.errno != errno.EINVAL or count == 0:
-                raise  # and nothing learnt: the options may not have been the trouble
-            count -= 1
-            logger.info("overlay refused the mount; retrying without %s", OVERLAY_OPTIONS[count])
-            continue
-        _kernel.overlay_options = count
-        return
+    data = ",".join((layers, *OVERLAY_OPTIONS))
+    mounts.mount("overlay", str(view), "overlay", MS_NOSUID | MS_NODEV, data)
 
 
 def _mkfs(mkfs: str, image: Path, size: VolumeSize) -> None:
@@ -515,7 +505,9 @@ class JobVolume:
                 self._mount(lower_fd, uid, gid, name)
             except OSError as exc:
                 self._discard()
-                raise ExecutionError(f"workspace volume {name}: {exc}") from exc
+                logger.error("workspace volume %s: %s", name, exc)
+                why = exc.strerror or "see the server's log"
+                raise ExecutionError(f"cannot make the job's workspace volume: {why}") from exc
         return self.view_path
 
     def _mount(self, lower_fd: int, uid: int, gid: int, name: str) -> None:

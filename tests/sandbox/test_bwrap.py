@@ -436,3 +436,36 @@ def test_a_host_without_unprivileged_user_namespaces_is_refused_saying_which_sys
     (tmp_path / "user" / "max_user_namespaces").write_text("100\n")
     (tmp_path / "kernel" / "apparmor_restrict_unprivileged_userns").write_text("0\n")
     bwrap.check_user_namespaces(tmp_path)  # fine now
+
+
+async def test_sparse_files_and_hard_links_cannot_grow_past_the_limit_on_the_host(
+    sandboxed: Any,
+) -> None:
+    # on the job's filesystem these take almost nothing; copied one by one they would not
+    code = (
+        "import os\n"
+        "with open('sparse', 'wb') as f:\n"
+        "    f.truncate(200 * 2**20)\n"  # within the file size limit, far over the workspace's
+        "with open('data', 'wb') as f:\n"
+        "    f.write(b'x' * 2**20)\n"
+        "for i in range(40):\n"
+        "    os.link('data', f'link{i}')\n"
+        "print('made')\n"
+    )
+    body = await sandboxed.run(code, limits={"workspace_bytes": 8 * MiB})
+    workspace = sandboxed.workspace_root / body["job_id"]
+    assert body["stdout"] == "made\n"
+    assert body["termination_reason"] == "workspace_limit"
+    assert "none of them were kept" in body["error_message"]
+    assert not (workspace / "data").exists()
+
+
+async def test_a_sparse_file_within_the_limit_keeps_its_holes_on_the_host(
+    sandboxed: Any,
+) -> None:
+    code = "with open('sparse', 'wb') as f:\n    f.seek(200 * 2**20)\n    f.write(b'end')\n"
+    body = await sandboxed.run(code, limits={"workspace_bytes": 8 * MiB})
+    assert body["status"] == "completed", body["error_message"]
+    kept = sandboxed.workspace_root / body["job_id"] / "sparse"
+    assert kept.stat().st_size == 200 * MiB + 3
+    assert kept.stat().st_blocks * 512 <= 64 * 1024  # a hole, not 200 MiB of zeros

@@ -354,15 +354,15 @@ def test_a_loop_device_another_process_took_first_is_skipped(
         assert len(calls) == 2
 
 
-def test_an_overlay_option_the_kernel_refuses_is_dropped(
+def test_an_overlay_option_the_kernel_refuses_fails_the_mount_rather_than_go_without(
     factory: VolumeFactory, lower_fd: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     options = (*volumes.OVERLAY_OPTIONS, "no_such_option=on")  # as an older kernel sees xino
     monkeypatch.setattr(volumes, "OVERLAY_OPTIONS", options)
-    monkeypatch.setattr(volumes._kernel, "overlay_options", len(options))
-    with factory.volume() as volume:
+    with factory.volume() as volume, pytest.raises(ExecutionError) as info:
         volume.mount(lower_fd, UID, GID, "job-1")
-        assert volumes._kernel.overlay_options == len(options) - 1
+    assert "/run" not in info.value.message and str(factory.mounts_dir) not in info.value.message
+    assert list(factory.mounts_dir.iterdir()) == []
 
 
 def test_discard_detaches_a_busy_volume_and_the_device_frees_at_last_close(

@@ -895,3 +895,17 @@ def test_overlay_upper_from_a_real_mount_makes_the_lower_what_the_mount_showed(
     assert _view(lower) == shown
     assert (lower / "renamed.txt").read_text() == "renamed"
     assert not (lower / "replaced" / "old").exists()
+
+
+@needs_root
+def test_chown_tree_never_hands_on_a_file_with_another_name_elsewhere(tmp_path: Path) -> None:
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not the job's")
+    root = tmp_path / "root"
+    root.mkdir()
+    os.link(outside, root / "linked")
+    (root / "own").write_text("x")
+    with opened(root) as fd:
+        tree.chown_tree(fd, 2_000_000_000, 2_000_000_000)
+    assert outside.stat().st_uid == os.getuid()
+    assert (root / "own").stat().st_uid == 2_000_000_000
