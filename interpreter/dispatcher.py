@@ -73,9 +73,12 @@ class Dispatcher:
         if failed:
             crashed = [job for job_id in failed if (job := await self.store.get(job_id))]
             await asyncio.to_thread(self.runner.clean_up_after_crash, crashed)
-        for job in await self.store.pending():
-            self.pending.add(job.id, job.owner)
-            self._queue.put_nowait(job.id)
+        after_seq = 0  # ids and owners only, a page at a time: never the pending jobs' code
+        while page := await self.store.pending_ids(after_seq=after_seq):
+            for entry in page:
+                self.pending.add(entry.id, entry.owner)
+                self._queue.put_nowait(entry.id)
+            after_seq = page[-1].seq
         self._update_gauges()
         self._workers = [
             asyncio.create_task(self._work(), name=f"dispatcher-worker-{i}")

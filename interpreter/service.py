@@ -27,7 +27,7 @@ from interpreter.job import Job, JobRequest, JobStatus, new_job_id, utcnow
 from interpreter.languages import LanguageRegistry
 from interpreter.queue import JobQueue
 from interpreter.sandbox.limits import resolve_limits
-from interpreter.store.base import JobStore
+from interpreter.store.base import ExpiredJob, JobStore
 from interpreter.workspace import JobPaths, named_directory
 
 logger = logging.getLogger(__name__)
@@ -204,24 +204,27 @@ class JobService:
     async def cleanup_expired(self) -> int:
         """Delete finished jobs older than the TTL, with their outputs and fresh workspaces:
         files first, then the row, so that a failure leaves the row for the next sweep rather
-        than files nothing points to any more."""
+        than files nothing points to any more. A page of ids at a time, never the jobs' code."""
         cutoff = utcnow() - timedelta(seconds=self.settings.job_ttl_s)
-        expired = await self.store.expired(cutoff)
-        if not expired:
-            return 0
-        removed = await asyncio.to_thread(self._remove_files, expired)
-        await self.store.delete(removed)
-        logger.info("expired jobs deleted", extra={"count": len(removed)})
-        return len(removed)
+        deleted = 0
+        after_seq = 0  # rows whose files stay are skipped, not read again
+        while page := await self.store.expired(cutoff, after_seq=after_seq):
+            after_seq = page[-1].seq
+            removed = await asyncio.to_thread(self._remove_files, page)
+            await self.store.delete(removed)
+            deleted += len(removed)
+        if deleted:
+            logger.info("expired jobs deleted", extra={"count": deleted})
+        return deleted
 
-    def _remove_files(self, jobs: Sequence[Job]) -> Sequence[str]:
+    def _remove_files(self, jobs: Sequence[ExpiredJob]) -> Sequence[str]:
         """Remove each job's files; the ids of those whose files are all gone."""
         removed: list[str] = []
         for job in jobs:
             try:
                 self.paths.stdout(job.id).unlink(missing_ok=True)
                 self.paths.stderr(job.id).unlink(missing_ok=True)
-                if job.request.working_directory is None:  # only the directories we created
+                if job.working_directory is None:  # only the directories we created
                     self.paths.remove_workspace(job.id)
             except OSError as exc:
                 logger.warning("expired job's files not removed: %s", exc, extra={"job_id": job.id})

@@ -3,10 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 from interpreter.job import CapturedOutput, Job, JobResult, JobStatus
+
+PAGE_SIZE = 1_000  # rows a restart or a retention sweep reads at a time
+
+
+@dataclass(frozen=True, slots=True)
+class PendingJob:
+    """What a restart needs of a pending job: its id and owner (the caps), never its code.
+    ``seq``: where the next page starts."""
+
+    id: str
+    owner: str | None
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiredJob:
+    """What retention needs of an expired job: its id, and the working directory it named
+    (None: a fresh one of ours, removed with it). ``seq``: where the next page starts."""
+
+    id: str
+    working_directory: str | None
+    seq: int
 
 
 def fencing_token(job: Job) -> dict[str, Any]:
@@ -89,14 +112,20 @@ class JobStore(Protocol):
     ) -> Sequence[Job]:
         """Newest first. ``owner=None`` lists every job (authentication off)."""
 
-    async def pending(self) -> Sequence[Job]:
-        """Pending jobs, oldest first."""
+    async def pending_ids(
+        self, *, after_seq: int = 0, limit: int = PAGE_SIZE
+    ) -> Sequence[PendingJob]:
+        """Up to ``limit`` pending jobs with a ``seq`` above ``after_seq``, oldest first: a
+        page; the next one starts after the last one's ``seq``."""
 
     async def fail_running(self, message: str) -> Sequence[str]:
         """Mark every running job failed with ``message`` (after a restart); returns their ids."""
 
-    async def expired(self, finished_before: datetime) -> Sequence[Job]:
-        """Final jobs completed before the cutoff."""
+    async def expired(
+        self, finished_before: datetime, *, after_seq: int = 0, limit: int = PAGE_SIZE
+    ) -> Sequence[ExpiredJob]:
+        """Up to ``limit`` final jobs completed before the cutoff with a ``seq`` above
+        ``after_seq``, in ``seq`` order: a page, as ``pending_ids``."""
 
     async def delete(self, job_ids: Sequence[str]) -> None: ...
 

@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from interpreter.job import CapturedOutput, Job, JobResult, JobStatus
-from interpreter.store.base import JobStore
+from interpreter.store.base import PAGE_SIZE, ExpiredJob, JobStore, PendingJob
 
 
 def _cost(job: Job) -> int:
@@ -172,8 +172,10 @@ class CachedStore:
     ) -> Sequence[Job]:
         return await self.inner.list(owner=owner, status=status, limit=limit, before_seq=before_seq)
 
-    async def pending(self) -> Sequence[Job]:
-        return await self.inner.pending()
+    async def pending_ids(
+        self, *, after_seq: int = 0, limit: int = PAGE_SIZE
+    ) -> Sequence[PendingJob]:
+        return await self.inner.pending_ids(after_seq=after_seq, limit=limit)
 
     async def fail_running(self, message: str) -> Sequence[str]:
         ids = await self.inner.fail_running(message)
@@ -181,8 +183,10 @@ class CachedStore:
             self._wrote(job_id)
         return ids
 
-    async def expired(self, finished_before: datetime) -> Sequence[Job]:
-        return await self.inner.expired(finished_before)
+    async def expired(
+        self, finished_before: datetime, *, after_seq: int = 0, limit: int = PAGE_SIZE
+    ) -> Sequence[ExpiredJob]:
+        return await self.inner.expired(finished_before, after_seq=after_seq, limit=limit)
 
     async def delete(self, job_ids: Sequence[str]) -> None:
         try:

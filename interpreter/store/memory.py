@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from interpreter.job import CapturedOutput, Job, JobResult, JobStatus, sources_of, utcnow
+from interpreter.store.base import PAGE_SIZE, ExpiredJob, PendingJob
 
 
 class MemoryStore:
@@ -108,11 +109,16 @@ class MemoryStore:
             and (before_seq is None or (j.seq or 0) < before_seq)
         ][:limit]
 
-    async def pending(self) -> Sequence[Job]:
+    def _by_seq(self, after_seq: int) -> Sequence[Job]:
         return sorted(
-            (j for j in self.jobs.values() if j.status == JobStatus.PENDING),
-            key=lambda j: j.seq or 0,
+            (j for j in self.jobs.values() if (j.seq or 0) > after_seq), key=lambda j: j.seq or 0
         )
+
+    async def pending_ids(
+        self, *, after_seq: int = 0, limit: int = PAGE_SIZE
+    ) -> Sequence[PendingJob]:
+        pending = [j for j in self._by_seq(after_seq) if j.status == JobStatus.PENDING]
+        return [PendingJob(j.id, j.owner, j.seq or 0) for j in pending[:limit]]
 
     async def fail_running(self, message: str) -> Sequence[str]:
         ids = [j.id for j in self.jobs.values() if j.status == JobStatus.RUNNING]
@@ -122,12 +128,15 @@ class MemoryStore:
             )
         return ids
 
-    async def expired(self, finished_before: datetime) -> Sequence[Job]:
-        return [
+    async def expired(
+        self, finished_before: datetime, *, after_seq: int = 0, limit: int = PAGE_SIZE
+    ) -> Sequence[ExpiredJob]:
+        expired = [
             j
-            for j in self.jobs.values()
+            for j in self._by_seq(after_seq)
             if j.is_final and j.completed_at is not None and j.completed_at < finished_before
         ]
+        return [ExpiredJob(j.id, j.request.working_directory, j.seq or 0) for j in expired[:limit]]
 
     async def delete(self, job_ids: Sequence[str]) -> None:
         for job_id in job_ids:

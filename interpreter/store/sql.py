@@ -34,6 +34,7 @@ from interpreter.job import (
     utcnow,
 )
 from interpreter.sandbox.limits import ResourceLimits
+from interpreter.store.base import PAGE_SIZE, ExpiredJob, PendingJob
 from interpreter.store.engines import (
     AsyncEngineRunner,
     Operation,
@@ -398,9 +399,16 @@ class SqlStore:
             query = query.where(jobs.c.seq < before_seq)
         return [_row_to_job(r) for r in await self._rows(query)]
 
-    async def pending(self) -> Sequence[Job]:
-        query = jobs.select().where(jobs.c.status == JobStatus.PENDING.value).order_by(jobs.c.seq)
-        return [_row_to_job(r) for r in await self._rows(query)]
+    async def pending_ids(
+        self, *, after_seq: int = 0, limit: int = PAGE_SIZE
+    ) -> Sequence[PendingJob]:
+        query = (
+            sa.select(jobs.c.id, jobs.c.owner, jobs.c.seq)
+            .where(jobs.c.status == JobStatus.PENDING.value, jobs.c.seq > after_seq)
+            .order_by(jobs.c.seq)
+            .limit(limit)
+        )
+        return [PendingJob(r.id, r.owner, r.seq) for r in await self._rows(query)]
 
     async def fail_running(self, message: str) -> Sequence[str]:
         update = (
@@ -411,10 +419,24 @@ class SqlStore:
         )
         return [r.id for r in await self._rows(update, one=True)]
 
-    async def expired(self, finished_before: datetime) -> Sequence[Job]:
+    async def expired(
+        self, finished_before: datetime, *, after_seq: int = 0, limit: int = PAGE_SIZE
+    ) -> Sequence[ExpiredJob]:
         final = [s.value for s in JobStatus if s.is_final]
-        query = jobs.select().where(jobs.c.status.in_(final), jobs.c.completed_at < finished_before)
-        return [_row_to_job(r) for r in await self._rows(query)]
+        # One key of the request, extracted by the database (json_extract on SQLite, ->> on
+        # PostgreSQL): the code never leaves it.
+        directory = jobs.c.request["working_directory"].as_string().label("directory")
+        query = (
+            sa.select(jobs.c.id, directory, jobs.c.seq)
+            .where(
+                jobs.c.status.in_(final),
+                jobs.c.completed_at < finished_before,
+                jobs.c.seq > after_seq,
+            )
+            .order_by(jobs.c.seq)
+            .limit(limit)
+        )
+        return [ExpiredJob(r.id, r.directory, r.seq) for r in await self._rows(query)]
 
     async def delete(self, job_ids: Sequence[str]) -> None:
         ids = list(job_ids)

@@ -156,9 +156,10 @@ async def test_attach_result_never_replaces_an_existing_result(store: JobStore) 
 
 async def test_pending_is_fifo_and_list_is_newest_first_with_filters(store: JobStore) -> None:
     jobs = [await store.create(make_job(owner="a" if i % 2 else "b")) for i in range(5)]
-    assert [j.id for j in await store.pending()] == [j.id for j in jobs]
+    pending = await store.pending_ids()
+    assert [(p.id, p.owner, p.seq) for p in pending] == [(j.id, j.owner, j.seq) for j in jobs]
     await store.transition(jobs[0].id, JobStatus.CANCELLED)
-    assert [j.id for j in await store.pending()] == [j.id for j in jobs[1:]]
+    assert [p.id for p in await store.pending_ids()] == [j.id for j in jobs[1:]]
     listed = await store.list(owner=None, limit=10)
     assert [j.id for j in listed] == [j.id for j in reversed(jobs)]
     mine = await store.list(owner="a", limit=10)
@@ -167,7 +168,20 @@ async def test_pending_is_fifo_and_list_is_newest_first_with_filters(store: JobS
     assert [j.id for j in cancelled] == [jobs[0].id]
     page1 = await store.list(owner=None, limit=2)
     page2 = await store.list(owner=None, limit=2, before_seq=page1[-1].seq)
-    assert [j.id for j in page1 + page2] == [j.id for j in reversed(jobs)][:4]
+    assert [j.id for j in [*page1, *page2]] == [j.id for j in reversed(jobs)][:4]
+
+
+async def test_pending_ids_come_in_pages_in_submission_order(store: JobStore) -> None:
+    jobs = [await store.create(make_job(owner=f"o{i}")) for i in range(7)]
+    await store.transition(jobs[2].id, JobStatus.CANCELLED)
+    seen: list[tuple[str, str | None]] = []
+    after_seq, pages = 0, 0
+    while page := await store.pending_ids(after_seq=after_seq, limit=3):
+        assert len(page) <= 3
+        seen += [(p.id, p.owner) for p in page]
+        after_seq, pages = page[-1].seq, pages + 1
+    assert seen == [(j.id, j.owner) for j in jobs if j.id != jobs[2].id]
+    assert pages == 2
 
 
 async def test_fail_running_marks_only_running_jobs(store: JobStore) -> None:
@@ -191,7 +205,7 @@ async def test_expired_and_delete(store: JobStore) -> None:
     await store.transition(fresh.id, JobStatus.CANCELLED, completed_at=utcnow())
     pending = await store.create(make_job())
     expired = await store.expired(utcnow() - timedelta(days=1))
-    assert [j.id for j in expired] == [old.id]
+    assert [(j.id, j.working_directory) for j in expired] == [(old.id, None)]
     await store.delete([old.id])
     assert await store.get(old.id) is None
     assert await store.get(fresh.id) is not None
@@ -463,3 +477,21 @@ async def test_cached_store_serves_reads_without_the_database_within_its_budget(
     with pytest.raises(StoreError):  # the oldest was evicted: it needs the database
         await store.get(jobs[0].id)
     await store.close()
+
+
+async def test_expired_comes_in_pages_with_the_named_working_directory(store: JobStore) -> None:
+    long_ago = utcnow() - timedelta(days=2)
+    jobs = []
+    for i in range(5):
+        named = {"working_directory": f"/w/{i}"} if i % 2 else {}
+        job = await store.create(make_job(code="x" * 10_000, **named))
+        await store.transition(job.id, JobStatus.CANCELLED, completed_at=long_ago)
+        jobs.append(job)
+    seen: list[tuple[str, str | None]] = []
+    after_seq = 0
+    while page := await store.expired(utcnow() - timedelta(days=1), after_seq=after_seq, limit=2):
+        assert len(page) <= 2
+        seen += [(e.id, e.working_directory) for e in page]
+        after_seq = page[-1].seq
+    assert seen == [(j.id, j.request.working_directory) for j in jobs]
+    assert [d for _, d in seen] == [None, "/w/1", None, "/w/3", None]
