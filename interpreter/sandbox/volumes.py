@@ -8,8 +8,12 @@ fails with ENOSPC, whatever the path length, however many files, open or unlinke
 the caller applies the upper layer to the lower directory, then the volume is unmounted and its
 image deleted (the loop device frees itself at the last unmount).
 
+A few volumes of the default size are kept ready by a thread, already attached and mounted at
+``<mounts dir>/spare-<hex>.vol`` with their ``upper`` and ``work`` made, so that a job's path only
+hands ``upper`` to the job's uid and mounts the overlay; other sizes are made when asked for.
+
     check_available(volumes_dir, mounts_dir)       ConfigurationError saying how to fix it
-    VolumeFactory(volumes_dir, mounts_dir, size)   blank images, a few made ahead by a thread
+    VolumeFactory(volumes_dir, mounts_dir, size)   blank volumes, a few mounted ahead by a thread
         .volume(size) -> JobVolume
     JobVolume.mount(lower_fd, uid, gid, name)      -> the view, <mounts dir>/<name>
         .used_bytes() / .used_inodes() / .upper_path / .unmount_view() / .discard()
@@ -57,6 +61,7 @@ RESERVED_CLUSTERS_MAX = 4096  # ext4 keeps min(2 %, 4096 blocks) back for its ow
 MKFS_SEARCH_PATH = "/usr/sbin:/sbin:/usr/bin:/bin"
 MKFS_TIMEOUT_S = 60.0
 MAX_TEMPLATES = 16  # blank images kept to copy from, one per (limit, inodes) asked recently
+SPARE_RETRY_S = 5.0  # after a spare failed (a full disk, no free loop device): not a busy loop
 EXT4_OPTIONS = "noinit_itable,nobarrier"  # nothing here outlives the job: no flush is worth it
 # Turned off so the upper layer holds plain files and directories only: no redirects, no
 # metadata-only copies, no index (required: see _mount_overlay).
@@ -230,6 +235,47 @@ def _configure_loop(loop_fd: int, file_fd: int, image: Path) -> None:
         raise
 
 
+def _mount_blank(image: Path, point: Path) -> str:
+    """Mount the blank ext4 ``image`` at ``point`` (made here, 0700) and make its ``upper`` and
+    ``work`` (root's, 0700); returns the loop device. Undoes what it did when it fails."""
+    os.mkdir(point, 0o700)
+    mounted = False
+    try:
+        device, loop_fd = _attach_loop(image)
+        try:
+            flags = MS_NOSUID | MS_NODEV | MS_SILENT
+            mounts.mount(device, str(point), "ext4", flags, EXT4_OPTIONS)
+        finally:
+            os.close(loop_fd)
+        mounted = True
+        os.chmod(point, 0o700)
+        os.mkdir(point / "upper", 0o700)
+        os.mkdir(point / "work", 0o700)
+    except BaseException:
+        if mounted:
+            with contextlib.suppress(OSError):
+                mounts.unmount(point)
+        _remove_point(point)
+        raise
+    return device
+
+
+@dataclass(frozen=True, slots=True)
+class _Spare:
+    """A blank volume mounted ahead: ``image`` on ``device``, mounted at ``point`` with its
+    ``upper`` and ``work`` made."""
+
+    image: Path
+    point: Path
+    device: str
+
+    def discard(self) -> None:
+        with contextlib.suppress(OSError):
+            mounts.unmount(self.point)
+        _remove_point(self.point)
+        self.image.unlink(missing_ok=True)
+
+
 def _mount_overlay(view: Path, lower_fd: int, upper_fd: int, work_fd: int) -> None:
     """Every path reaches the kernel as ``/proc/self/fd/<n>``: digits only, so no ',' or ':'
     of a directory's name can ever reach the option string. Every option of
@@ -334,8 +380,10 @@ def _check_searchable(path: Path) -> None:
 class VolumeFactory:
     """Blank images under ``volumes_dir`` (root-only, 0700); volumes mount under ``mounts_dir``.
 
-    ``spares`` images of ``default`` are made ahead by a thread once ``start()`` ran, so mkfs is
-    off a job's path; other sizes are made when asked for. Thread-safe.
+    ``spares`` volumes of ``default`` are made and mounted ahead by a thread once ``start()``
+    ran (each holds a loop device until taken or closed), so making the image, attaching it,
+    mounting the ext4 and its first directories are off a job's path; other sizes, and the
+    default when no spare is ready, are made when asked for. Thread-safe.
     """
 
     def __init__(
@@ -355,7 +403,7 @@ class VolumeFactory:
             _check_searchable(mounts_dir)
         except OSError as exc:
             raise ConfigurationError(f"workspace volumes cannot use {exc.filename}: {exc}") from exc
-        self._ready: deque[Path] = deque()
+        self._ready: deque[_Spare] = deque()
         self._templates: dict[VolumeSize, Path] = {}
         self._templates_lock = threading.Lock()
         self._changed = threading.Condition()
@@ -363,7 +411,7 @@ class VolumeFactory:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        """Start making spare images in the background."""
+        """Start making and mounting spare volumes in the background."""
         with self._changed:
             if self._thread is None and not self._closed and self.spares > 0:
                 self._thread = threading.Thread(target=self._refill, name="volume-spares")
@@ -374,20 +422,26 @@ class VolumeFactory:
         """A volume of ``size`` (the default when None), not mounted yet."""
         return JobVolume(self, size or self.default)
 
-    def take(self, size: VolumeSize) -> Path:
-        """A blank image of ``size``, now the caller's to delete: a spare when there is one."""
-        if size == self.default:
-            with self._changed:
-                if self._ready:
-                    image = self._ready.popleft()
-                    self._changed.notify_all()
-                    return image
+    def take(self, size: VolumeSize) -> _Spare | None:
+        """A mounted blank volume of ``size``, now the caller's to discard; None when there is
+        none ready (another size than the default, or the spares all taken)."""
+        if size != self.default:
+            return None
+        with self._changed:
+            if not self._ready:
+                return None
+            spare = self._ready.popleft()
+            self._changed.notify_all()
+            return spare
+
+    def image(self, size: VolumeSize) -> Path:
+        """A new blank image of ``size``, not mounted, now the caller's to delete."""
         image = self._new_path()
         self._blank(image, size)
         return image
 
     def close(self) -> None:
-        """Stop the thread and delete the spare images."""
+        """Stop the thread; unmount the spare volumes and delete their images."""
         with self._changed:
             self._closed = True
             self._changed.notify_all()
@@ -395,8 +449,10 @@ class VolumeFactory:
         if thread is not None:
             thread.join()
         with self._changed:
-            while self._ready:
-                self._ready.popleft().unlink(missing_ok=True)
+            spares = list(self._ready)
+            self._ready.clear()
+        for spare in spares:
+            spare.discard()
         with self._templates_lock:
             while self._templates:
                 self._templates.popitem()[1].unlink(missing_ok=True)
@@ -427,19 +483,30 @@ class VolumeFactory:
                     self._changed.wait()
                 if self._closed:
                     return
-            image = self._new_path()
             try:
-                self._blank(image, self.default)
+                spare = self._mount_spare()
             except OSError as exc:
-                logger.warning("spare volume image not made: %s", exc)
-                with self._changed:
-                    self._changed.wait(timeout=5.0)  # a full disk must not spin this loop
+                logger.warning("spare workspace volume not made: %s", exc)
+                with self._changed:  # a full disk must not spin this loop, nor a job's take
+                    self._changed.wait_for(lambda: self._closed, timeout=SPARE_RETRY_S)
                 continue
             with self._changed:
-                if self._closed:
-                    image.unlink(missing_ok=True)
-                    return
-                self._ready.append(image)
+                if not self._closed:
+                    self._ready.append(spare)
+                    continue
+            spare.discard()
+            return
+
+    def _mount_spare(self) -> _Spare:
+        image = self._new_path()
+        self._blank(image, self.default)
+        point = self.mounts_dir / f"spare-{image.stem}.vol"
+        try:
+            device = _mount_blank(image, point)
+        except BaseException:
+            image.unlink(missing_ok=True)
+            raise
+        return _Spare(image, point, device)
 
 
 # -- one job's volume -----------------------------------------------------------------------
@@ -453,7 +520,7 @@ class JobVolume:
         self.device: str | None = None  # /dev/loopN while mounted
         self._lock = threading.Lock()
         self._image: Path | None = None
-        self._volume: Path | None = None  # the ext4's mount point, <mounts dir>/<name>.vol
+        self._volume: Path | None = None  # the ext4's: <mounts dir>/<name>.vol or spare-<hex>.vol
         self._view: Path | None = None  # the overlay's, <mounts dir>/<name>
         self._view_mounted = False
         self._volume_mounted = False
@@ -512,23 +579,17 @@ class JobVolume:
 
     def _mount(self, lower_fd: int, uid: int, gid: int, name: str) -> None:
         points = self.factory.mounts_dir
-        self._image = self.factory.take(self.size)
-        volume, view = points / f"{name}.vol", points / name
-        os.mkdir(volume, 0o700)
-        self._volume = volume
-        device, loop_fd = _attach_loop(self._image)
-        try:
-            flags = MS_NOSUID | MS_NODEV | MS_SILENT
-            mounts.mount(device, str(volume), "ext4", flags, EXT4_OPTIONS)
-        finally:
-            os.close(loop_fd)
-        self.device, self._volume_mounted = device, True
-        os.chmod(volume, 0o700)
-        upper, work = volume / "upper", volume / "work"
-        os.mkdir(upper, 0o700)
+        spare = self.factory.take(self.size)
+        if spare is not None:
+            self._image, volume, device = spare.image, spare.point, spare.device
+        else:
+            self._image = self.factory.image(self.size)
+            volume = points / f"{name}.vol"
+            device = _mount_blank(self._image, volume)
+        self._volume, self.device, self._volume_mounted = volume, device, True
+        upper, work, view = volume / "upper", volume / "work", points / name
         os.chown(upper, uid, gid)
         os.chmod(upper, 0o700)
-        os.mkdir(work, 0o700)
         os.mkdir(view, 0o700)
         self._view = view
         flags = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC

@@ -11,15 +11,16 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from interpreter.errors import ConfigurationError, ExecutionError
-from interpreter.sandbox import volumes
+from interpreter.sandbox import mounts, volumes
 from interpreter.sandbox.volumes import (
     JobVolume,
     VolumeFactory,
@@ -103,6 +104,41 @@ def mounted_under(directory: Path) -> list[str]:
 
 def loop_backing(device: str) -> Path:
     return Path("/sys/block", os.path.basename(device), "loop", "backing_file")
+
+
+def loops_of(factory: VolumeFactory) -> list[str]:
+    """Loop devices backed by an image of the factory's (deleted or not)."""
+    prefix = os.path.realpath(factory.volumes_dir) + "/"
+    found = []
+    for backing in Path("/sys/block").glob("loop*/loop/backing_file"):
+        try:
+            if backing.read_text().startswith(prefix):
+                found.append(backing.parent.parent.name)
+        except FileNotFoundError:  # freed meanwhile
+            pass
+    return found
+
+
+def wait_for_spares(factory: VolumeFactory, count: int) -> set[str]:
+    """The mount points of the factory's spares once ``count`` of them are ready."""
+    for _ in range(500):
+        spares = {p for p in mounted_under(factory.mounts_dir) if "/spare-" in p}
+        if len(spares) == count and len(factory._ready) == count:
+            return spares
+        time.sleep(0.01)
+    raise AssertionError(f"{count} spare volumes not ready in 5 s")
+
+
+@pytest.fixture
+def spared(base: Path) -> Iterator[VolumeFactory]:
+    """A factory with one spare volume of its default size mounted ahead."""
+    made = VolumeFactory(base / "volumes", base / "mnt", VolumeSize(8 * MiB, 1000), spares=1)
+    made.start()
+    try:
+        wait_for_spares(made, 1)
+        yield made
+    finally:
+        made.close()
 
 
 def test_view_root_belongs_to_the_job_uid_with_mode_0700(
@@ -298,19 +334,127 @@ def test_spares_are_made_ahead_and_deleted_at_close(base: Path, lower_fd: int) -
     factory = VolumeFactory(base / "volumes", base / "mnt", VolumeSize(8 * MiB, 1000), spares=2)
     factory.start()
     try:
-        for _ in range(500):
-            if len(images(factory)) == 2:
-                break
-            time.sleep(0.01)
+        points = wait_for_spares(factory, 2)
         spares = {str(image) for image in images(factory)}
-        assert len(spares) == 2
+        assert len(spares) == 2 and len(loops_of(factory)) == 2
         with factory.volume() as volume:
             volume.mount(lower_fd, UID, GID, "job-1")
             assert volume.device is not None
             assert loop_backing(volume.device).read_text().strip() in spares
+            assert os.path.realpath(volume.upper_path.parent) in points
     finally:
         factory.close()
     assert images(factory) == []
+
+
+def test_close_unmounts_the_spares_and_frees_their_loop_devices(base: Path) -> None:
+    factory = VolumeFactory(base / "volumes", base / "mnt", VolumeSize(8 * MiB, 1000), spares=2)
+    factory.start()
+    try:
+        points = wait_for_spares(factory, 2)
+        for point in points:
+            assert sorted(os.listdir(point)) == ["lost+found", "upper", "work"]
+            assert os.stat(Path(point) / "upper").st_mode & 0o7777 == 0o700
+    finally:
+        factory.close()
+    assert mounted_under(factory.mounts_dir) == []
+    assert list(factory.mounts_dir.iterdir()) == []
+    assert loops_of(factory) == []
+    assert images(factory) == []
+
+
+def test_a_mounted_spare_leaves_only_the_overlay_on_the_jobs_path(
+    spared: VolumeFactory, lower_fd: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_thread = threading.get_ident()
+    calls: list[str] = []
+
+    def counted(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if threading.get_ident() == job_thread:  # not the refill's
+                calls.append(f"mount {args[2]}" if name == "mount" else name)
+            return function(*args, **kwargs)
+
+        return call
+
+    for name in ("_mkfs", "_sparse_copy", "_attach_loop"):
+        monkeypatch.setattr(volumes, name, counted(name, getattr(volumes, name)))
+    monkeypatch.setattr(mounts, "mount", counted("mount", mounts.mount))
+    with spared.volume() as volume:
+        view = volume.mount(lower_fd, UID, GID, "job-1")
+        assert calls == ["mount overlay"]
+        assert volume.upper_path.parent.name.startswith("spare-")
+        st = os.stat(view)
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (UID, GID, 0o700)
+        assert (view / "kept.txt").read_text() == "from the lower directory"
+
+
+def test_a_mounted_spare_keeps_the_limit_and_counts_from_zero(
+    spared: VolumeFactory, lower_fd: int
+) -> None:
+    with spared.volume() as volume:
+        view = volume.mount(lower_fd, UID, GID, "job-1")
+        assert volume.upper_path.parent.name.startswith("spare-")
+        assert (volume.used_bytes(), volume.used_inodes()) == (0, 0)
+        done = as_job("dd", "if=/dev/zero", "of=big", "bs=1M", "count=16", cwd=view)
+        assert "No space left on device" in done.stderr
+        landed = os.stat(view / "big").st_size
+        assert volume.limit_bytes - MiB <= landed <= volume.limit_bytes + margin(8 * MiB)
+        assert volume.used_inodes() == 1
+
+
+def test_another_size_than_the_default_does_not_take_a_spare(
+    spared: VolumeFactory, lower_fd: int
+) -> None:
+    with spared.volume(VolumeSize(MiB, 100)) as volume:
+        volume.mount(lower_fd, UID, GID, "job-1")
+        assert volume.upper_path.parent.name == "job-1.vol"
+        st = os.statvfs(volume.upper_path)
+        assert MiB <= st.f_bavail * st.f_frsize <= MiB + margin(MiB)
+    assert len(spared._ready) == 1
+
+
+def test_a_spare_that_fails_to_mount_is_discarded_logged_and_not_retried_at_once(
+    base: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    attempts: list[Path] = []
+
+    def no_loop(image: Path) -> tuple[str, int]:
+        attempts.append(image)
+        raise OSError(errno.EBUSY, "no free loop device")
+
+    monkeypatch.setattr(volumes, "_attach_loop", no_loop)
+    factory = VolumeFactory(base / "volumes", base / "mnt", VolumeSize(8 * MiB, 1000), spares=1)
+    factory.start()
+    try:
+        for _ in range(500):
+            if "spare workspace volume not made" in caplog.text:
+                break
+            time.sleep(0.01)
+        assert "no free loop device" in caplog.text
+        time.sleep(0.3)
+        assert len(attempts) == 1  # waits before the next attempt
+        assert factory.take(factory.default) is None
+        assert images(factory) == []
+        assert list(factory.mounts_dir.iterdir()) == []
+    finally:
+        started = time.monotonic()
+        factory.close()
+    assert time.monotonic() - started < 1.0  # close does not wait the retry out
+
+
+def test_recover_cleans_the_spares_a_dead_server_left(base: Path, lower_fd: int) -> None:
+    factory = VolumeFactory(base / "volumes", base / "mnt", VolumeSize(8 * MiB, 1000), spares=2)
+    factory.start()
+    try:
+        wait_for_spares(factory, 2)
+        assert recover(factory.mounts_dir, factory.volumes_dir) >= 4  # two mounts, two images
+        assert mounted_under(factory.mounts_dir) == []
+        assert list(factory.mounts_dir.iterdir()) == []
+        assert loops_of(factory) == []
+        assert images(factory) == []
+    finally:
+        factory.close()  # nothing left to do, and no error
 
 
 @pytest.mark.parametrize("name", ["a,b", "a:b", "../x", "x.vol", ""])
