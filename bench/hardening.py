@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.sandbox import JOBS, one, runner, summary  # noqa: E402
 from interpreter.config import Settings  # noqa: E402
 from interpreter.runner import JobRunner  # noqa: E402
-from interpreter.sandbox import bwrap  # noqa: E402
+from interpreter.sandbox import bwrap, seccomp  # noqa: E402
 from interpreter.sandbox.base import CgroupConfinement, Prepared, SandboxJob  # noqa: E402
 
 
@@ -48,12 +48,12 @@ class BeforeHardening(bwrap.BwrapSandbox):
         argv = [self.bwrap, *static]
         fds: list[int] = []
         if self.seccomp is not None:
-            fds.append(bwrap._memfd("seccomp", self.seccomp))
+            fds.append(seccomp.memfd(self.seccomp))
             argv += ["--seccomp", str(fds[-1])]
         cwd = str(job.cwd)
         argv += ["--bind", cwd, cwd]
         if job.code is not None:
-            fds.append(bwrap._memfd("code", job.code[1]))
+            fds.append(seccomp.memfd(job.code[1], "code"))
             argv += ["--ro-bind-data", str(fds[-1]), job.code[0]]
         argv += ["--remount-ro", "/", "--chdir", cwd]
         for name, value in job.env.items():

@@ -30,8 +30,6 @@ from interpreter import tree
 
 logger = logging.getLogger(__name__)
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
 
 @dataclass(frozen=True, slots=True)
 class ScanLimits:
@@ -78,7 +76,7 @@ def _walk(
     above = top.rstrip("/") + "/"
     if root_fd is None:
         try:
-            fd = os.open(top, _DIR_FLAGS)
+            fd = os.open(top, tree.DIR_FLAGS)
         except OSError:
             return
     else:
@@ -105,18 +103,6 @@ def scan(root: Path, limits: ScanLimits, *, root_fd: int | None = None) -> Snaps
         logger.debug("%s under %s", note, root)
         return Snapshot(entries, complete=False, note=note)
     return Snapshot(entries)
-
-
-def disk_usage(root: Path, limits: ScanLimits, *, root_fd: int | None = None) -> int:
-    """Bytes of disk the tree under ``root`` uses, by the same walk as ``scan``; a floor when a
-    bound of ``limits`` stops it (blocking: run it in a thread)."""
-    total = 0
-    try:
-        for _, st in _walk(root, limits, root_fd):
-            total += st.st_blocks * 512
-    except tree.WalkStopped:
-        pass
-    return total
 
 
 _INLINE = ScanLimits(max_entries=64, max_seconds=0.002)

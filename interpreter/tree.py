@@ -45,7 +45,7 @@ __all__ = [
     "walk",
 ]
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _REASONS = {
     errno.ELOOP: "a component is a symlink",
     errno.ENOTDIR: "a component is a symlink or not a directory",
@@ -103,7 +103,7 @@ def open_beneath(root_fd: int, relative: str, *, create: bool = False, mode: int
     parts = _components(relative)
     try:
         if not parts:
-            return os.open(".", _DIR_FLAGS, dir_fd=root_fd)
+            return os.open(".", DIR_FLAGS, dir_fd=root_fd)
         if create or _openat2_missing:
             return _open_each(root_fd, parts, create, mode)
         try:
@@ -158,7 +158,7 @@ def _chunks(parts: list[str]) -> Iterator[bytes]:
 
 
 def _openat2(dir_fd: int, path: bytes) -> int:
-    how = _OpenHow(_DIR_FLAGS, 0, _RESOLVE)
+    how = _OpenHow(DIR_FLAGS, 0, _RESOLVE)
     for _ in range(3):  # EAGAIN: a rename raced the lookup
         fd = _syscall(
             ctypes.c_long(_SYS_OPENAT2 or -1),
@@ -196,7 +196,7 @@ def _open_each(root_fd: int, parts: list[str], create: bool, mode: int) -> int:
 
 
 def _open_dir(name: str, dir_fd: int) -> int:
-    return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    return os.open(name, DIR_FLAGS, dir_fd=dir_fd)
 
 
 # -- moving through a tree with one descriptor ---------------------------------------------------

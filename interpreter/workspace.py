@@ -12,8 +12,6 @@ the directory itself is opened only by descriptor, beneath the root, never follo
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import logging
 import os
 from pathlib import Path, PurePosixPath
@@ -25,7 +23,6 @@ logger = logging.getLogger(__name__)
 
 TENANTS = "tenants"
 MAX_WORKING_DIRECTORY_CHARS = 1024
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def tenant_prefix(owner: str | None) -> PurePosixPath:
@@ -134,17 +131,12 @@ class JobPaths:
             message = "working_directory is outside the workspace root"
             raise InvalidWorkingDirectory(message) from None
         try:
-            fd = tree.open_beneath(self.root_fd, str(relative), create=create, mode=0o700)
+            return tree.open_beneath(self.root_fd, str(relative), create=create, mode=0o700)
         except tree.UnsafePath as exc:
             raise InvalidWorkingDirectory(
                 f"working_directory {str(relative)!r} is not a plain directory inside the "
                 f"workspace root ({exc})"
             ) from exc
-        except OSError as exc:
-            if exc.errno == errno.ENOENT:
-                raise FileNotFoundError(errno.ENOENT, "no such directory") from exc
-            raise
-        return _readable(fd)
 
     def open_fresh(self, job_id: str, again: bool) -> int:
         """Make and open the job's own empty directory (``again``: a re-run, after a lost worker,
@@ -152,7 +144,7 @@ class JobPaths:
         if again:
             tree.remove_tree(self.root_fd, job_id)
         os.mkdir(job_id, 0o700, dir_fd=self.root_fd)
-        return os.open(job_id, _DIR_FLAGS, dir_fd=self.root_fd)
+        return os.open(job_id, tree.DIR_FLAGS, dir_fd=self.root_fd)
 
     def remove_workspace(self, job_id: str) -> None:
         """Delete a job's fresh directory, whatever it holds, without following anything."""
@@ -171,14 +163,3 @@ class JobPaths:
     def code_file(self, job_id: str, extension: str) -> Path:
         """Where code too long for the command line is written (outside the job's TMPDIR)."""
         return self.scratch_root / f"{job_id}{extension}"
-
-
-def _readable(fd: int) -> int:
-    """A directory descriptor that can be listed, chowned and scanned: re-open an ``O_PATH``
-    one through its own magic link (the same directory, whatever its path is now)."""
-    if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_PATH:
-        try:
-            return os.open(f"/proc/self/fd/{fd}", _DIR_FLAGS & ~os.O_NOFOLLOW)
-        finally:
-            os.close(fd)
-    return fd

@@ -306,7 +306,7 @@ class _Meter:
         self.limit_files = limit_files
 
     def used(self) -> tuple[int, int]:
-        return self.volume.used_bytes(), self.volume.used_inodes()
+        return self.volume.usage()  # sampled every 100 ms while the job runs: one statvfs
 
 
 class BwrapSandbox:
@@ -487,7 +487,7 @@ class BwrapSandbox:
             volume = view_fd = None
             try:
                 if self.seccomp is not None:
-                    fds.append(_memfd("seccomp", self.seccomp))
+                    fds.append(seccomp.memfd(self.seccomp))
                     argv += ["--seccomp", str(fds[-1])]
                 if job.cwd_fd is not None:
                     if job.cwd_shared:  # what earlier jobs left there belongs to their uids
@@ -502,7 +502,7 @@ class BwrapSandbox:
                     argv += ["--bind-fd", str(view_fd), cwd]
                 if job.code is not None:
                     path, content = job.code
-                    fds.append(_memfd("code", content))
+                    fds.append(seccomp.memfd(content, "code"))
                     argv += ["--ro-bind-data", str(fds[-1]), path]
             except OSError as exc:
                 raise ExecutionError(f"cannot prepare the sandbox: {exc.strerror or exc}") from exc
@@ -630,20 +630,6 @@ def _emptied(cgroup: JobCgroup, patience_s: float = 1.0) -> bool:
 def _volume_name(job_id: str) -> str:
     """A job's volume and mount point name (a re-run's ``<id>.<attempt>`` without the dot)."""
     return job_id.replace(".", "-")
-
-
-def _memfd(name: str, content: bytes) -> int:
-    """A descriptor holding ``content`` from its start (bwrap reads it to the end)."""
-    fd = os.memfd_create(name, os.MFD_CLOEXEC)
-    try:
-        view = memoryview(content)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.lseek(fd, 0, os.SEEK_SET)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
 
 
 def _close_all(fds: list[int]) -> None:

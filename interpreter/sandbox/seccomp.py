@@ -888,11 +888,14 @@ def describe(arch: str | None = None) -> str:
     )
 
 
-def memfd(filter_program: bytes) -> int:
-    """A fresh file descriptor holding the program, for one bwrap (it reads it to the end)."""
-    fd = os.memfd_create("seccomp", os.MFD_CLOEXEC)
+def memfd(content: bytes, name: str = "seccomp") -> int:
+    """A fresh file descriptor holding ``content`` from its start, for one bwrap (it reads it
+    to the end): the filter program, or a job's code (``--ro-bind-data``)."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)
     try:
-        os.write(fd, filter_program)
+        view = memoryview(content)
+        while view:
+            view = view[os.write(fd, view) :]
         os.lseek(fd, 0, os.SEEK_SET)
     except BaseException:
         os.close(fd)

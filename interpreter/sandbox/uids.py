@@ -10,6 +10,7 @@ of the previous job can still run as it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -24,9 +25,14 @@ __all__ = ["UidLease", "UidPool", "secure_directory"]
 
 
 def secure_directory(path: Path, mode: int) -> None:
-    """Make ``path`` (and missing parents) a root-owned directory of ``mode``; refuse a symlink
-    or a directory someone else owns, since jobs' mounts and locks live there."""
-    path.mkdir(parents=True, exist_ok=True)
+    """Make ``path`` a directory of the server's user with ``mode`` (missing parents 0711, so
+    that the jobs' uids can search through them); refuse a symlink or a directory someone else
+    owns, since the sandbox's locks, mounts and images live there."""
+    missing = [p for p in (path, *path.parents) if not os.path.lexists(p)]
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(directory, 0o700)
+            os.chmod(directory, mode if directory == path else 0o711)  # past the umask
     st = os.lstat(path)
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
         raise ConfigurationError(

@@ -16,7 +16,7 @@ hands ``upper`` to the job's uid and mounts the overlay; other sizes are made wh
     VolumeFactory(volumes_dir, mounts_dir, size)   blank volumes, a few mounted ahead by a thread
         .volume(size) -> JobVolume
     JobVolume.mount(lower_fd, uid, gid, name)      -> the view, <mounts dir>/<name>
-        .used_bytes() / .used_inodes() / .upper_path / .unmount_view() / .discard()
+        .usage() / .used_bytes() / .used_inodes() / .upper_path / .unmount_view() / .discard()
     recover(mounts_dir, volumes_dir)               what a dead server left mounted or on disk
 """
 
@@ -43,6 +43,7 @@ from types import TracebackType
 
 from interpreter.errors import ConfigurationError, ExecutionError
 from interpreter.sandbox import mounts
+from interpreter.sandbox.uids import secure_directory
 
 __all__ = ["JobVolume", "VolumeFactory", "VolumeSize", "check_available", "recover"]
 
@@ -349,22 +350,6 @@ def _sparse_copy(source: Path, target: Path) -> None:
     os.rename(partial, target)
 
 
-def _secure_directory(path: Path, mode: int) -> None:
-    """``path`` as a root-owned directory of ``mode``; missing parents are made 0711."""
-    missing = [p for p in (path, *path.parents) if not os.path.lexists(p)]
-    for directory in reversed(missing):
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(directory, 0o700)
-            os.chmod(directory, mode if directory == path else 0o711)  # past the umask
-    st = os.lstat(path)
-    if not stat.S_ISDIR(st.st_mode):
-        raise ConfigurationError(f"{path} must be a directory; it is not (a symlink is refused)")
-    if st.st_uid != 0 or st.st_gid != 0:
-        os.chown(path, 0, 0, follow_symlinks=False)
-    if stat.S_IMODE(st.st_mode) != mode:
-        os.chmod(path, mode)
-
-
 def _check_searchable(path: Path) -> None:
     """Every directory above ``path`` must be searchable by the jobs' uids."""
     for directory in path.parents:
@@ -398,8 +383,8 @@ class VolumeFactory:
         self.default = default
         self.spares = spares
         try:
-            _secure_directory(volumes_dir, 0o700)
-            _secure_directory(mounts_dir, 0o711)
+            secure_directory(volumes_dir, 0o700)
+            secure_directory(mounts_dir, 0o711)
             _check_searchable(mounts_dir)
         except OSError as exc:
             raise ConfigurationError(f"workspace volumes cannot use {exc.filename}: {exc}") from exc
@@ -614,6 +599,10 @@ class JobVolume:
     def used_inodes(self) -> int:
         """Files, directories and links the job made on the volume."""
         return self._usage()[1]
+
+    def usage(self) -> tuple[int, int]:
+        """(bytes, inodes) the job has used: one statvfs for both."""
+        return self._usage()
 
     def _usage(self) -> tuple[int, int]:
         with self._lock:
