@@ -209,14 +209,17 @@ async def _take_directory(fd: int, timeout_s: float, cancel: asyncio.Event) -> f
         await asyncio.sleep(DIRECTORY_POLL_S)
 
 
+CANCELLED_BEFORE_START = Finish(
+    JobStatus.CANCELLED,
+    JobResult(termination_reason=TerminationReason.CANCELLED),
+    "cancelled",
+    None,
+)
+
+
 def _not_started(job: Job, cancel: asyncio.Event) -> Finish:
     if cancel.is_set():
-        return Finish(
-            JobStatus.CANCELLED,
-            JobResult(termination_reason=TerminationReason.CANCELLED),
-            "cancelled",
-            None,
-        )
+        return CANCELLED_BEFORE_START
     return Finish(
         JobStatus.TIMEOUT,
         JobResult(termination_reason=TerminationReason.TIMEOUT),
@@ -419,8 +422,7 @@ class JobRunner:
         )
         try:
             if cancel.is_set():
-                result = JobResult(termination_reason=TerminationReason.CANCELLED)
-                return Finish(JobStatus.CANCELLED, result, "cancelled", None)
+                return CANCELLED_BEFORE_START
             outcome = await run_process(spec, cancel)
             not_kept = await _collect(self.sandbox, prepared)
         finally:
