@@ -24,6 +24,7 @@ from pathlib import Path
 
 from interpreter import filetrack
 from interpreter.filetrack import ScanLimits
+from interpreter.orphans import OrphanMarks
 from interpreter.output import StreamCapture
 from interpreter.sandbox.base import CgroupUsage, Confinement, WorkspaceMeter, over_limit
 from interpreter.supervisor import Child, Termination
@@ -62,6 +63,8 @@ class ProcessSpec:
     pass_fds: tuple[int, ...] = ()  # kept open for the process (the caller closes its own)
     cwd_fd: int | None = None  # cwd as the job sees it, opened by the caller: what tracking walks
     spawn_cwd: Path | None = None  # where the process starts, if not in cwd (the sandbox: /)
+    # Nothing takes this job down with us (no sandbox): the watcher of ``orphans.GUARD`` will
+    orphan_marks: OrphanMarks | None = None
 
 
 @dataclass(frozen=True, slots=True)

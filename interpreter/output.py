@@ -141,6 +141,13 @@ class StreamCapture:
             logger.warning("cannot create %s, its output is lost: %s", self.path, exc)
         return self._file_fd
 
+    def create_file(self) -> None:
+        """Create the file now, empty if nothing was written yet (a cancelled job: a job record
+        may be deleted, its files with it, once it is final; what the process writes while it
+        is being killed then goes to the unlinked file, and never makes one anew)."""
+        if self._file_fd is None and not self._closed and not self._write_failed:
+            self._open()
+
     def _write(self, data: memoryview | bytes) -> None:
         if self._closed or self._write_failed or not data:
             return

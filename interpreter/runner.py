@@ -17,11 +17,16 @@ from typing import Any
 from interpreter import tree
 from interpreter.config import Settings
 from interpreter.environment import build_environment, redact
-from interpreter.errors import ExecutionError, InterpreterError, InvalidWorkingDirectory
+from interpreter.errors import (
+    ExecutionError,
+    InterpreterError,
+    InvalidWorkingDirectory,
+    StoreError,
+)
 from interpreter.executor import ProcessOutcome, ProcessSpec, ScanLimits, run_process
 from interpreter.job import Job, JobResult, JobStatus, TerminationReason
 from interpreter.languages import LanguageRegistry
-from interpreter.orphans import kill_leftovers
+from interpreter.orphans import GUARD, OrphanMarks, kill_leftovers
 from interpreter.sandbox import (
     NoSandbox,
     Prepared,
@@ -31,6 +36,7 @@ from interpreter.sandbox import (
     create_sandbox,
     describe_bytes,
 )
+from interpreter.store.base import JobStore
 from interpreter.workspace import JobPaths
 
 logger = logging.getLogger(__name__)
@@ -88,6 +94,29 @@ def _last_line(path: Path, max_bytes: int = 4096) -> str | None:
         if line.strip() and not _NOT_THE_ERROR.match(line)
     ]
     return lines[-1][:500] if lines else None
+
+
+def _keep_output(path: Path, limit_bytes: int) -> int:
+    """The size of an output file a crashed job left (0 if none), cut to ``limit_bytes``;
+    never following a symlink."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return 0
+    except OSError as exc:
+        logger.warning("a crashed job's output not read: %s", exc)
+        return 0
+    try:
+        size = os.fstat(fd).st_size
+        if size > limit_bytes:
+            os.ftruncate(fd, limit_bytes)
+            size = limit_bytes
+        return size
+    except OSError as exc:
+        logger.warning("a crashed job's output not read: %s", exc)
+        return 0
+    finally:
+        os.close(fd)
 
 
 def _signal_name(number: int) -> str:
@@ -269,6 +298,7 @@ class JobRunner:
     def close(self) -> None:
         self._janitor.shutdown(wait=True)
         self.sandbox.close()
+        GUARD.close()
 
     def open_working_directory(self, job: Job) -> tuple[int, Path]:
         """The job's directory, opened beneath the workspace root without following a symlink
@@ -286,18 +316,57 @@ class JobRunner:
                 f"cannot prepare the job's directory: {exc.strerror or exc}"
             ) from exc
 
-    def clean_up_after_crash(self, jobs: Sequence[Job]) -> None:
-        """Kill what the given jobs (running when the server died) left behind; blocking."""
+    def clean_up_after_crash(self, jobs: Sequence[Job]) -> dict[str, JobResult]:
+        """Kill what the given jobs (running when the server died) left behind; blocking.
+
+        Returns, for each job, the result to attach to it (``recover_after_crash`` does): what
+        it had printed, as its output files hold it, stays its output."""
         tmpdirs = {str(self.paths.tmpdir(job.id)) for job in jobs}
         workdirs = {
             str(self.paths.workspace(j.id)) for j in jobs if j.request.working_directory is None
         }
         kill_leftovers(tmpdirs, workdirs)
         self.sandbox.recover([job.id for job in jobs])
+        results: dict[str, JobResult] = {}
         for job in jobs:
             self._remove_scratch(self.paths.tmpdir(job.id), None)
             for language in self.registry.languages.values():
                 self.paths.code_file(job.id, language.extension).unlink(missing_ok=True)
+            results[job.id] = self.crashed_result(job)
+        return results
+
+    async def recover_after_crash(self, store: JobStore, jobs: Sequence[Job]) -> None:
+        """``clean_up_after_crash`` off the loop, then each job's result attached in ``store``
+        (the jobs are already final, without a result: ``store.fail_running``)."""
+        results = await asyncio.to_thread(self.clean_up_after_crash, jobs)
+        for job_id, result in results.items():
+            try:
+                await store.attach_result(job_id, result, None)
+            except StoreError as exc:  # the job stays failed, without its output
+                logger.warning(
+                    "a crashed job's output not attached: %s", exc, extra={"job_id": job_id}
+                )
+
+    def crashed_result(self, job: Job) -> JobResult:
+        """The result of a job that ran when the server died: the output its capture had
+        written to disk. That is each stream's head (its first ``output_bytes // 2`` bytes,
+        see ``output.StreamCapture``); the tail lived in the dead server's memory and is lost,
+        so a stream that reached the head's size is marked truncated. A file longer than the
+        normal cap (``output_bytes``: the setting was lowered since) is cut to it."""
+        head_bytes = self.limits.output_bytes // 2
+        stdout_bytes = _keep_output(self.paths.stdout(job.id), self.limits.output_bytes)
+        stderr_bytes = _keep_output(self.paths.stderr(job.id), self.limits.output_bytes)
+        workdir = job.request.working_directory or str(self.paths.workspace(job.id))
+        return JobResult(
+            stdout_bytes=stdout_bytes,
+            stderr_bytes=stderr_bytes,
+            stdout_truncated=stdout_bytes >= head_bytes > 0,
+            stderr_truncated=stderr_bytes >= head_bytes > 0,
+            files_complete=False,
+            files_note="not tracked: the server restarted while the job ran",
+            working_directory=workdir,
+            termination_reason=TerminationReason.SANDBOX_ERROR,  # not the code's doing
+        )
 
     def _clean(self, tmpdir: Path | None, code_file: Path | None) -> None:
         """Remove the job's host TMPDIR and code file, if it had any, on the janitor thread (a
@@ -419,6 +488,13 @@ class JobRunner:
             confinement=prepared.confinement,
             workspace=prepared.workspace,
             pass_fds=prepared.pass_fds,
+            # without a confinement, nothing else takes the job down should this process die
+            orphan_marks=None
+            if prepared.confinement is not None
+            else OrphanMarks(
+                tmpdir=None if tmpdir is None else str(tmpdir),
+                workdir=str(cwd) if setup.fresh else None,
+            ),
         )
         try:
             if cancel.is_set():

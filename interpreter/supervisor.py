@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 import psutil
 
 from interpreter.errors import ExecutionError
+from interpreter.orphans import GUARD
 from interpreter.output import StreamCapture
 from interpreter.sandbox.base import CgroupUsage, Confinement, gated, over_limit
 
@@ -70,6 +71,7 @@ class Child:
         self.confinement = spec.confinement
         self.limit_hit: asyncio.Future[Termination] = loop.create_future()  # set by the sampler
         self._workspace = spec.workspace
+        self._watched = spec.orphan_marks is not None  # by orphans.GUARD, until reaped
         self._descendants: dict[int, psutil.Process] = {}
         (self.stdout, stdout_fd), (self.stderr, stderr_fd) = outputs
         loop.add_reader(pidfd, self._on_exit)
@@ -111,6 +113,9 @@ class Child:
                 for fd in write_ends:
                     os.close(fd)
             undo.callback(_kill_and_wait, popen, spec.confinement)
+            if spec.orphan_marks is not None:  # dies with us, though not in a sandbox
+                GUARD.watch(popen.pid, spec.orphan_marks)
+                undo.callback(GUARD.forget, popen.pid)  # before the reap of _kill_and_wait
             if spec.confinement is not None:  # the gate joins its cgroup; rlimits, then go
                 spec.confinement.admit(popen.pid)
                 with contextlib.suppress(BrokenPipeError):  # it could not join: it says so
@@ -127,6 +132,14 @@ class Child:
         supervisor = cls(loop, popen, pidfd, outputs, started, spec)
         supervisor.server_hwm_bytes = max(supervisor.server_hwm_bytes, server_before)
         return supervisor
+
+    def _leader_exited(self) -> bool:
+        """Whether the leader has exited though ``_on_exit`` has not run yet (its pidfd is
+        readable): a cancel or timeout that comes then found the job already ended."""
+        if self.pidfd is None:
+            return False
+        readable, _, _ = select.select([self.pidfd], [], [], 0)
+        return bool(readable)
 
     def _on_exit(self) -> None:
         if self.pidfd is not None:
@@ -157,6 +170,8 @@ class Child:
             await asyncio.wait(
                 waiters, timeout=max(timeout_s, 0.0), return_when=asyncio.FIRST_COMPLETED
             )
+            if not self.exited.done() and self._leader_exited():
+                self._on_exit()  # it ended on its own before the loop heard: not a timeout
             if not self.exited.done():
                 if self.limit_hit.done():  # a limit is a hard stop: no grace
                     termination = self.limit_hit.result()
@@ -165,6 +180,9 @@ class Child:
                     termination = "timeout"
                     if cancelled is not None and cancelled.done():
                         termination = "cancelled"
+                        # the job may be final (and swept) before its process is dead
+                        self.stdout.create_file()
+                        self.stderr.create_file()
                     await self._terminate(kill_grace_s)
         finally:
             sampler.cancel()
@@ -322,6 +340,7 @@ class Child:
 
     async def reap(self) -> tuple[int, resource.struct_rusage]:
         """Collect the exited leader's status and rusage (it covers its waited-for children)."""
+        self._unwatch()
         while True:
             try:
                 pid, status, rusage = os.wait4(self.pid, os.WNOHANG)
@@ -332,6 +351,13 @@ class Child:
                 self._mark_reaped(status)
                 return status, rusage
             await asyncio.sleep(0.001)  # the pidfd said it exited: only a moment away
+
+    def _unwatch(self) -> None:
+        """Before the leader is reaped (its pid, its group's id, free for reuse): the watcher
+        must no longer kill that group should we die."""
+        if self._watched:
+            self._watched = False
+            GUARD.forget(self.pid)
 
     def _mark_reaped(self, status: int) -> None:
         self.reaped = True
@@ -363,6 +389,7 @@ class Child:
                     poller = select.poll()
                     poller.register(self.pidfd, select.POLLIN)
                     poller.poll(1000)
+                self._unwatch()
                 pid, status, _ = os.wait4(self.pid, os.WNOHANG)
                 if pid:
                     self._mark_reaped(status)

@@ -91,21 +91,25 @@ _syscall.restype = ctypes.c_long
 _openat2_missing = _SYS_OPENAT2 is None
 
 
-def open_beneath(root_fd: int, relative: str, *, create: bool = False, mode: int = 0o700) -> int:
+def open_beneath(
+    root_fd: int, relative: str, *, create: bool = False, mode: int = 0o700, repair: bool = False
+) -> int:
     """A new descriptor (``O_RDONLY | O_DIRECTORY``) of directory ``relative`` beneath ``root_fd``
     (which may be ``O_PATH``).
 
     No component may be a symlink, '..' or absolute; ``create`` makes each missing component
     (``mode``, less the umask). Raises ``UnsafePath`` when a component is a symlink or not a
     directory or the path leaves the root, ``FileNotFoundError`` when a component is missing.
+    ``repair``: a component we may not open (its owner took its own permissions away: ``chmod
+    000``) gets u+rwx back, when we own it, through a descriptor of that very directory.
     """
     global _openat2_missing
     parts = _components(relative)
     try:
         if not parts:
             return os.open(".", DIR_FLAGS, dir_fd=root_fd)
-        if create or _openat2_missing:
-            return _open_each(root_fd, parts, create, mode)
+        if create or repair or _openat2_missing:
+            return _open_each(root_fd, parts, create, mode, repair)
         try:
             return _open_chunks(root_fd, parts)
         except OSError as exc:
@@ -175,7 +179,9 @@ def _openat2(dir_fd: int, path: bytes) -> int:
     raise OSError(err, os.strerror(err))
 
 
-def _open_each(root_fd: int, parts: list[str], create: bool, mode: int) -> int:
+def _open_each(
+    root_fd: int, parts: list[str], create: bool, mode: int, repair: bool = False
+) -> int:
     fd = root_fd
     try:
         for part in parts:
@@ -184,7 +190,13 @@ def _open_each(root_fd: int, parts: list[str], create: bool, mode: int) -> int:
                     os.mkdir(part, mode, dir_fd=fd)
                 except FileExistsError:
                     pass  # opened below, refused there if it is not a directory
-            opened = _open_dir(part, fd)
+            try:
+                opened = _open_dir(part, fd)
+            except PermissionError:
+                if not repair or not _open_up(fd, part):
+                    raise
+                logger.warning("directory %r was closed to its owner: u+rwx restored", part)
+                opened = _open_dir(part, fd)
             if fd != root_fd:
                 os.close(fd)
             fd = opened
@@ -579,10 +591,11 @@ def apply_overlay_upper(
             )
     owner = (-1 if uid is None else uid, -1 if gid is None else gid)
     upper, lower = _Cursor(upper_fd), _Cursor(lower_fd)
+    links = _Links(lower_fd)
     try:
         if _is_opaque(upper_fd):
             _empty(lower_fd)
-        levels = [(os.fstat(upper_fd), _apply_entries(upper_fd, lower_fd, owner))]
+        levels = [(os.fstat(upper_fd), _apply_entries(upper_fd, lower, owner, links))]
         while levels:
             here, subdirs = levels[-1]
             if subdirs:
@@ -591,7 +604,7 @@ def apply_overlay_upper(
                 if st is None:
                     raise OSError(errno.ESTALE, "upper directory replaced while applied", name)
                 _enter_lower(lower, name, opaque=_is_opaque(upper.fd))
-                levels.append((st, _apply_entries(upper.fd, lower.fd, owner)))
+                levels.append((st, _apply_entries(upper.fd, lower, owner, links)))
                 continue
             _set_attributes(lower.fd, here, owner, 0o1777)  # after its entries: keeps mtime
             levels.pop()
@@ -604,10 +617,57 @@ def apply_overlay_upper(
         lower.close()
 
 
+class _Links:
+    """The files of an upper layer with more than one name, as copied to the lower tree: each
+    is copied once, its other names linked to that copy (as the job's filesystem held them,
+    and as its limit counted them: once)."""
+
+    def __init__(self, lower_root: int) -> None:
+        self.lower_root = lower_root
+        # upper (dev, ino) -> (lower directory relative to the root, name, lower (dev, ino))
+        self.copies: dict[tuple[int, int], tuple[str, str, tuple[int, int]]] = {}
+
+    def link(self, upper: tuple[int, int], lower_fd: int, name: str) -> bool:
+        """Give the copy of ``upper`` the name ``name`` in ``lower_fd``; False when there is
+        no such copy (or it cannot be linked: then the caller copies the file apart)."""
+        copy = self.copies.get(upper)
+        if copy is None:
+            return False
+        directory, first, identity = copy
+        try:
+            dir_fd = open_beneath(self.lower_root, directory)
+        except OSError:
+            return False
+        try:
+            st = os.stat(first, dir_fd=dir_fd, follow_symlinks=False)
+            if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != identity:
+                return False
+            while True:
+                temp = _temp_name()
+                try:
+                    os.link(
+                        first, temp, src_dir_fd=dir_fd, dst_dir_fd=lower_fd, follow_symlinks=False
+                    )
+                    break
+                except FileExistsError:
+                    continue
+        except OSError as exc:
+            logger.debug("hard link %r not kept, copied apart: %s", name, exc)
+            return False
+        finally:
+            os.close(dir_fd)
+        try:
+            _rename_over(lower_fd, temp, name)
+        finally:
+            _discard(lower_fd, temp)  # a rename between two names of one file leaves both
+        return True
+
+
 def _apply_entries(
-    upper_fd: int, lower_fd: int, owner: tuple[int, int]
+    upper_fd: int, lower: _Cursor, owner: tuple[int, int], links: _Links
 ) -> list[tuple[str, tuple[int, int]]]:
     """Apply the non-directories of one upper directory; its subdirectories, to do next."""
+    lower_fd = lower.fd
     with os.scandir(upper_fd) as found:
         entries = [(entry.name, entry.stat(follow_symlinks=False)) for entry in found]
     subdirs = []
@@ -615,7 +675,13 @@ def _apply_entries(
         if stat.S_ISDIR(st.st_mode):
             subdirs.append((name, (st.st_dev, st.st_ino)))
         elif stat.S_ISREG(st.st_mode):
-            _copy_file(upper_fd, lower_fd, name, owner)
+            key = (st.st_dev, st.st_ino)
+            if st.st_nlink > 1 and links.link(key, lower_fd, name):
+                continue
+            copied = _copy_file(upper_fd, lower_fd, name, owner)
+            if st.st_nlink > 1 and copied is not None and key not in links.copies:
+                here = "/".join(link[0] for link in lower.chain)
+                links.copies[key] = (here, name, copied)
         elif stat.S_ISLNK(st.st_mode):
             _copy_symlink(upper_fd, lower_fd, name, st, owner)
         else:
@@ -654,25 +720,30 @@ def _enter_lower(lower: _Cursor, name: str, opaque: bool) -> None:
         _empty(lower.fd)
 
 
-def _copy_file(upper_fd: int, lower_fd: int, name: str, owner: tuple[int, int]) -> None:
+def _copy_file(
+    upper_fd: int, lower_fd: int, name: str, owner: tuple[int, int]
+) -> tuple[int, int] | None:
+    """Copy regular file ``name``; the copy's (dev, ino), None if it was not a regular file."""
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a fifo must not block
     src = os.open(name, flags, dir_fd=upper_fd)
     try:
         st = os.fstat(src)
         if not stat.S_ISREG(st.st_mode):
             logger.debug("upper entry no longer a regular file: %r", name)
-            return
+            return None
         temp, dst = _temp_file(lower_fd)
         try:
             try:
                 _copy_data(src, dst)
                 _set_attributes(dst, st, owner, 0o777)
+                copied = os.fstat(dst)
             finally:
                 os.close(dst)
             _rename_over(lower_fd, temp, name)
         except BaseException:
             _discard(lower_fd, temp)
             raise
+        return copied.st_dev, copied.st_ino
     finally:
         os.close(src)
 
@@ -783,11 +854,17 @@ class OverBudget(OSError):
 
 def copy_cost(upper_fd: int) -> tuple[int, int]:
     """(bytes, entries) ``apply_overlay_upper`` would allocate for the tree at ``upper_fd``:
-    each name its allocated blocks and an inode (hard links are copied apart); whiteouts and
-    other special files nothing (they are not copied)."""
+    each file, directory and symlink its allocated blocks and an inode, a file of several names
+    once (its names are linked to one copy, as on the job's filesystem); whiteouts and other
+    special files nothing (they are not copied)."""
     total = entries = 0
+    linked: set[tuple[int, int]] = set()
     for _, st in walk(upper_fd):
         if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode):
+            if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+                if (st.st_dev, st.st_ino) in linked:
+                    continue
+                linked.add((st.st_dev, st.st_ino))
             total += st.st_blocks * 512
             entries += 1
     return total, entries

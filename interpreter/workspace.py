@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from pathlib import Path, PurePosixPath
 
 from interpreter import tree
@@ -67,6 +68,15 @@ def named_directory(root: Path, requested: str, owner: str | None) -> Path:
     if any(len(os.fsencode(part)) > 255 for part in relative.parts):
         raise InvalidWorkingDirectory("working_directory has a component longer than 255 bytes")
     return root / tenant_prefix(owner) / relative
+
+
+def _restore_owner_access(fd: int) -> None:
+    """u+rwx on the directory open as ``fd`` when we own it and it lacks some (``chmod 500 .``
+    by a job): a job starts in a directory it can write, as it was made."""
+    st = os.fstat(fd)
+    if st.st_uid == os.geteuid() and st.st_mode & 0o700 != 0o700:
+        os.fchmod(fd, stat.S_IMODE(st.st_mode) | 0o700)
+        logger.warning("a working directory was closed to its owner: u+rwx restored")
 
 
 class JobPaths:
@@ -131,12 +141,22 @@ class JobPaths:
             message = "working_directory is outside the workspace root"
             raise InvalidWorkingDirectory(message) from None
         try:
-            return tree.open_beneath(self.root_fd, str(relative), create=create, mode=0o700)
+            # repair: a job may have taken its directory's permissions away (``chmod 000 .``);
+            # its next job must still start there (the job's files are its own business)
+            fd = tree.open_beneath(
+                self.root_fd, str(relative), create=create, mode=0o700, repair=True
+            )
         except tree.UnsafePath as exc:
             raise InvalidWorkingDirectory(
                 f"working_directory {str(relative)!r} is not a plain directory inside the "
                 f"workspace root ({exc})"
             ) from exc
+        try:
+            _restore_owner_access(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def open_fresh(self, job_id: str, again: bool) -> int:
         """Make and open the job's own empty directory (``again``: a re-run, after a lost worker,

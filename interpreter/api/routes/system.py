@@ -21,6 +21,7 @@ from interpreter.api.schemas import (
 )
 from interpreter.job import utcnow
 from interpreter.metrics import CONTENT_TYPE_LATEST
+from interpreter.queue import QueueState
 
 router = APIRouter(tags=["system"])
 logger = logging.getLogger(__name__)
@@ -35,6 +36,19 @@ async def _store_check(parts: AppParts) -> tuple[str, str | None, int]:
         return "unhealthy", f"job store round trip failed: {exc.__class__.__name__}", 0
     processed = sum(n for status, n in counts.items() if status.is_final)
     return "healthy", None, processed
+
+
+async def _queue_state(parts: AppParts) -> QueueState:
+    """The queue's state within ``STORE_TIMEOUT_S``: a database that accepts connections and
+    never answers must not hold /health (or /metrics) with it. Whatever fails, the client
+    reads a state; why goes to the log only (a driver's words name hosts and ports)."""
+    try:
+        return await asyncio.wait_for(parts.queue.state(), STORE_TIMEOUT_S)
+    except Exception as exc:  # the queue's own answer covers its known failures
+        backend = "procrastinate" if parts.settings.database_kind == "postgresql" else "in-process"
+        return QueueState(
+            backend, "unhealthy", f"queue unreachable: {exc.__class__.__name__}", 0, 0
+        )
 
 
 def _languages_check(parts: AppParts) -> tuple[str, str | None]:
@@ -61,7 +75,7 @@ def _disk_percent(parts: AppParts) -> float:
 async def health(parts: PartsDep) -> Response:
     """Real checks of the dispatcher, the interpreters and the job store."""
     store_state, store_why, processed = await _store_check(parts)
-    queue = await parts.queue.state()
+    queue = await _queue_state(parts)
     dispatcher_state, dispatcher_why = queue.state, queue.why
     languages_state, languages_why = _languages_check(parts)
     states = [dispatcher_state, languages_state, store_state]
@@ -123,7 +137,7 @@ async def languages(parts: PartsDep) -> list[LanguageInfo]:
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
 async def metrics(parts: PartsDep) -> Response:
     """Prometheus metrics: request durations, jobs by final status, queue depth, job durations."""
-    queue = await parts.queue.state()
+    queue = await _queue_state(parts)
     parts.metrics.queue_depth.set(queue.depth)
     parts.metrics.running_jobs.set(queue.running)
     return Response(parts.metrics.render(), media_type=CONTENT_TYPE_LATEST)
