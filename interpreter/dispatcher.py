@@ -2,7 +2,9 @@
 pending, over a store that only this process writes.
 
 It owns the running jobs' cancel events and counts pending jobs for the caps in memory; each job
-runs through ``execution.Execution``, as on a PostgreSQL worker.
+runs through ``execution.Execution``, as on a PostgreSQL worker. A running job's cancel sets its
+event and waits for the job's final record, which the runner's outcome decides: cancelled when it
+killed the job, the job's own status when its process had already exited.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from interpreter.errors import QueueFull, StoreError, TooManyPendingJobs
-from interpreter.execution import STORE_RETRY_S, Execution, cancel_in_store
-from interpreter.job import Job, utcnow
+from interpreter.execution import CANCEL_MESSAGE, STORE_RETRY_S, Execution, cancel_in_store
+from interpreter.job import Job, JobStatus, utcnow
 from interpreter.metrics import Metrics
 from interpreter.pending import PendingJobs
 from interpreter.queue import QueueState
@@ -27,6 +29,9 @@ logger = logging.getLogger(__name__)
 
 RESTART_MESSAGE = "server restarted during execution"
 SHUTDOWN_MESSAGE = "cancelled: the server shut down during execution"
+# How long a cancel waits for a running job's final record, beyond the kill's grace and the scan
+# of its files after it (then the job is cancelled in the store as it is).
+CANCEL_SLACK_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +64,18 @@ class Dispatcher:
         self.pending = PendingJobs()  # what the caps count; the queue may hold cancelled ids
         self._cancel: dict[str, asyncio.Event] = {}
         self._cancel_reason: dict[str, str] = {}
+        self._cancelling: set[str] = set()  # running jobs a cancel asked to stop
+        self._ended: dict[str, asyncio.Future[None]] = {}  # resolved once the job is recorded
         self._workers: list[asyncio.Task[None]] = []
         self._busy: set[asyncio.Task[None]] = set()
         self._stopping = False
+
+    @property
+    def cancel_wait_s(self) -> float:
+        """How long a cancel waits for a running job's final record: the kill, then what the
+        runner does after it (output, the file scan)."""
+        limits = self.runner.limits
+        return limits.kill_grace_s + limits.scan.max_seconds + CANCEL_SLACK_S
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -72,7 +86,7 @@ class Dispatcher:
             self.metrics.jobs_finished.labels(status="failed").inc()
         if failed:
             crashed = [job for job_id in failed if (job := await self.store.get(job_id))]
-            await asyncio.to_thread(self.runner.clean_up_after_crash, crashed)
+            await self.runner.recover_after_crash(self.store, crashed)
         after_seq = 0  # ids and owners only, a page at a time: never the pending jobs' code
         while page := await self.store.pending_ids(after_seq=after_seq):
             for entry in page:
@@ -174,19 +188,30 @@ class Dispatcher:
         return utcnow() + timedelta(seconds=waves * self.mean_duration_s)
 
     async def cancel(self, job_id: str) -> Job | None:
-        cancelled = await cancel_in_store(self.store, self.watch, self.metrics, job_id)
-        if cancelled is not None:
+        """A pending job: cancelled at once. A running one: stopped by its runner, its final
+        record returned once written (see ``JobQueue.cancel``)."""
+        cancelled = await cancel_in_store(
+            self.store, self.watch, self.metrics, job_id, JobStatus.PENDING
+        )
+        if cancelled is not None:  # it never ran (a worker claiming it now finds it cancelled)
             self.pending.discard(job_id)
-            self.cancel_running(job_id)
-        return cancelled
-
-    def cancel_running(self, job_id: str) -> bool:
-        """Kill the job's process tree if it runs here; the caller already moved it to cancelled."""
-        event = self._cancel.get(job_id)
-        if event is None:
-            return False
+            return cancelled
+        event, ended = self._cancel.get(job_id), self._ended.get(job_id)
+        if event is None or ended is None:  # not running here: final, or left running by a
+            # store outage when its run ended (nobody to ask)
+            return await cancel_in_store(self.store, self.watch, self.metrics, job_id)
+        first = job_id not in self._cancelling
+        self._cancelling.add(job_id)
+        self._cancel_reason.setdefault(job_id, CANCEL_MESSAGE)
         event.set()
-        return True
+        await asyncio.wait({ended}, timeout=self.cancel_wait_s)
+        job = await self.store.get(job_id)
+        if job is not None and not job.is_final:  # its run did not end in time
+            logger.warning(
+                "cancelled job still running: cancelled as it is", extra={"job_id": job_id}
+            )
+            return await cancel_in_store(self.store, self.watch, self.metrics, job_id)
+        return job if first else None
 
     async def state(self) -> QueueState:
         depth = self.queue_depth
@@ -216,8 +241,12 @@ class Dispatcher:
                 self._update_gauges()
 
     async def _run_one(self, job_id: str) -> None:
+        if job_id in self._cancel:  # queued twice: it is being run already
+            return
         event = asyncio.Event()
+        ended = asyncio.get_running_loop().create_future()
         self._cancel[job_id] = event  # before the claim, so that a cancel always finds it
+        self._ended[job_id] = ended
         try:
             try:
                 job = await self.execution.claim(job_id)
@@ -233,6 +262,10 @@ class Dispatcher:
         finally:
             self._cancel.pop(job_id, None)
             self._cancel_reason.pop(job_id, None)
+            self._cancelling.discard(job_id)
+            self._ended.pop(job_id, None)
+            if not ended.done():
+                ended.set_result(None)  # its final record is written (or will not be, here)
 
     def _requeue_later(self, job_id: str) -> None:
         """A store outage must not lose a pending job: try it again in a while."""

@@ -2,8 +2,11 @@
 with the runner, record how it ended. The in-process dispatcher and the PostgreSQL worker both
 drive jobs through this, so a job behaves the same wherever it runs.
 
-Every status change goes through the store's compare-and-set, so a job cancelled by the API stays
-cancelled whatever the runner finds later: its result is attached, its status kept. And every
+Every status change goes through the store's compare-and-set. A running job's cancel is the
+runner's to carry out: the final status (``cancelled`` when it killed the job, the job's own when
+its process had exited first) is written once, with its result, and only then announced. Only a
+cancel whose runner did not answer in time moves the job to cancelled in the store itself; the
+runner's result is attached to it later, its status kept. And every
 write an attempt makes when it ends (outputs, final status, attached result) expects the job to
 still hold that attempt's fencing token (``store.base.fencing_token``): an attempt that resumes
 after its worker was declared lost and its job re-queued writes nothing.
@@ -27,6 +30,7 @@ from interpreter.watch import FinalWatch
 logger = logging.getLogger(__name__)
 
 STORE_RETRY_S = (0.1, 0.5, 1.0, 2.0)
+CANCEL_MESSAGE = "cancelled by request"
 T = TypeVar("T")
 
 
@@ -47,6 +51,7 @@ class Execution:
         self.outputs_in_store = outputs_in_store
         self._durations_s: deque[float] = deque(maxlen=50)
         self.processed = 0
+        self.retry_until_stored = False  # a worker sets it: see with_retries
 
     @property
     def mean_duration_s(self) -> float:
@@ -65,7 +70,8 @@ class Execution:
         self, job: Job, cancel: asyncio.Event, reason: Callable[[], str | None] = lambda: None
     ) -> None:
         """Run a claimed job to its end and record it. ``reason()``: why it was cancelled, when
-        the cancel came from the server itself (its shutdown) rather than the API."""
+        the cancel came from the server itself (its shutdown) rather than the API (None: by
+        request)."""
         try:
             finish = await self.runner.run(job, cancel)
         except Exception as exc:  # our fault, not the job's: say so and free the slot
@@ -79,8 +85,12 @@ class Execution:
         """Record how the attempt ``job`` (as claimed) ended. Every write expects the attempt to
         still own the job (its fencing token): an attempt whose worker was declared lost, its
         job queued and run again since, writes nothing, and it is not retried."""
+        # The runner ends a job as cancelled only when it killed it for ``cancel``: by request,
+        # unless the server said otherwise (its shutdown).
         error = (
-            reason if (finish.status == JobStatus.CANCELLED and reason) else finish.error_message
+            (reason or CANCEL_MESSAGE)
+            if finish.status == JobStatus.CANCELLED
+            else finish.error_message
         )
         token = fencing_token(job)
         if self.outputs_in_store and finish.result is not None:
@@ -102,7 +112,8 @@ class Execution:
                 result=finish.result,
             ),
         )
-        if done is None:  # cancelled by the API meanwhile: keep its status, attach what ran
+        if done is None:  # cancelled in the store meanwhile (its runner did not answer in
+            # time): keep its status, attach what ran
             attached = finish.result is not None and await self.store.attach_result(
                 job.id, finish.result, finish.execution_time_ms, expect=token
             )
@@ -149,24 +160,41 @@ class Execution:
         return CapturedOutput(*captured)
 
     async def with_retries(self, job_id: str, write: Callable[[], Awaitable[T]]) -> T:
-        """A finished job must reach its final status: retry the store through short outages.
-        If it stays down, the error propagates (a restart or the worker-loss check ends it)."""
-        for delay_s in STORE_RETRY_S:
+        """A finished job must reach its final status: retry the store through outages. The
+        embedded server gives up after a few seconds (the error propagates: a restart ends the
+        job); a worker (``retry_until_stored``) retries until the database answers, its job
+        fenced meanwhile, so that an outage of any length loses no result."""
+        attempt = 0
+        while True:
             try:
                 return await write()
             except StoreError:
-                logger.warning("store write failed; retrying", extra={"job_id": job_id})
-                await asyncio.sleep(delay_s)
-        return await write()
+                if attempt >= len(STORE_RETRY_S) and not self.retry_until_stored:
+                    raise
+                if attempt in (0, len(STORE_RETRY_S)):
+                    logger.warning("store write failed; retrying", extra={"job_id": job_id})
+                await asyncio.sleep(STORE_RETRY_S[min(attempt, len(STORE_RETRY_S) - 1)])
+                attempt += 1
 
 
 async def cancel_in_store(
-    store: JobStore, watch: FinalWatch, metrics: Metrics, job_id: str
+    store: JobStore,
+    watch: FinalWatch,
+    metrics: Metrics,
+    job_id: str,
+    source: JobStatus | None = None,
 ) -> Job | None:
-    """A cancel by request: pending or running -> cancelled (compare-and-set), announced.
-    None when the job was final already. Stopping it where it runs is the queue's part."""
+    """A cancel by request written at once: pending (or, with ``source=None``, running) ->
+    cancelled (compare-and-set), announced and counted only when it moved. None when the job
+    was not in ``source`` (or was final already). A pending job is cancelled so (it never ran);
+    a running one only when whoever runs it did not answer the queue's request to stop it."""
+    expect = None if source is None else {"status": source.value}
     cancelled = await store.transition(
-        job_id, JobStatus.CANCELLED, completed_at=utcnow(), error_message="cancelled by request"
+        job_id,
+        JobStatus.CANCELLED,
+        expect=expect,
+        completed_at=utcnow(),
+        error_message=CANCEL_MESSAGE,
     )
     if cancelled is not None:
         watch.notify(job_id)

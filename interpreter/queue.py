@@ -45,7 +45,15 @@ class JobQueue(Protocol):
         ``TooManyPendingJobs`` or ``QueueFull``); returns it with its estimated start time."""
 
     async def cancel(self, job_id: str) -> Job | None:
-        """Move a pending or running job to cancelled (compare-and-set) and stop it wherever it
-        runs; None when it was final already."""
+        """Cancel a job and return its final record.
+
+        A pending job moves to cancelled at once (compare-and-set: it never runs). A running
+        job is stopped by whoever runs it, who writes its final record: this waits for it
+        (bounded) and returns it, ``cancelled`` with what ran, or the status the job reached by
+        itself when its process had already exited (completed, failed, timeout). Only when whoever
+        runs it does not answer in time is it moved to cancelled in the store as it is.
+
+        None when the job was final already, or another cancel of it was first (then this one
+        waits for the job's final record all the same)."""
 
     async def state(self) -> QueueState: ...

@@ -184,21 +184,19 @@ class JobService:
 
     # -- cancel -----------------------------------------------------------------------------
     async def cancel(self, job_id: str, owner: str | None) -> Job:
+        """Cancel a pending or running job; its final record (a running job's once whoever runs
+        it has stopped it and written what ran). ``JobAlreadyFinished`` when it was final
+        already, or ended by itself (its process had exited) before the cancel could stop it,
+        or another cancel of it came first."""
         job = await self.get(job_id, owner)
         if job.is_final:
-            raise JobAlreadyFinished(
-                f"Job {job_id} already finished with status '{job.status.value}'; "
-                "only pending or running jobs can be cancelled"
-            )
-        cancelled = await self.queue.cancel(job_id)
-        if cancelled is None:  # it finished between our read and the compare-and-set
-            job = await self.get(job_id, owner)
-            raise JobAlreadyFinished(
-                f"Job {job_id} already finished with status '{job.status.value}'; "
-                "only pending or running jobs can be cancelled"
-            )
+            raise _already_finished(job)
+        final = await self.queue.cancel(job_id)
+        if final is None or final.status is not JobStatus.CANCELLED:
+            # final already, ended as it ran, or cancelled by another request first
+            raise _already_finished(final or await self.get(job_id, owner))
         logger.info("job cancelled", extra={"job_id": job_id, "status": "cancelled"})
-        return cancelled
+        return final
 
     # -- retention --------------------------------------------------------------------------
     async def cleanup_expired(self) -> int:
@@ -239,6 +237,13 @@ class JobService:
             except Exception:
                 logger.exception("retention sweep failed")
             await asyncio.sleep(self.settings.cleanup_interval_s)
+
+
+def _already_finished(job: Job) -> JobAlreadyFinished:
+    return JobAlreadyFinished(
+        f"Job {job.id} already finished with status '{job.status.value}'; "
+        "only pending or running jobs can be cancelled"
+    )
 
 
 def _decode(data: bytes) -> str:

@@ -2,8 +2,9 @@
 
 A submission is one transaction: the pending-job caps checked under an advisory lock (so that
 they hold across replicas), the procrastinate job deferred, our job row inserted. Either both
-rows exist or neither. A cancel is a compare-and-set on our row, then procrastinate's abort, which
-reaches the worker running the job over LISTEN/NOTIFY.
+rows exist or neither. A pending job's cancel is a compare-and-set on our row (its entry dropped);
+a running job's is procrastinate's abort, which reaches the worker running the job over
+LISTEN/NOTIFY: the worker writes the final record, which the cancel waits for.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ logger = logging.getLogger("interpreter.queue")
 PENDING = JobStatus.PENDING.value
 RUNNING = JobStatus.RUNNING.value
 DB_ERRORS = (SQLAlchemyError, psycopg.Error, procrastinate.exceptions.ConnectorException)
+CANCEL_TRIES = 3  # a pending job claimed between the read and the compare-and-set: read again
+CANCEL_RECHECK_S = 0.5  # a cancel re-reads the job this often while it waits for the final record
+CANCEL_SLACK_S = 5.0
+ABORT_REQUESTED = "SELECT abort_requested FROM procrastinate_jobs WHERE id = %s FOR UPDATE"
 
 
 class PostgresQueue:
@@ -152,16 +157,95 @@ class PostgresQueue:
         return utcnow() + timedelta(seconds=waves * self._mean_duration_s)
 
     async def cancel(self, job_id: str) -> Job | None:
-        cancelled = await cancel_in_store(self.store, self.watch, self.metrics, job_id)
-        if cancelled is not None and cancelled.queue_id is not None:
-            try:  # a pending entry is dropped; a running one is aborted where it runs
-                await self.app.job_manager.cancel_job_by_id_async(
-                    cancelled.queue_id, abort=True, delete_job=True
+        """A pending job: cancelled at once, its queue entry dropped. A running one: its worker
+        is asked to stop it (procrastinate's abort), and its final record, which the worker
+        writes, is awaited (see ``JobQueue.cancel``)."""
+        for _ in range(CANCEL_TRIES):
+            job = await self.store.get(job_id)
+            if job is None or job.is_final:
+                return None
+            if job.status == JobStatus.RUNNING:
+                return await self._cancel_running(job)
+            cancelled = await cancel_in_store(
+                self.store, self.watch, self.metrics, job_id, JobStatus.PENDING
+            )
+            if cancelled is not None:
+                await self._drop_entry(cancelled)
+                return cancelled
+            # claimed by a worker meanwhile: it runs now (read it again)
+        return await self._cancel_in_store(job_id)
+
+    async def _cancel_running(self, job: Job) -> Job | None:
+        first = await self._abort(job)
+        if first is not None:
+            final = await self._wait_final(job.id, self._cancel_wait_s())
+            if final is not None:
+                return final if first else None
+            logger.warning(
+                "cancelled job still running: cancelled as it is", extra={"job_id": job.id}
+            )
+        # Its worker does not answer (gone, or the queue unreachable): cancelled in our row as it
+        # is; a worker that comes back attaches what ran, the status kept.
+        return await self._cancel_in_store(job.id)
+
+    async def _abort(self, job: Job) -> bool | None:
+        """Ask the worker running ``job`` to stop it: procrastinate's abort, which reaches it
+        over LISTEN/NOTIFY. True for the first request of it, False for a later one; None when
+        it has no live entry to abort (its worker finished it, or the queue is unreachable)."""
+        if job.queue_id is None:
+            return None
+        connector = self.app.connector
+        assert isinstance(connector, procrastinate.PsycopgConnector)
+        try:  # the entry's row lock: of concurrent cancels (on any replica), one is the first
+            async with connector.pool.connection() as conn, conn.transaction():
+                found = await conn.execute(ABORT_REQUESTED, (job.queue_id,))
+                row = await found.fetchone()
+                if row is None:
+                    return None
+                aborted = await self.app.job_manager.cancel_job_by_id_async(
+                    job.queue_id, abort=True, connection=conn
                 )
-            except DB_ERRORS:
-                # Our row says cancelled: a worker that picks the entry up skips it.
-                logger.exception("cannot abort the queue entry", extra={"job_id": job_id})
+        except DB_ERRORS:
+            logger.exception("cannot abort the queue entry", extra={"job_id": job.id})
+            return None
+        return (not row[0]) if aborted else None
+
+    async def _wait_final(self, job_id: str, timeout_s: float) -> Job | None:
+        """The job once final (woken by the database's NOTIFY, re-read every
+        ``CANCEL_RECHECK_S`` in case one was missed); None if it is not within ``timeout_s``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            job = await self.store.get(job_id)
+            if job is not None and job.is_final:
+                return job
+            remaining = deadline - loop.time()
+            if job is None or remaining <= 0:
+                return None
+            await self.watch.wait(job_id, min(remaining, CANCEL_RECHECK_S))
+
+    def _cancel_wait_s(self) -> float:
+        """The worker's kill grace, the scan of the job's files after it, and some slack."""
+        settings = self.settings
+        return settings.kill_grace_s + settings.file_scan_max_seconds + CANCEL_SLACK_S
+
+    async def _cancel_in_store(self, job_id: str) -> Job | None:
+        cancelled = await cancel_in_store(self.store, self.watch, self.metrics, job_id)
+        if cancelled is not None:
+            await self._drop_entry(cancelled)
         return cancelled
+
+    async def _drop_entry(self, cancelled: Job) -> None:
+        """Drop the queue entry of a job cancelled in our row (abort it, if a worker has it)."""
+        if cancelled.queue_id is None:
+            return
+        try:
+            await self.app.job_manager.cancel_job_by_id_async(
+                cancelled.queue_id, abort=True, delete_job=True
+            )
+        except DB_ERRORS:
+            # Our row says cancelled: a worker that picks the entry up skips it.
+            logger.exception("cannot abort the queue entry", extra={"job_id": cancelled.id})
 
     # -- state ------------------------------------------------------------------------------
     async def _counts(self) -> tuple[int, int, int]:

@@ -180,7 +180,11 @@ CANCEL_RESPONSES: Responses = {**NOT_FOUND, 409: error("The job has already fini
 
 @router.post("/jobs/{job_id}/cancel", response_model=StatusResponse, responses=CANCEL_RESPONSES)
 async def cancel_job(job_id: str, service: ServiceDep, owner: OwnerDep) -> StatusResponse:
-    """Cancel a pending job (it never starts) or a running one (its process tree is killed)."""
+    """Cancel a pending job (it never starts) or a running one (its process tree is killed).
+
+    Answers with the job's final record: for a running job, once it is stopped and what it ran
+    (output, files, times) is recorded. 409 when it already finished, or when its process had
+    exited by itself before the cancel could stop it (it ends as it ran)."""
     return status_view(await service.cancel(job_id, owner))
 
 
