@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -72,6 +73,9 @@ class Settings(BaseSettings):
     worker_lost_after_s: float = Field(10.0, gt=0, alias="INTERPRETER_WORKER_LOST_AFTER")
     worker_lost_reruns: int = Field(1, ge=0)  # a job whose worker died runs again this many times
     database_pool_size: int = Field(10, ge=1, le=200)
+    # How long a statement waits for a pooled connection before it fails (and is retried: a
+    # worker retries until the database answers, an API answers 503 meanwhile).
+    database_timeout_s: float = Field(30.0, gt=0, alias="INTERPRETER_DATABASE_TIMEOUT")
 
     # -- abuse of the API (rate limits, caps) ---------------------------------------------------
     rate_limit: str = Field(
@@ -170,9 +174,15 @@ class Settings(BaseSettings):
 
     @property
     def postgres_dsn(self) -> str:
-        """The libpq form of INTERPRETER_DATABASE_URL (psycopg and procrastinate take it)."""
+        """The libpq form of INTERPRETER_DATABASE_URL (psycopg and procrastinate take it), with
+        a ``connect_timeout`` (INTERPRETER_DATABASE_TIMEOUT, at least libpq's 2 s) unless the URL
+        sets one: a database that accepts connections but never answers fails a connection
+        attempt in that time rather than hanging it."""
         assert self.database_url is not None
         scheme, _, rest = self.database_url.partition("://")
+        if "connect_timeout=" not in rest:
+            seconds = max(2, math.ceil(self.database_timeout_s))
+            rest += f"{'&' if '?' in rest else '?'}connect_timeout={seconds}"
         return f"postgresql://{rest}"
 
     @property

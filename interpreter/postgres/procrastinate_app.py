@@ -8,8 +8,11 @@ QUEUE = "interpreter"
 TASK = "interpreter.run_job"
 
 
-def make_app(dsn: str, pool_size: int) -> procrastinate.App:
-    connector = procrastinate.PsycopgConnector(conninfo=dsn, min_size=1, max_size=pool_size)
+def make_app(dsn: str, pool_size: int, timeout_s: float = 30.0) -> procrastinate.App:
+    """``timeout_s``: how long a statement waits for a pooled connection."""
+    connector = procrastinate.PsycopgConnector(
+        conninfo=dsn, min_size=1, max_size=pool_size, timeout=timeout_s
+    )
     return procrastinate.App(connector=connector)
 
 

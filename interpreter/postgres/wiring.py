@@ -21,7 +21,9 @@ from interpreter.workspace import JobPaths
 
 def postgres_store(settings: Settings) -> tuple[SqlStore, AsyncEngine]:
     """The store on INTERPRETER_DATABASE_URL (opening it sets the schema up, or checks it)."""
-    engine = postgres_engine(settings.postgres_dsn, settings.database_pool_size)
+    engine = postgres_engine(
+        settings.postgres_dsn, settings.database_pool_size, settings.database_timeout_s
+    )
 
     async def setup() -> None:
         if settings.apply_schema:
@@ -44,7 +46,7 @@ def postgres_parts(
     store: JobStore | None = None,
 ) -> tuple[JobStore, PostgresQueue, JobRunner | None]:
     sql, engine = postgres_store(settings)
-    app = make_app(settings.postgres_dsn, settings.database_pool_size)
+    app = make_app(settings.postgres_dsn, settings.database_pool_size, settings.database_timeout_s)
     runner = None
     worker = None
     if settings.inprocess_worker:

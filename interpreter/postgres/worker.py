@@ -7,7 +7,15 @@
 - Worker loss: every worker also watches the others. A worker whose heartbeat is older than
   ``INTERPRETER_WORKER_LOST_AFTER`` is lost; each of its jobs is re-queued (up to
   ``INTERPRETER_WORKER_LOST_RERUNS`` times) or failed with "worker lost". Compare-and-set on the
-  worker id and attempt count decides the race between several watchers.
+  worker id and attempt count decides the race between several watchers. A watcher judges only
+  once it has itself reached the database without a break for that long: after an outage,
+  every live worker has sent a heartbeat again before anyone counts heartbeat ages, so an outage
+  of any length re-runs nothing that was alive.
+- Stale attempts: a worker that resumes after its jobs were re-queued (a long pause) finds out
+  within a heartbeat: it kills those attempts' processes, writes nothing for them (fencing
+  refuses it anyway) and leaves their queue entries, now another attempt's, alone.
+- Outages: the procrastinate loop (``steady.SteadyWorker``) and every write of a job's end retry
+  until the database answers; running jobs keep running meanwhile.
 - Lost queue entries: the same check gives a new entry to a pending job older than that window
   whose entry is gone.
 - Outputs go into the store (every replica serves them); the job's files stay on this machine,
@@ -24,10 +32,11 @@ import socket
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import procrastinate
 import psycopg
-from procrastinate import worker as procrastinate_worker
 from procrastinate.job_context import AbortReason, JobContext
 
 from interpreter.config import Settings
@@ -37,27 +46,82 @@ from interpreter.execution import Execution
 from interpreter.job import Job, JobStatus, utcnow
 from interpreter.metrics import Metrics
 from interpreter.postgres.procrastinate_app import QUEUE, TASK, queue_entry
+from interpreter.postgres.steady import SteadyWorker
 from interpreter.runner import JobRunner
-from interpreter.store.base import JobStore
+from interpreter.store.base import JobStore, fencing_token
 from interpreter.watch import FinalWatch
 
 logger = logging.getLogger("interpreter.worker")
 
 LOST_MESSAGE = "worker lost: the worker running this job stopped answering"
 
+# Jobs that no queue entry stands for: pending ones whose entry is gone (taken by a worker that
+# could not claim them in an outage), running ones whose entry is not being run (the database
+# lost writes: a failover to a replica that was behind).
 ORPHANS = """
-SELECT j.id, j.queue_id FROM jobs j
+SELECT j.id, j.queue_id, j.status, j.attempts, j.worker_id FROM jobs j
  WHERE j.status = 'pending'
    AND j.created_at < (now() AT TIME ZONE 'UTC') - make_interval(secs => %(seconds)s)
    AND NOT EXISTS (
        SELECT 1 FROM procrastinate_jobs p
         WHERE p.id = j.queue_id AND p.status IN ('todo', 'doing'))
- ORDER BY j.seq LIMIT 100
+ UNION ALL
+SELECT j.id, j.queue_id, j.status, j.attempts, j.worker_id FROM jobs j
+ WHERE j.status = 'running'
+   AND j.started_at < (now() AT TIME ZONE 'UTC') - make_interval(secs => %(seconds)s)
+   AND NOT EXISTS (
+       SELECT 1 FROM procrastinate_jobs p WHERE p.id = j.queue_id AND p.status = 'doing')
+ LIMIT 100
 """
 REQUEUE = (
-    "UPDATE jobs SET queue_id = %(new)s WHERE id = %(id)s AND status = 'pending'"
-    " AND queue_id IS NOT DISTINCT FROM %(old)s"
+    "UPDATE jobs SET queue_id = %(new)s, status = 'pending', worker_id = NULL,"
+    " worker_host = NULL, started_at = NULL"
+    " WHERE id = %(id)s AND status = %(status)s AND queue_id IS NOT DISTINCT FROM %(old)s"
+    " AND attempts = %(attempts)s AND worker_id IS NOT DISTINCT FROM %(worker_id)s"
 )
+# A claim numbers its attempt from the queue entry's count: a new entry starts where the job is.
+ENTRY_ATTEMPTS = "UPDATE procrastinate_jobs SET attempts = %(attempts)s WHERE id = %(new)s"
+OWNERS = "SELECT id, status, attempts, worker_id FROM jobs WHERE id = ANY(%(ids)s)"
+STALE_MESSAGE = "stale attempt: the job was queued again and runs elsewhere"
+# procrastinate prunes workers at start by heartbeat age alone, which an outage fakes; the
+# loss check below prunes instead, under its own rule. This only clears very old rows.
+PRUNE_AT_START_S = 7 * 24 * 3600.0
+
+
+@dataclass(eq=False)
+class Attempt:
+    """One job this worker runs: the job as claimed (its fencing token), its queue entry, and
+    how to stop it."""
+
+    job: Job
+    entry_id: int
+    cancel: asyncio.Event
+    reason: list[str]
+    started: float = field(default_factory=time.monotonic)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Reachability:
+    """Whether this process has reached the database without a break for ``window_s``: only
+    then may it judge other workers by their heartbeat's age (which an outage, or this
+    process's own pause, makes look old)."""
+
+    def __init__(self, window_s: float, max_gap_s: float) -> None:
+        self.window_s = window_s
+        self.max_gap_s = max_gap_s
+        self._since: float | None = None
+        self._last: float | None = None
+
+    def reached(self, now: float) -> None:
+        if self._since is None or self._last is None or now - self._last > self.max_gap_s:
+            self._since = now  # first contact, or after an outage or a pause of our own
+        self._last = now
+
+    def failed(self) -> None:
+        self._since = self._last = None
+
+    def steady(self, now: float) -> bool:
+        return self._since is not None and now - self._since >= self.window_s
 
 
 class WorkerNode:
@@ -75,10 +139,11 @@ class WorkerNode:
         self.store = store
         self.runner = runner
         self.execution = Execution(store, runner, metrics, watch, outputs_in_store=True)
+        self.execution.retry_until_stored = True  # an outage of any length loses no result
         self.host = socket.gethostname()
         self.name = settings.worker_name or f"{self.host}:{os.getpid()}"
         app.task(name=TASK, pass_context=True)(self._run_job)
-        self._worker = procrastinate_worker.Worker(
+        self._worker = SteadyWorker(
             app=app,
             queues=[QUEUE],
             name=self.name,
@@ -86,19 +151,23 @@ class WorkerNode:
             shutdown_graceful_timeout=settings.shutdown_grace_s,
             install_signal_handlers=False,
             update_heartbeat_interval=settings.worker_heartbeat_s,
-            stalled_worker_timeout=settings.worker_lost_after_s,
+            stalled_worker_timeout=PRUNE_AT_START_S,
             delete_jobs="always",
             listen_notify=True,
             fetch_job_polling_interval=settings.worker_heartbeat_s,
             abort_job_polling_interval=settings.worker_heartbeat_s,
         )
         self._tasks: list[asyncio.Task[None]] = []
+        self._attempts: dict[str, Attempt] = {}
+        heartbeat = settings.worker_heartbeat_s
+        self.reachability = Reachability(settings.worker_lost_after_s, 3 * heartbeat + 1)
 
     async def start(self) -> None:
         run = self._worker.run()  # type: ignore[no-untyped-call]
         self._tasks = [
             asyncio.create_task(run, name="procrastinate-worker"),
             asyncio.create_task(self._watch_for_lost_workers(), name="worker-loss-check"),
+            asyncio.create_task(self._watch_own_attempts(), name="stale-attempt-check"),
             asyncio.create_task(self._sweep_loop(), name="worker-file-sweep"),
         ]
         logger.info(
@@ -154,12 +223,78 @@ class WorkerNode:
         if job is None:
             logger.info("job not pending any more: skipped", extra={"job_id": job_id})
             return
-        await self.execution.run(job, cancel, lambda: reason[0] if reason else None)
+        assert entry.id is not None
+        earlier = self._attempts.get(job_id)
+        if earlier is not None:  # our own earlier attempt still runs it: stale, it goes first
+            self._stop_stale(earlier)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(earlier.done.wait(), self.runner.limits.kill_grace_s + 10)
+        attempt = Attempt(job, entry.id, cancel, reason)
+        self._attempts[job_id] = attempt
+        try:
+            await self.execution.run(job, cancel, lambda: reason[0] if reason else None)
+            # Only an attempt whose worker went silent that long can have lost its job meanwhile
+            if time.monotonic() - attempt.started > self.settings.worker_lost_after_s / 2:
+                await self._check_attempts([attempt])
+        finally:
+            attempt.done.set()
+            if self._attempts.get(job_id) is attempt:
+                del self._attempts[job_id]
+
+    # -- our own stale attempts -------------------------------------------------------------
+    async def _watch_own_attempts(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.worker_heartbeat_s)
+            if not self._attempts:
+                continue
+            try:
+                await self._check_attempts(list(self._attempts.values()))
+            except Exception as exc:  # an outage: our attempts keep running meanwhile
+                logger.debug("stale-attempt check failed: %s", type(exc).__name__)
+
+    async def _check_attempts(self, attempts: Sequence[Attempt]) -> None:
+        """Stop the attempts that no longer own their job (re-queued, claimed by another
+        attempt, failed as lost, deleted): kill the process, keep their queue entries, which
+        another attempt now holds, untouched."""
+        connector = self.app.connector
+        assert isinstance(connector, procrastinate.PsycopgConnector)
+        rows = await connector.execute_query_all_async(
+            OWNERS, ids=[attempt.job.id for attempt in attempts]
+        )
+        owners = {row["id"]: row for row in rows}
+        for attempt in attempts:
+            row = owners.get(attempt.job.id)
+            mine = fencing_token(attempt.job)
+            if row is not None and row["status"] == JobStatus.RUNNING.value:
+                if {"attempts": row["attempts"], "worker_id": row["worker_id"]} == mine:
+                    continue
+            self._stop_stale(attempt)
+
+    def _stop_stale(self, attempt: Attempt) -> None:
+        if attempt.cancel.is_set() and attempt.entry_id in self._worker.stale_entries:
+            return
+        self._worker.stale_entries.add(attempt.entry_id)
+        attempt.reason.insert(0, STALE_MESSAGE)
+        attempt.cancel.set()
+        logger.warning(
+            "stale attempt stopped: its job was queued again",
+            extra={"job_id": attempt.job.id, "attempts": attempt.job.attempts},
+        )
 
     # -- other workers' loss ----------------------------------------------------------------
     async def _watch_for_lost_workers(self) -> None:
+        connector = self.app.connector
+        assert isinstance(connector, procrastinate.PsycopgConnector)
         while True:
             await asyncio.sleep(self.settings.worker_heartbeat_s)
+            try:
+                await connector.execute_query_async("SELECT 1")
+            except Exception:
+                self.reachability.failed()
+                continue
+            self.reachability.reached(time.monotonic())
+            if not self.reachability.steady(time.monotonic()):
+                continue  # after an outage (or our own pause), live workers are not late yet
             try:
                 await self.recover_lost_jobs()
             except Exception:
@@ -171,27 +306,39 @@ class WorkerNode:
         return await self._recover_stalled() + await self.requeue_orphans()
 
     async def requeue_orphans(self) -> int:
-        """Pending jobs older than the lost-worker window with no live queue entry (one taken by
-        a worker that failed to claim it while the database was unreachable) get a new one:
-        a job whose id was returned is never left waiting for nothing. One transaction per job,
-        conditioned on the entry it had, so that racing workers queue it once."""
+        """Jobs that no queue entry stands for (``ORPHANS``) for longer than the lost-worker
+        window get a new one: a job whose id was returned is never left waiting for nothing,
+        nor ``running`` for ever. One transaction per job, conditioned on the entry and the
+        attempt it had, so that racing workers queue it once; a running one past its re-runs
+        fails as lost, and the attempt that may still run it stops as stale."""
         connector = self.app.connector
         assert isinstance(connector, procrastinate.PsycopgConnector)
         window_s = self.settings.worker_lost_after_s
         rows = await connector.execute_query_all_async(ORPHANS, seconds=window_s)
         handled = 0
         for row in rows:
+            if row["status"] == JobStatus.RUNNING.value:
+                if row["attempts"] > self.settings.worker_lost_reruns:
+                    handled += await self._fail_lost(
+                        row["id"], {"worker_id": row["worker_id"], "attempts": row["attempts"]}
+                    )
+                    continue
             async with connector.pool.connection() as conn, conn.transaction():
                 entry = await self.app.job_manager.defer_job_async(
                     queue_entry(row["id"]), connection=conn
                 )
                 moved = await conn.execute(
-                    REQUEUE, {"id": row["id"], "old": row["queue_id"], "new": entry.id}
+                    REQUEUE, {**row, "old": row["queue_id"], "new": entry.id}
                 )
                 if moved.rowcount != 1:  # another worker did it first: drop our entry
                     raise psycopg.Rollback()
+                await conn.execute(ENTRY_ATTEMPTS, {"attempts": row["attempts"], "new": entry.id})
                 handled += 1
-                logger.warning("pending job queued again", extra={"job_id": row["id"]})
+                logger.warning(
+                    "%s job without a queue entry queued again",
+                    row["status"],
+                    extra={"job_id": row["id"]},
+                )
         return handled
 
     async def _recover_stalled(self) -> int:
@@ -205,6 +352,8 @@ class WorkerNode:
                 handled += await self._recover(entry)
             except Exception:
                 logger.exception("cannot recover a lost job", extra={"queue_id": entry.id})
+        # Their rows go: a lost worker that resumes finds its row gone and registers again.
+        await manager.prune_stalled_workers(self.settings.worker_lost_after_s)
         return handled
 
     async def _recover(self, entry: procrastinate.jobs.Job) -> int:
@@ -234,19 +383,25 @@ class WorkerNode:
                 await manager.retry_job(entry)
                 self._log_lost(job, "re-queued")
         else:
-            moved = await self.store.compare_and_set(
-                job.id,
-                JobStatus.FAILED,
-                expect=expect,
-                completed_at=utcnow(),
-                error_message=LOST_MESSAGE,
-            )
+            moved = bool(await self._fail_lost(job.id, expect))
             if moved:
                 await manager.finish_job_by_id_async(
                     entry.id, status=procrastinate.jobs.Status.FAILED, delete_job=True
                 )
-                self.execution.metrics.jobs_finished.labels(status="failed").inc()
-                self._log_lost(job, "failed")
+        return int(moved)
+
+    async def _fail_lost(self, job_id: str, expect: dict[str, Any]) -> int:
+        """Fail a job whose attempt ``expect`` was lost and may not run again."""
+        moved = await self.store.compare_and_set(
+            job_id,
+            JobStatus.FAILED,
+            expect=expect,
+            completed_at=utcnow(),
+            error_message=LOST_MESSAGE,
+        )
+        if moved:
+            self.execution.metrics.jobs_finished.labels(status="failed").inc()
+            logger.warning("job of a lost attempt failed", extra={"job_id": job_id, **expect})
         return int(moved)
 
     def _log_lost(self, job: Job, outcome: str) -> None:

@@ -179,7 +179,11 @@ def _checkpoint(conn: Connection) -> None:
 
 class AsyncEngineRunner:
     def __init__(
-        self, engine: AsyncEngine, plain_dsn: str | None = None, plain_pool_size: int = 5
+        self,
+        engine: AsyncEngine,
+        plain_dsn: str | None = None,
+        plain_pool_size: int = 5,
+        timeout_s: float = 30.0,
     ) -> None:
         self._engine = engine
         # The same pool; each checkout in autocommit (no BEGIN and COMMIT round trips)
@@ -195,6 +199,7 @@ class AsyncEngineRunner:
                 plain_dsn,
                 min_size=1,
                 max_size=plain_pool_size,
+                timeout=timeout_s,
                 kwargs={"autocommit": True},
                 open=False,
             )

@@ -49,11 +49,14 @@ from interpreter.store.tables import job_outputs, jobs, metadata
 DELETE_CHUNK = 200  # jobs deleted in one transaction
 
 
-def postgres_engine(dsn: str, pool_size: int = 10) -> AsyncEngine:
-    """An async engine on ``postgresql://...`` (libpq form) with psycopg 3."""
+def postgres_engine(dsn: str, pool_size: int = 10, timeout_s: float = 30.0) -> AsyncEngine:
+    """An async engine on ``postgresql://...`` (libpq form) with psycopg 3; ``timeout_s``: how
+    long a checkout waits for a connection (the store's plain pool takes the same)."""
     scheme, _, rest = dsn.partition("://")
     url = f"postgresql+psycopg://{rest}"
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size)
+    return create_async_engine(
+        url, pool_size=pool_size, max_overflow=pool_size, pool_timeout=timeout_s
+    )
 
 
 def _row_to_job(row: Any) -> Job:
@@ -203,9 +206,10 @@ class SqlStore:
         plain_dsn: str | None = None,
     ) -> SqlStore:
         """``plain_dsn`` (PostgreSQL): the hot writes as plain psycopg statements."""
-        size = engine.pool.size() if isinstance(engine.pool, QueuePool) else 5
+        pool = engine.pool
+        size, timeout_s = (pool.size(), pool.timeout()) if isinstance(pool, QueuePool) else (5, 30)
         return cls(
-            lambda: AsyncEngineRunner(engine, plain_dsn, size),
+            lambda: AsyncEngineRunner(engine, plain_dsn, size, timeout_s),
             engine.url.render_as_string(),
             setup,
         )

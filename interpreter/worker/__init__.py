@@ -4,6 +4,11 @@ It runs jobs from the procrastinate queue with the same executor and sandbox as 
 server, writes their results to PostgreSQL, and stops gracefully on SIGTERM or SIGINT.
 ``--apply-schema`` sets the schema up and exits; ``--check`` exits 0 when the database answers
 and holds the schema (a liveness probe).
+
+A database outage, however long, does not stop a worker: it retries until the database answers
+(its running jobs keep running). It exits non-zero, with one line on stderr, only when it cannot
+start (no database at start: its supervisor starts it again) or when its job loop stopped
+although no signal asked it to.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import signal
 import sys
 
 import psycopg
+from procrastinate.exceptions import ConnectorException
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -77,22 +83,23 @@ async def _check(settings: Settings, apply: bool) -> str | None:
         await engine.dispose()
 
 
-async def _run(settings: Settings) -> None:
+async def _run(settings: Settings) -> bool:
     lock = DataDirLock(settings.data_dir)
     lock.acquire()
     try:
-        await _serve(settings)
+        return await _serve(settings)
     finally:
         lock.release()
 
 
-async def _serve(settings: Settings) -> None:
+async def _serve(settings: Settings) -> bool:
+    """Run jobs until SIGTERM or SIGINT (True), or until the job loop stops by itself (False)."""
     registry = LanguageRegistry.from_settings(settings)
     paths = JobPaths(settings.data_dir, settings.workspaces)
     paths.ensure()
     paths.remove_transient()  # a previous worker's output and scratch files: ours alone here
     store, _ = postgres_store(settings)
-    app = make_app(settings.postgres_dsn, settings.database_pool_size)
+    app = make_app(settings.postgres_dsn, settings.database_pool_size, settings.database_timeout_s)
     runner = JobRunner.from_settings(settings, registry, paths)
     node = WorkerNode(settings, app, store, runner, Metrics(), FinalWatch())
     await store.open()
@@ -107,6 +114,7 @@ async def _serve(settings: Settings) -> None:
         done = asyncio.create_task(node.wait())
         await asyncio.wait([done, asyncio.create_task(stop.wait())], return_when="FIRST_COMPLETED")
         await node.stop(settings.shutdown_grace_s)
+        return stop.is_set()
     finally:
         await app.close_async()
         await store.close()
@@ -127,11 +135,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"interpreter.worker: not ready: {missing}", file=sys.stderr)
                 return 1
             return 0
-        asyncio.run(_run(settings))
+        if not asyncio.run(_run(settings)):
+            print("interpreter.worker: the job loop stopped unexpectedly", file=sys.stderr)
+            return 1
     except (ConfigurationError, StoreError) as exc:
         print(f"interpreter.worker: {exc.message}", file=sys.stderr)
         return 1
-    except (OSError, SQLAlchemyError, psycopg.Error) as exc:
-        print(f"interpreter.worker: cannot reach the database: {exc}", file=sys.stderr)
+    except (OSError, SQLAlchemyError, psycopg.Error, ConnectorException) as exc:
+        cause = exc.__cause__ or exc
+        print(f"interpreter.worker: cannot reach the database: {cause}", file=sys.stderr)
         return 1
     return 0

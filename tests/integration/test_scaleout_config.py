@@ -33,7 +33,10 @@ def test_database_url_kinds() -> None:
     sqlite = Settings(database_url="sqlite:////tmp/x/jobs.db")
     assert sqlite.database_kind == "sqlite" and str(sqlite.database_path) == "/tmp/x/jobs.db"
     pg = Settings(database_url="postgres://u@db:5432/jobs")
-    assert pg.database_kind == "postgresql" and pg.postgres_dsn == "postgresql://u@db:5432/jobs"
+    assert (
+        pg.database_kind == "postgresql"
+        and pg.postgres_dsn == "postgresql://u@db:5432/jobs?connect_timeout=30"
+    )
     with pytest.raises(ValidationError, match="must start with sqlite:/// or postgresql://"):
         Settings(database_url="mysql://u@db/jobs")
     with pytest.raises(ValidationError, match="LOST_AFTER must be longer"):
