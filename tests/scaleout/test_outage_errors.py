@@ -167,7 +167,7 @@ def test_no_answer_names_the_database_while_it_is_unreachable(
     proxied: tuple[Cluster, Proxy, str],
 ) -> None:
     cluster, proxy, database = proxied
-    api = cluster.api()
+    api = cluster.api(INTERPRETER_DATABASE_TIMEOUT="3")  # refused routes answer within it
     client = api.client(timeout=35)
     job_id = submit(client, "import time; time.sleep(30)")  # no worker: it stays pending
     wait_for_status(client, job_id, {"pending"}, deadline_s=5)
