@@ -186,10 +186,10 @@ def test_every_job_completes_after_every_process_stopped_with_jobs_pending(
     cluster.worker(INTERPRETER_WORKER_CONCURRENCY="1")
     cluster.wait_workers(1)
     ids = [
-        submit((a if i % 2 else b).client(), f"import time; time.sleep(0.2); print({i})")
+        submit((a if i % 2 else b).client(), f"import time; time.sleep(1); print({i})")
         for i in range(12)
     ]
-    time.sleep(0.3)  # one runs, the rest wait
+    time.sleep(0.3)  # one runs, the rest wait (a second each: at most a few ended under load)
     counts = _statuses(ids, a.client())
     assert counts.get("pending", 0) >= 8, counts
     for process in cluster.processes:
