@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.sandbox import JOBS, one, runner, summary  # noqa: E402
 from interpreter.config import Settings  # noqa: E402
-from interpreter.runner import JobRunner  # noqa: E402
+from interpreter.running.runner import JobRunner  # noqa: E402
 from interpreter.sandbox import bwrap, seccomp  # noqa: E402
 from interpreter.sandbox.base import CgroupConfinement, Prepared, SandboxJob  # noqa: E402
 

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from interpreter.config import Settings  # noqa: E402
 from interpreter.job import Job, JobRequest, JobStatus, new_job_id  # noqa: E402
 from interpreter.languages import LanguageRegistry  # noqa: E402
-from interpreter.runner import JobRunner  # noqa: E402
+from interpreter.running.runner import JobRunner  # noqa: E402
 from interpreter.workspace import JobPaths  # noqa: E402
 
 JOBS = {"python": "print(1)", "shell": "echo 1", "javascript": "console.log(1)"}

@@ -17,7 +17,7 @@
     ├── JobAlreadyFinished
     ├── ServiceUnavailable        the server is shutting down or overloaded (retry_after_s)
     │   └── QueueFull             too many jobs wait to start on the whole server
-    ├── ExecutionError            the executor could not start or watch a process
+    ├── ExecutionError            a process could not be started or watched
     └── StoreError                the job store failed (driver errors are wrapped in it)
 
 The HTTP layer maps this tree to status codes in one table (``interpreter.api.errors``);

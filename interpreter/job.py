@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from interpreter.sandbox.limits import ResourceLimits
+from interpreter.limits import ResourceLimits
 
 
 class JobStatus(StrEnum):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import uuid
 from collections.abc import Sequence
@@ -25,21 +24,14 @@ from interpreter.errors import (
 )
 from interpreter.job import Job, JobRequest, JobStatus, new_job_id, utcnow
 from interpreter.languages import LanguageRegistry
-from interpreter.queue import JobQueue
-from interpreter.sandbox.limits import resolve_limits
+from interpreter.limits import resolve_limits
+from interpreter.queues.base import JobQueue
 from interpreter.store.base import ExpiredJob, JobStore
 from interpreter.workspace import JobPaths, named_directory
 
 logger = logging.getLogger(__name__)
 
 INLINE_READ_BYTES = 256 * 1024
-
-
-def owner_of(api_key: str | None) -> str | None:
-    """Jobs are owned by a hash of the key that created them; the key itself is never stored."""
-    if api_key is None:
-        return None
-    return hashlib.sha256(api_key.encode()).hexdigest()
 
 
 def _is_uuid(value: str) -> bool:

@@ -1,26 +1,88 @@
-"""The parts of a process on PostgreSQL: store, queue and (unless API-only) an in-process worker."""
+"""The one place that builds a process's parts from its settings: the store, the queue and the
+runner, for the embedded server (SQLite, the in-process ``LocalQueue``) or the scale-out
+(PostgreSQL, procrastinate; an API replica with or without an in-process worker, or a worker).
+The database branch is here and nowhere else. Tests pass their own store, runner or queue.
+The PostgreSQL modules (procrastinate, psycopg) are imported only when the settings ask for
+them: the embedded server never loads them.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from interpreter.config import Settings
 from interpreter.errors import StoreError
 from interpreter.languages import LanguageRegistry
 from interpreter.metrics import Metrics
-from interpreter.postgres.procrastinate_app import make_app
-from interpreter.postgres.queue import PostgresQueue
-from interpreter.postgres.schema import ensure_schema, schema_ready
-from interpreter.postgres.worker import WorkerNode
-from interpreter.runner import JobRunner
+from interpreter.queues.base import JobQueue
+from interpreter.queues.local import LocalQueue, PendingCaps
+from interpreter.running.runner import JobRunner
+from interpreter.store import CachedStore, SqlStore
 from interpreter.store.base import JobStore
-from interpreter.store.sql import SqlStore, postgres_engine
 from interpreter.watch import FinalWatch
 from interpreter.workspace import JobPaths
+
+if TYPE_CHECKING:
+    import procrastinate
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from interpreter.queues.procrastinate.worker import WorkerNode
+
+
+@dataclass(frozen=True)
+class Parts:
+    """What a server process is made of, beside its HTTP layer."""
+
+    store: JobStore
+    queue: JobQueue
+    runner: JobRunner | None  # None: this process runs no job (an API-only replica)
+    registry: LanguageRegistry
+    paths: JobPaths
+    metrics: Metrics
+    watch: FinalWatch
+    outputs_in_store: bool  # scale-out: every replica reads outputs from the store
+
+
+def build(
+    settings: Settings,
+    store: JobStore | None = None,
+    runner: JobRunner | None = None,
+    queue: JobQueue | None = None,
+) -> Parts:
+    """The parts of an API process. ``store``, ``runner`` and ``queue`` replace the ones the
+    settings call for (tests inject a memory store, a fake runner, a fake queue)."""
+    registry = LanguageRegistry.from_settings(settings)
+    paths = JobPaths(settings.data_dir, settings.workspaces)
+    metrics = Metrics()
+    watch = FinalWatch()
+    scale_out = settings.database_kind == "postgresql"
+    if scale_out:
+        from interpreter.queues.procrastinate.queue import PostgresQueue
+        from interpreter.queues.procrastinate.worker import WorkerNode
+
+        sql, engine = postgres_store(settings)
+        store = store or sql
+        app = postgres_app(settings)
+        worker = None
+        if settings.inprocess_worker:
+            runner = runner or JobRunner.from_settings(settings, registry, paths)
+            worker = WorkerNode(settings, app, store, runner, metrics, watch)
+        queue = queue or PostgresQueue(settings, engine, store, app, metrics, watch, worker)
+    else:
+        if store is None:  # embedded: this process is the database's only writer
+            store = CachedStore(SqlStore.sqlite(settings.database_path))
+        runner = runner or JobRunner.from_settings(settings, registry, paths)
+        caps = PendingCaps(settings.max_pending_per_key, settings.max_pending_jobs)
+        queue = queue or LocalQueue(store, runner, settings.max_jobs, metrics, watch, caps)
+    return Parts(store, queue, runner, registry, paths, metrics, watch, outputs_in_store=scale_out)
 
 
 def postgres_store(settings: Settings) -> tuple[SqlStore, AsyncEngine]:
     """The store on INTERPRETER_DATABASE_URL (opening it sets the schema up, or checks it)."""
+    from interpreter.queues.procrastinate.schema import ensure_schema, schema_ready
+    from interpreter.store.sql import postgres_engine
+
     engine = postgres_engine(
         settings.postgres_dsn, settings.database_pool_size, settings.database_timeout_s
     )
@@ -37,20 +99,31 @@ def postgres_store(settings: Settings) -> tuple[SqlStore, AsyncEngine]:
     return SqlStore.from_async_engine(engine, setup, plain_dsn=settings.postgres_dsn), engine
 
 
-def postgres_parts(
-    settings: Settings,
-    registry: LanguageRegistry,
-    paths: JobPaths,
-    metrics: Metrics,
-    watch: FinalWatch,
-    store: JobStore | None = None,
-) -> tuple[JobStore, PostgresQueue, JobRunner | None]:
-    sql, engine = postgres_store(settings)
-    app = make_app(settings.postgres_dsn, settings.database_pool_size, settings.database_timeout_s)
-    runner = None
-    worker = None
-    if settings.inprocess_worker:
-        runner = JobRunner.from_settings(settings, registry, paths)
-        worker = WorkerNode(settings, app, store or sql, runner, metrics, watch)
-    queue = PostgresQueue(settings, engine, store or sql, app, metrics, watch, worker)
-    return store or sql, queue, runner
+def postgres_app(settings: Settings) -> procrastinate.App:
+    """procrastinate's app on INTERPRETER_DATABASE_URL, with the configured pool."""
+    from interpreter.queues.procrastinate.app import make_app
+
+    return make_app(settings.postgres_dsn, settings.database_pool_size, settings.database_timeout_s)
+
+
+@dataclass(frozen=True)
+class WorkerParts:
+    store: SqlStore
+    app: procrastinate.App
+    runner: JobRunner
+    node: WorkerNode
+    registry: LanguageRegistry
+    paths: JobPaths
+
+
+def build_worker(settings: Settings) -> WorkerParts:
+    """The parts of a standalone worker (``python -m interpreter.worker``)."""
+    from interpreter.queues.procrastinate.worker import WorkerNode
+
+    registry = LanguageRegistry.from_settings(settings)
+    paths = JobPaths(settings.data_dir, settings.workspaces)
+    store, _ = postgres_store(settings)
+    app = postgres_app(settings)
+    runner = JobRunner.from_settings(settings, registry, paths)
+    node = WorkerNode(settings, app, store, runner, Metrics(), FinalWatch())
+    return WorkerParts(store, app, runner, node, registry, paths)

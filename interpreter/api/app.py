@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from interpreter import __version__
+from interpreter import __version__, wiring
 from interpreter.api import errors
 from interpreter.api.auth import RequireApiKey
 from interpreter.api.bodylimit import BodySizeLimit
@@ -23,17 +23,12 @@ from interpreter.api.ratelimit import ExecuteRateLimit, RateLimiter
 from interpreter.api.routes import jobs, sandbox, system
 from interpreter.config import Settings
 from interpreter.datadir import DataDirLock
-from interpreter.dispatcher import Dispatcher, PendingCaps
 from interpreter.errors import ConfigurationError, InterpreterError
-from interpreter.languages import LanguageRegistry
 from interpreter.metrics import Metrics
-from interpreter.queue import JobQueue
-from interpreter.runner import JobRunner
+from interpreter.queues.base import JobQueue
+from interpreter.running.runner import JobRunner
 from interpreter.service import JobService
-from interpreter.store import CachedStore, SqlStore
 from interpreter.store.base import JobStore
-from interpreter.watch import FinalWatch
-from interpreter.workspace import JobPaths
 
 logger = logging.getLogger("interpreter.access")
 
@@ -115,52 +110,48 @@ def api_keys(settings: Settings) -> tuple[str, ...]:
     return keys
 
 
-def build_parts(settings: Settings, store: JobStore | None = None) -> AppParts:
+def build_parts(
+    settings: Settings,
+    store: JobStore | None = None,
+    runner: JobRunner | None = None,
+    queue: JobQueue | None = None,
+) -> AppParts:
     keys = api_keys(settings)
     if settings.enable_cors and "*" in settings.cors_origins:
         logger.warning("CORS allows every origin; credentials are disabled for it")
-    registry = LanguageRegistry.from_settings(settings)
-    paths = JobPaths(settings.data_dir, settings.workspaces)
-    metrics = Metrics()
-    watch = FinalWatch()
-    queue: JobQueue
-    runner: JobRunner | None
-    if settings.database_kind == "postgresql":
-        from interpreter.postgres.wiring import postgres_parts
-
-        store, queue, runner = postgres_parts(settings, registry, paths, metrics, watch, store)
-    else:
-        if store is None:  # embedded: this process is the database's only writer
-            store = CachedStore(SqlStore.sqlite(settings.database_path))
-        runner = JobRunner.from_settings(settings, registry, paths)
-        caps = PendingCaps(settings.max_pending_per_key, settings.max_pending_jobs)
-        queue = Dispatcher(store, runner, settings.max_jobs, metrics, watch, caps)
+    wired = wiring.build(settings, store, runner, queue)
     service = JobService(
         settings,
-        store,
-        queue,
-        registry,
-        paths,
-        outputs_in_store=settings.database_kind == "postgresql",
+        wired.store,
+        wired.queue,
+        wired.registry,
+        wired.paths,
+        outputs_in_store=wired.outputs_in_store,
     )
     return AppParts(
         settings=settings,
-        store=store,
-        registry=registry,
-        queue=queue,
-        runner=runner,
+        store=wired.store,
+        registry=wired.registry,
+        queue=wired.queue,
+        runner=wired.runner,
         service=service,
-        metrics=metrics,
+        metrics=wired.metrics,
         api_keys=keys,
         started_monotonic=time.monotonic(),
     )
 
 
-def create_app(settings: Settings | None = None, store: JobStore | None = None) -> FastAPI:
-    """The application. ``store`` overrides the SQLite store (tests pass a MemoryStore)."""
+def create_app(
+    settings: Settings | None = None,
+    store: JobStore | None = None,
+    runner: JobRunner | None = None,
+    queue: JobQueue | None = None,
+) -> FastAPI:
+    """The application. ``store``, ``runner`` and ``queue`` replace the ones the settings call
+    for (tests pass a MemoryStore, a fake runner or queue)."""
     settings = settings or Settings()
     limiter = RateLimiter.from_settings(settings)
-    parts = build_parts(settings, store)
+    parts = build_parts(settings, store, runner, queue)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -170,7 +161,7 @@ def create_app(settings: Settings | None = None, store: JobStore | None = None) 
             if lock is not None:
                 lock.acquire()
             parts.service.paths.ensure()
-            if lock is not None and settings.database_kind == "postgresql":
+            if lock is not None and parts.service.outputs_in_store:
                 parts.service.paths.remove_transient()  # outputs live in the store there
             await parts.store.open()
             await parts.registry.probe_versions()

@@ -11,8 +11,8 @@ from interpreter.api.auth import require_owner
 from interpreter.config import Settings
 from interpreter.languages import LanguageRegistry
 from interpreter.metrics import Metrics
-from interpreter.queue import JobQueue
-from interpreter.runner import JobRunner
+from interpreter.queues.base import JobQueue
+from interpreter.running.runner import JobRunner
 from interpreter.service import JobService
 from interpreter.store.base import JobStore
 

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from interpreter.job import JobStatus, TerminationReason
-from interpreter.sandbox.limits import MIN_PROCESSES, below_minimum
+from interpreter.limits import MIN_PROCESSES, below_minimum
 
 MAX_METADATA_DEPTH = 32
 MAX_METADATA_BYTES = 64 * 1024

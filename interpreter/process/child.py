@@ -1,4 +1,4 @@
-"""How the executor holds one process: spawn it (behind the gate when confined), watch it for
+"""How one process is held: spawn it (behind the gate when confined), watch it for
 exit, timeout, cancel and limits, kill everything it started, sample what it uses, reap it."""
 
 from __future__ import annotations
@@ -16,17 +16,15 @@ import threading
 import time
 from collections.abc import Collection, Iterator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import psutil
 
 from interpreter.errors import ExecutionError
-from interpreter.orphans import GUARD
-from interpreter.output import StreamCapture
+from interpreter.process.orphans import GUARD
+from interpreter.process.output import StreamCapture
+from interpreter.process.spec import ProcessSpec, Termination
 from interpreter.sandbox.base import CgroupUsage, Confinement, gated, over_limit
-
-if TYPE_CHECKING:
-    from interpreter.executor import ProcessSpec
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +34,6 @@ _SAMPLE_EVERY_S = 0.1
 _SIGKILL_PATIENCE_S = 5.0
 _RESIGNAL_EVERY_S = 0.01  # during the grace: how often the cgroup is checked for new processes
 _MAX_TRACKED_DESCENDANTS = 4096
-
-Termination = Literal["exit", "timeout", "cancelled", "cpu_limit", "workspace_limit"]
 
 
 class Child:

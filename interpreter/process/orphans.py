@@ -3,7 +3,7 @@
 The sandbox (the default) takes a job down with the server: bubblewrap's --die-with-parent.
 Without it (``INTERPRETER_SANDBOX=none``) nothing in the kernel would, so a watcher does:
 ``GUARD`` starts, the first time this process (a server or a worker) runs a job without a
-sandbox, a small process of its own (``python -m interpreter.orphans``, in a session of its
+sandbox, a small process of its own (``python -m interpreter.process.orphans``, in a session of its
 own) that reads, on a pipe, which jobs run (each job's process group, which is also its
 session, and its marks: its private TMPDIR and its fresh working directory). The pipe's end
 closes only when this process exits: the watcher reads EOF at once and SIGKILLs every process of
@@ -160,7 +160,7 @@ class Guard:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
         try:
             popen = subprocess.Popen(
-                [sys.executable, "-m", "interpreter.orphans"],
+                [sys.executable, "-m", "interpreter.process.orphans"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 env=env,
@@ -205,7 +205,7 @@ def _watch() -> None:
     if jobs:
         killed = kill_jobs(jobs)
         print(
-            f"interpreter.orphans: the server exited; killed {len(killed)} processes of "
+            f"interpreter.process.orphans: the server exited; killed {len(killed)} processes of "
             f"{len(jobs)} jobs",
             file=sys.stderr,
         )

@@ -1,13 +1,14 @@
 """Run one process to completion and describe what it did.
 
-The executor knows nothing about jobs, stores or HTTP: it takes a ``ProcessSpec`` (argv, working
+It knows nothing about jobs, stores or HTTP: it takes a ``ProcessSpec`` (argv, working
 directory, environment, limits, where to write output) and returns a ``ProcessOutcome``.
 The sandbox wraps ``argv`` and may hand over a ``Confinement`` (a cgroup and rlimits): the process
 then starts behind a gate, a tiny shell that writes itself into the cgroup and waits on its stdin
-until the executor has applied the rlimits, so nothing of the job runs (or forks) outside it;
+until this side has applied the rlimits, so nothing of the job runs (or forks) outside it;
 signals, kills, CPU time and peak memory then come from the cgroup, which holds every process of
 the job, daemons included.
-The runner turns outcomes into job results; ``supervisor`` holds the process while it runs.
+The runner turns outcomes into job results; ``child`` holds the process while it runs; the
+values that go in and come out are in ``spec``.
 """
 
 from __future__ import annotations
@@ -17,17 +18,21 @@ import logging
 import os
 import resource
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
-from interpreter import filetrack
-from interpreter.filetrack import ScanLimits
-from interpreter.orphans import OrphanMarks
-from interpreter.output import StreamCapture
-from interpreter.sandbox.base import CgroupUsage, Confinement, WorkspaceMeter, over_limit
-from interpreter.supervisor import Child, Termination
+from interpreter.process import filetrack
+from interpreter.process.child import Child
+from interpreter.process.filetrack import ScanLimits
+from interpreter.process.output import StreamCapture
+from interpreter.process.spec import (
+    CapturedStream,
+    FileChanges,
+    ProcessOutcome,
+    ProcessSpec,
+    ResourceUsage,
+    Termination,
+)
+from interpreter.sandbox.base import CgroupUsage, over_limit
 
 logger = logging.getLogger(__name__)
 
@@ -43,73 +48,6 @@ __all__ = [
     "Termination",
     "run_process",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class ProcessSpec:
-    argv: tuple[str, ...]
-    cwd: Path
-    env: Mapping[str, str]
-    timeout_s: float
-    stdout_path: Path
-    stderr_path: Path
-    output_limit_bytes: int = 10 * 1024 * 1024
-    kill_grace_s: float = 1.0
-    track_files: bool = True
-    cwd_is_fresh: bool = False  # the directory was just created empty: skip the "before" scan
-    scan_limits: ScanLimits = field(default_factory=ScanLimits)
-    confinement: Confinement | None = None  # the sandbox's cgroup: holds the whole tree
-    workspace: WorkspaceMeter | None = None  # the kernel-capped filesystem cwd is (sandbox)
-    pass_fds: tuple[int, ...] = ()  # kept open for the process (the caller closes its own)
-    cwd_fd: int | None = None  # cwd as the job sees it, opened by the caller: what tracking walks
-    spawn_cwd: Path | None = None  # where the process starts, if not in cwd (the sandbox: /)
-    # Nothing takes this job down with us (no sandbox): the watcher of ``orphans.GUARD`` will
-    orphan_marks: OrphanMarks | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class CapturedStream:
-    """One output stream as kept on disk at ``path`` (head + marker + tail when truncated)."""
-
-    path: Path
-    total_bytes: int  # everything the process wrote
-    truncated: bool
-
-
-@dataclass(frozen=True, slots=True)
-class FileChanges:
-    created: tuple[str, ...] = ()  # sorted absolute paths
-    modified: tuple[str, ...] = ()
-    deleted: tuple[str, ...] = ()
-    complete: bool = True  # False when a scan hit its entry or time bound
-    note: str | None = None  # why it is incomplete
-
-
-@dataclass(frozen=True, slots=True)
-class ResourceUsage:
-    pid: int
-    cpu_user_s: float
-    cpu_system_s: float
-    cpu_percent_avg: float  # (user + system) / wall * 100
-    peak_rss_bytes: int  # the cgroup's peak, or the largest process of the tree (see _Child)
-    peak_vms_bytes: int | None  # sampled while running; None if it ended before a sample or
-    # when confined (the cgroup keeps no such figure)
-    cpu_total_s: float | None = None  # the cgroup's exact total (user + system are by ticks)
-
-
-@dataclass(frozen=True, slots=True)
-class ProcessOutcome:
-    termination: Termination
-    exit_code: int | None  # None when killed by a signal
-    signal: int | None  # the signal that ended it, if any
-    stdout: CapturedStream
-    stderr: CapturedStream
-    files: FileChanges
-    usage: ResourceUsage
-    started_at: datetime  # aware UTC
-    finished_at: datetime
-    duration_ms: float
-    confined: CgroupUsage | None = None  # what the whole cgroup used, when confined
 
 
 async def run_process(spec: ProcessSpec, cancel: asyncio.Event | None = None) -> ProcessOutcome:

@@ -1,6 +1,6 @@
 """The queue seam: what the service asks of whatever holds and runs the jobs.
 
-Two implementations: ``Dispatcher`` (embedded: an in-process FIFO over the local store) and
+Two implementations: ``LocalQueue`` (embedded: an in-process FIFO over the local store) and
 ``postgres.PostgresQueue`` (scale-out: procrastinate on PostgreSQL, jobs run by workers anywhere).
 """
 

@@ -1,5 +1,5 @@
-"""The in-process dispatcher (the embedded queue): FIFO, at most ``max_jobs`` running, the rest
-pending, over a store that only this process writes.
+"""The local queue (the embedded server's, in-process): FIFO, at most ``max_jobs`` running,
+the rest pending, over a store that only this process writes.
 
 It owns the running jobs' cancel events and counts pending jobs for the caps in memory; each job
 runs through ``execution.Execution``, as on a PostgreSQL worker. A running job's cancel sets its
@@ -16,19 +16,24 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from interpreter.errors import QueueFull, StoreError, TooManyPendingJobs
-from interpreter.execution import CANCEL_MESSAGE, STORE_RETRY_S, Execution, cancel_in_store
 from interpreter.job import Job, JobStatus, utcnow
 from interpreter.metrics import Metrics
-from interpreter.pending import PendingJobs
-from interpreter.queue import QueueState
-from interpreter.runner import JobRunner
+from interpreter.queues.base import QueueState
+from interpreter.queues.pending import PendingJobs
+from interpreter.running.lifecycle import (
+    CANCEL_MESSAGE,
+    RESTART_MESSAGE,
+    SHUTDOWN_MESSAGE,
+    STORE_RETRY_S,
+    Execution,
+    cancel_in_store,
+)
+from interpreter.running.runner import JobRunner
 from interpreter.store.base import JobStore
 from interpreter.watch import FinalWatch
 
 logger = logging.getLogger(__name__)
 
-RESTART_MESSAGE = "server restarted during execution"
-SHUTDOWN_MESSAGE = "cancelled: the server shut down during execution"
 # How long a cancel waits for a running job's final record, beyond the kill's grace and the scan
 # of its files after it (then the job is cancelled in the store as it is).
 CANCEL_SLACK_S = 5.0
@@ -42,7 +47,7 @@ class PendingCaps:
     total: int = 10_000
 
 
-class Dispatcher:
+class LocalQueue:
     def __init__(
         self,
         store: JobStore,

@@ -1,7 +1,7 @@
 """Jobs accepted but not started yet, counted per owner: what the pending-job caps read.
 
 In memory, so that a submission checks its caps without a store query. The service adds a job
-under the caps before it writes it; the dispatcher adds the pending jobs it finds at start and
+under the caps before it writes it; the local queue adds the pending jobs it finds at start and
 removes a job when it leaves pending (started, or found cancelled); a cancel removes it too. Every
 operation is idempotent, so a job removed twice or re-added by a retry is counted once. Bounded:
 one entry per pending job, and the caps bound how many a submission may add.

@@ -1,5 +1,5 @@
 """One job's life on whatever runs it: claim it (pending -> running, a compare-and-set), run it
-with the runner, record how it ended. The in-process dispatcher and the PostgreSQL worker both
+with the runner, record how it ended. The local queue and the PostgreSQL worker both
 drive jobs through this, so a job behaves the same wherever it runs.
 
 Every status change goes through the store's compare-and-set. A running job's cancel is the
@@ -23,7 +23,8 @@ from typing import Any, TypeVar
 from interpreter.errors import StoreError
 from interpreter.job import CapturedOutput, Job, JobStatus, utcnow
 from interpreter.metrics import Metrics
-from interpreter.runner import Finish, JobRunner
+from interpreter.running.ending import Finish
+from interpreter.running.runner import JobRunner
 from interpreter.store.base import JobStore, fencing_token
 from interpreter.watch import FinalWatch
 
@@ -31,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 STORE_RETRY_S = (0.1, 0.5, 1.0, 2.0)
 CANCEL_MESSAGE = "cancelled by request"
+RESTART_MESSAGE = "server restarted during execution"
+SHUTDOWN_MESSAGE = "cancelled: the server shut down during execution"
 T = TypeVar("T")
 
 

@@ -6,13 +6,10 @@ import asyncio
 import fcntl
 import logging
 import os
-import re
-import signal
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from interpreter import tree
 from interpreter.config import Settings
@@ -23,10 +20,20 @@ from interpreter.errors import (
     InvalidWorkingDirectory,
     StoreError,
 )
-from interpreter.executor import ProcessOutcome, ProcessSpec, ScanLimits, run_process
 from interpreter.job import Job, JobResult, JobStatus, TerminationReason
 from interpreter.languages import LanguageRegistry
-from interpreter.orphans import GUARD, OrphanMarks, kill_leftovers
+from interpreter.process.filetrack import ScanLimits
+from interpreter.process.orphans import GUARD, OrphanMarks, kill_leftovers
+from interpreter.process.run import run_process
+from interpreter.process.spec import ProcessSpec
+from interpreter.running.ending import (
+    CANCELLED_BEFORE_START,
+    Ending,
+    Finish,
+    not_started,
+    read_ending,
+    usage_of,
+)
 from interpreter.sandbox import (
     NoSandbox,
     Prepared,
@@ -34,7 +41,6 @@ from interpreter.sandbox import (
     Sandbox,
     SandboxJob,
     create_sandbox,
-    describe_bytes,
 )
 from interpreter.store.base import JobStore
 from interpreter.workspace import JobPaths
@@ -66,36 +72,6 @@ class _Setup:
     timeout_s: float  # what is left of the job's timeout once its directory was free
 
 
-@dataclass(frozen=True, slots=True)
-class Finish:
-    """How a run ended: the status to move to and what to store with it."""
-
-    status: JobStatus
-    result: JobResult | None
-    error_message: str | None
-    execution_time_ms: float | None
-
-
-# Lines that follow the error itself: stack frames ("    at f (file:1:2)") and node's banner.
-_NOT_THE_ERROR = re.compile(r"^\s+at\s|^Node\.js v\d")
-
-
-def _last_line(path: Path, max_bytes: int = 4096) -> str | None:
-    try:
-        with path.open("rb") as handle:
-            size = handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, size - max_bytes))
-            tail = handle.read().decode("utf-8", errors="replace")
-    except OSError:
-        return None
-    lines = [
-        line.strip()
-        for line in tail.splitlines()
-        if line.strip() and not _NOT_THE_ERROR.match(line)
-    ]
-    return lines[-1][:500] if lines else None
-
-
 def _keep_output(path: Path, limit_bytes: int) -> int:
     """The size of an output file a crashed job left (0 if none), cut to ``limit_bytes``;
     never following a symlink."""
@@ -117,95 +93,6 @@ def _keep_output(path: Path, limit_bytes: int) -> int:
         return 0
     finally:
         os.close(fd)
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return str(number)
-
-
-def _usage(outcome: ProcessOutcome) -> dict[str, Any]:
-    usage = outcome.usage
-    total_s = usage.cpu_total_s
-    if total_s is None:
-        total_s = usage.cpu_user_s + usage.cpu_system_s
-    return {
-        "pid": usage.pid,
-        "cpu_percent": {"average": round(usage.cpu_percent_avg, 2)},
-        "cpu_time_s": {
-            "user": round(usage.cpu_user_s, 6),
-            "system": round(usage.cpu_system_s, 6),
-            "total": round(total_s, 6),
-        },
-        "memory_bytes": {"peak_rss": usage.peak_rss_bytes, "peak_vms": usage.peak_vms_bytes},
-    }
-
-
-@dataclass(frozen=True, slots=True)
-class Ending:
-    """How a process's outcome reads as a job's end."""
-
-    status: JobStatus
-    reason: TerminationReason
-    error: str | None
-    exit_code: int | None
-    signal: int | None
-
-
-def _ending(
-    job: Job, outcome: ProcessOutcome, limits: ResourceLimits, sandbox: Sandbox, stderr: Path
-) -> Ending:
-    """The job's status, termination reason and error message from its process's outcome."""
-    code, sig = sandbox.decode_exit(outcome.exit_code, outcome.signal)
-
-    def end(status: JobStatus, reason: TerminationReason, error: str | None) -> Ending:
-        return Ending(status, reason, error, code, sig)
-
-    memory = f"memory limit exceeded ({describe_bytes(limits.memory_bytes)})"
-    cpu = f"CPU time limit exceeded ({limits.cpu_time_s:g} s)"
-    match outcome.termination:
-        case "timeout":
-            return end(
-                JobStatus.TIMEOUT,
-                TerminationReason.TIMEOUT,
-                f"timed out after {job.request.timeout_s:g} s",
-            )
-        case "cancelled":
-            return end(JobStatus.CANCELLED, TerminationReason.CANCELLED, "cancelled")
-        case "cpu_limit":
-            return end(JobStatus.FAILED, TerminationReason.CPU_LIMIT, cpu)
-        case "workspace_limit":
-            workspace = describe_bytes(limits.workspace_bytes)
-            return end(
-                JobStatus.FAILED,
-                TerminationReason.WORKSPACE_LIMIT,
-                f"workspace disk limit exceeded ({workspace})",
-            )
-    if failure := sandbox.setup_failure(code, stderr):
-        return end(JobStatus.FAILED, TerminationReason.SANDBOX_ERROR, f"sandbox failed: {failure}")
-    confined = outcome.confined
-    if confined is not None and code != 0:
-        if confined.oom_kills:
-            return end(JobStatus.FAILED, TerminationReason.MEMORY_LIMIT, memory)
-        if sig == signal.SIGXCPU or (
-            sig == signal.SIGKILL and confined.cpu_total_s >= limits.cpu_time_s
-        ):
-            return end(JobStatus.FAILED, TerminationReason.CPU_LIMIT, cpu)
-    if sig is not None:
-        return end(
-            JobStatus.FAILED,
-            TerminationReason.SIGNAL,
-            f"killed by signal {sig} ({_signal_name(sig)})",
-        )
-    if code != 0:
-        last = _last_line(stderr)
-        if confined is not None and job.request.language == "python" and last == "MemoryError":
-            # RLIMIT_AS refused one allocation too large for the limit: say it as the cgroup would
-            return end(JobStatus.FAILED, TerminationReason.MEMORY_LIMIT, memory)
-        return end(JobStatus.FAILED, TerminationReason.EXIT, last or f"exited with code {code}")
-    return end(JobStatus.COMPLETED, TerminationReason.EXIT, None)
 
 
 async def _collect(sandbox: Sandbox, prepared: Prepared) -> str | None:
@@ -236,26 +123,6 @@ async def _take_directory(fd: int, timeout_s: float, cancel: asyncio.Event) -> f
         if cancel.is_set() or loop.time() - started >= timeout_s:
             return None
         await asyncio.sleep(DIRECTORY_POLL_S)
-
-
-CANCELLED_BEFORE_START = Finish(
-    JobStatus.CANCELLED,
-    JobResult(termination_reason=TerminationReason.CANCELLED),
-    "cancelled",
-    None,
-)
-
-
-def _not_started(job: Job, cancel: asyncio.Event) -> Finish:
-    if cancel.is_set():
-        return CANCELLED_BEFORE_START
-    return Finish(
-        JobStatus.TIMEOUT,
-        JobResult(termination_reason=TerminationReason.TIMEOUT),
-        f"timed out after {job.request.timeout_s:g} s waiting for its working directory, "
-        "where another job ran all that time",
-        None,
-    )
 
 
 class JobRunner:
@@ -417,7 +284,7 @@ class JobRunner:
             timeout_s = job.request.timeout_s
             waited_s = await _take_directory(cwd_fd, timeout_s, cancel)
             if waited_s is None:
-                return _not_started(job, cancel)
+                return not_started(job, cancel)
             timeout_s -= waited_s
             try:
                 if tmpdir is not None:
@@ -504,7 +371,7 @@ class JobRunner:
         finally:
             self.sandbox.release(prepared)
             self._clean(tmpdir, code_file)
-        ending = _ending(job, outcome, limits, self.sandbox, spec.stderr_path)
+        ending = read_ending(job, outcome, limits, self.sandbox, spec.stderr_path)
         if not_kept is not None:  # what it wrote would have passed its limit once on the host
             ending = Ending(
                 JobStatus.FAILED,
@@ -525,7 +392,7 @@ class JobRunner:
             files_deleted=outcome.files.deleted,
             files_complete=outcome.files.complete,
             files_note=outcome.files.note,
-            resource_usage=_usage(outcome),
+            resource_usage=usage_of(outcome),
             environment_snapshot=redact(env),
             working_directory=str(cwd),
             termination_reason=ending.reason,

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Iterable
 
 from interpreter.config import Settings
+from interpreter.limits import LIMITS, ResourceLimits, describe_bytes, resolve_limits
 from interpreter.sandbox.base import (
     Confinement,
     NoSandbox,
@@ -19,7 +20,6 @@ from interpreter.sandbox.base import (
     SandboxJob,
 )
 from interpreter.sandbox.bwrap import BwrapSandbox
-from interpreter.sandbox.limits import LIMITS, ResourceLimits, describe_bytes, resolve_limits
 
 __all__ = [
     "LIMITS",

@@ -1,7 +1,7 @@
-"""What the runner asks of a sandbox, and what the executor drives while a job runs.
+"""What the runner asks of a sandbox, and what the process layer drives while a job runs.
 
 A ``Sandbox`` turns a job's command into a confined one (``prepare``) and cleans up after it
-(``release``, ``recover``). Its ``Confinement`` is what the executor needs to hold a process
+(``release``, ``recover``). Its ``Confinement`` is what the process layer needs to hold a process
 tree: the files the process writes itself into before it runs anything, rlimits to apply while
 it waits (``admit``), signal or kill everything in it, and read what all of it used.
 """
@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from interpreter.errors import ExecutionError
+from interpreter.limits import ResourceLimits
 from interpreter.sandbox.cgroupfs import CgroupUsage, JobCgroup
-from interpreter.sandbox.limits import ResourceLimits
 
 __all__ = [
     "GATE",
@@ -35,9 +35,9 @@ __all__ = [
 ]
 
 MiB = 2**20
-# The executor's gate, run as ``GATE + (join files..., "--", command...)``: a tiny shell that
+# The process layer's gate, run as ``GATE + (join files..., "--", command...)``: a tiny shell that
 # writes itself into its cgroup (``0`` to each join file), waits for a line on its stdin (sent
-# once the executor has applied the rlimits), then becomes the command with stdin from /dev/null
+# once the rlimits are applied), then becomes the command with stdin from /dev/null
 # and nothing of its own in the environment (dash exports PWD). If it cannot join it says so on
 # stderr ("gate: ...") and exits 125 before anything of the job runs.
 GATE_SCRIPT = (
@@ -59,7 +59,7 @@ ExitStatus = tuple[int | None, int | None]  # (exit code, signal): one of them i
 
 
 class Confinement(Protocol):
-    """A job's cgroup and rlimits, as the executor drives them."""
+    """A job's cgroup and rlimits, as the process layer drives them."""
 
     cpu_limit_s: float | None  # the cgroup's CPU time at which the job is killed
     join_files: tuple[Path, ...]  # the gate writes itself into these

@@ -47,6 +47,7 @@ from typing import Any
 from interpreter import tree
 from interpreter.config import Settings
 from interpreter.errors import ConfigurationError, ExecutionError
+from interpreter.limits import ResourceLimits, describe_bytes
 from interpreter.sandbox import container, seccomp
 from interpreter.sandbox.base import (
     GATE_FAILURE_EXIT,
@@ -57,7 +58,6 @@ from interpreter.sandbox.base import (
     gated,
 )
 from interpreter.sandbox.cgroups import CgroupDriver, JobCgroup, Remover, detect
-from interpreter.sandbox.limits import ResourceLimits, describe_bytes
 from interpreter.sandbox.rundir import RunDir
 from interpreter.sandbox.uids import UidLease, UidPool
 from interpreter.sandbox.volumes import JobVolume, VolumeFactory, VolumeSize

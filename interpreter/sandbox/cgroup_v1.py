@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 
 from interpreter.errors import ConfigurationError, ExecutionError
+from interpreter.limits import ResourceLimits
 from interpreter.sandbox import cgroupfs
 from interpreter.sandbox.cgroupfs import CgroupDriver, CgroupUsage, JobCgroup
-from interpreter.sandbox.limits import ResourceLimits
 
 REQUIRED = ("memory", "pids")
 OPTIONAL = ("cpuacct", "freezer")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from interpreter.errors import ExecutionError
-from interpreter.sandbox.limits import ResourceLimits
+from interpreter.limits import ResourceLimits
 
 logger = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from interpreter.job import (
     sources_of,
     utcnow,
 )
-from interpreter.sandbox.limits import ResourceLimits
+from interpreter.limits import ResourceLimits
 from interpreter.store.base import PAGE_SIZE, ExpiredJob, PendingJob
 from interpreter.store.engines import (
     AsyncEngineRunner,

@@ -1,6 +1,6 @@
 """A standalone worker process: ``python -m interpreter.worker`` (PostgreSQL only).
 
-It runs jobs from the procrastinate queue with the same executor and sandbox as the embedded
+It runs jobs from the procrastinate queue with the same runner and sandbox as the embedded
 server, writes their results to PostgreSQL, and stops gracefully on SIGTERM or SIGINT.
 ``--apply-schema`` sets the schema up and exits; ``--check`` exits 0 when the database answers
 and holds the schema (a liveness probe).
@@ -27,16 +27,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from interpreter.config import Settings
 from interpreter.datadir import DataDirLock
 from interpreter.errors import ConfigurationError, StoreError
-from interpreter.languages import LanguageRegistry
 from interpreter.logs import configure as configure_logging
-from interpreter.metrics import Metrics
-from interpreter.postgres.procrastinate_app import make_app
-from interpreter.postgres.schema import ensure_schema, schema_ready
-from interpreter.postgres.wiring import postgres_store
-from interpreter.postgres.worker import WorkerNode
-from interpreter.runner import JobRunner
-from interpreter.watch import FinalWatch
-from interpreter.workspace import JobPaths
+from interpreter.queues.procrastinate.schema import ensure_schema, schema_ready
+from interpreter.wiring import build_worker, postgres_store
 
 __all__ = ["main"]
 
@@ -94,16 +87,12 @@ async def _run(settings: Settings) -> bool:
 
 async def _serve(settings: Settings) -> bool:
     """Run jobs until SIGTERM or SIGINT (True), or until the job loop stops by itself (False)."""
-    registry = LanguageRegistry.from_settings(settings)
-    paths = JobPaths(settings.data_dir, settings.workspaces)
-    paths.ensure()
-    paths.remove_transient()  # a previous worker's output and scratch files: ours alone here
-    store, _ = postgres_store(settings)
-    app = make_app(settings.postgres_dsn, settings.database_pool_size, settings.database_timeout_s)
-    runner = JobRunner.from_settings(settings, registry, paths)
-    node = WorkerNode(settings, app, store, runner, Metrics(), FinalWatch())
+    parts = build_worker(settings)
+    store, app, node = parts.store, parts.app, parts.node
+    parts.paths.ensure()
+    parts.paths.remove_transient()  # a previous worker's output and scratch files: ours alone here
     await store.open()
-    await registry.probe_versions()
+    await parts.registry.probe_versions()
     await app.open_async()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

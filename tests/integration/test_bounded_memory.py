@@ -12,11 +12,11 @@ from typing import cast
 import pytest
 
 from interpreter.config import Settings
-from interpreter.dispatcher import Dispatcher
 from interpreter.job import Job, JobRequest, JobStatus, new_job_id, utcnow
 from interpreter.languages import LanguageRegistry
-from interpreter.queue import JobQueue
-from interpreter.runner import JobRunner
+from interpreter.queues.base import JobQueue
+from interpreter.queues.local import LocalQueue
+from interpreter.running.runner import JobRunner
 from interpreter.service import JobService
 from interpreter.store import SqlStore
 from interpreter.workspace import JobPaths
@@ -61,7 +61,7 @@ async def peak_bytes(operation: Callable[[], Awaitable[object]]) -> int:
 async def test_restart_recovery_does_not_read_pending_jobs_code(store: SqlStore) -> None:
     jobs = await fill(store)
     # No workers: only the recovery runs (nothing was running, so the runner is never asked).
-    dispatcher = Dispatcher(store, cast(JobRunner, None), max_jobs=0)
+    dispatcher = LocalQueue(store, cast(JobRunner, None), max_jobs=0)
 
     peak = await peak_bytes(dispatcher.start)
 

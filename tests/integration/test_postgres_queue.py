@@ -13,17 +13,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from interpreter import wiring
 from interpreter.config import Settings
 from interpreter.errors import StoreError
 from interpreter.job import Job, JobRequest, JobStatus, new_job_id, utcnow
-from interpreter.languages import LanguageRegistry
-from interpreter.metrics import Metrics
-from interpreter.postgres.procrastinate_app import queue_entry
-from interpreter.postgres.queue import PostgresQueue
-from interpreter.postgres.wiring import postgres_parts
+from interpreter.queues.procrastinate.app import queue_entry
+from interpreter.queues.procrastinate.queue import PostgresQueue
 from interpreter.store.base import JobStore
-from interpreter.watch import FinalWatch
-from interpreter.workspace import JobPaths
 from tests.pg import fresh_database
 
 
@@ -38,10 +34,9 @@ async def queue(tmp_path: Path) -> AsyncIterator[tuple[PostgresQueue, JobStore]]
             worker_lost_after_s=1.0,
             max_jobs=2,
         )
-        registry = LanguageRegistry.from_settings(settings)
-        paths = JobPaths(settings.data_dir, settings.workspaces)
-        paths.ensure()
-        store, queue, _ = postgres_parts(settings, registry, paths, Metrics(), FinalWatch())
+        parts = wiring.build(settings)
+        parts.paths.ensure()
+        store, queue = parts.store, parts.queue
         assert isinstance(queue, PostgresQueue)
         await store.open()
         await queue.start()

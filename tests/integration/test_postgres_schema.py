@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from interpreter.job import Job, JobRequest, JobStatus, new_job_id, utcnow
-from interpreter.postgres.schema import FINAL_CHANNEL, ensure_schema, schema_ready
+from interpreter.queues.procrastinate.schema import FINAL_CHANNEL, ensure_schema, schema_ready
 from interpreter.store import SqlStore
 from interpreter.store.sql import postgres_engine
 from tests.pg import fresh_database

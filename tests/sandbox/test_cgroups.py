@@ -20,6 +20,7 @@ import psutil
 import pytest
 
 from interpreter.errors import ConfigurationError
+from interpreter.limits import ResourceLimits
 from interpreter.sandbox import cgroup_v2, cgroupfs, cgroups
 from interpreter.sandbox.cgroup_v2 import V2JobCgroup
 from interpreter.sandbox.cgroups import (
@@ -32,7 +33,6 @@ from interpreter.sandbox.cgroups import (
     parse_mountinfo,
     parse_proc_cgroup,
 )
-from interpreter.sandbox.limits import ResourceLimits
 
 MiB = 2**20
 LIMITS = ResourceLimits(
@@ -401,7 +401,7 @@ def test_v2_kill_all_takes_every_process(unified: Path, features: set[str]) -> N
     cgroup.kill_all()
     proc.wait(5)
     assert marked(marker) == [] and cgroup.pids() == []
-    assert cgroup.usage().cpu_total_s >= 0
+    assert cgroup.usage().cpu_total_s > 0  # bash and two sleeps started there
     assert cgroup.remove()
 
 

@@ -7,7 +7,7 @@ import pytest
 from interpreter.config import Settings
 from interpreter.errors import ConfigurationError, InvalidRequest
 from interpreter.job import Job, JobRequest, new_job_id
-from interpreter.sandbox.limits import ResourceLimits, describe_bytes, resolve_limits
+from interpreter.limits import ResourceLimits, describe_bytes, resolve_limits
 from interpreter.store.sql import SqlStore
 
 

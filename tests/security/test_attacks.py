@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from interpreter.service import owner_of
+from interpreter.api.auth import owner_of
 from interpreter.workspace import tenant_prefix
 from tests.acceptance.server import live_directory, wait_final, wait_for_file, wait_for_status
 from tests.security.conftest import API_KEY, ENV_SECRET, HOST_SECRET, Attacker, marked

@@ -11,14 +11,14 @@ import pytest
 
 from interpreter.api import ratelimit
 from interpreter.api.app import create_app
+from interpreter.api.auth import owner_of
 from interpreter.api.ratelimit import MemoryCounters, client_address
 from interpreter.config import Settings
 from interpreter.environment import REFUSED_NAMES
 from interpreter.errors import ConfigurationError
 from interpreter.job import Job, JobRequest, new_job_id
-from interpreter.pending import PendingJobs
+from interpreter.queues.pending import PendingJobs
 from interpreter.server import EnhancedInterpreterServer
-from interpreter.service import owner_of
 from interpreter.store.memory import MemoryStore
 
 A = {"X-API-Key": "key-a"}

@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from interpreter.config import Settings
-from interpreter.sandbox.limits import LIMITS, MIN_PROCESSES
+from interpreter.limits import LIMITS, MIN_PROCESSES
 
 
 @pytest.mark.parametrize("processes", [0, 1, 2])

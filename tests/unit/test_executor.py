@@ -14,7 +14,7 @@ import pytest
 import uvloop
 
 from interpreter.errors import ExecutionError
-from interpreter.executor import ProcessOutcome, ProcessSpec, ScanLimits, run_process
+from interpreter.process.run import ProcessOutcome, ProcessSpec, ScanLimits, run_process
 
 PYTHON = "/usr/bin/python3"
 BASH = "/bin/bash"

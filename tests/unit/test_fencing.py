@@ -9,10 +9,10 @@ from typing import cast
 
 import pytest
 
-from interpreter.execution import Execution
 from interpreter.job import CapturedOutput, Job, JobRequest, JobResult, JobStatus, new_job_id
 from interpreter.metrics import Metrics
-from interpreter.runner import Finish, JobRunner
+from interpreter.running.lifecycle import Execution
+from interpreter.running.runner import Finish, JobRunner
 from interpreter.store import MemoryStore
 from interpreter.watch import FinalWatch
 
@@ -101,7 +101,7 @@ async def test_a_stale_attempt_finishing_late_leaves_the_new_attempts_result(
     second = await claim(execution, job.id, "worker1", 2)
 
     write_outputs(tmp_path, job.id, b"from worker0")
-    with caplog.at_level(logging.WARNING, logger="interpreter.execution"):
+    with caplog.at_level(logging.WARNING, logger="interpreter.running.lifecycle"):
         await execution._finish(first, completed(9), None)
     now = await store.get(job.id)
     assert now is not None and now.status == JobStatus.RUNNING  # attempt 2 still runs

@@ -5,8 +5,8 @@ import stat
 from pathlib import Path
 
 from interpreter import tree
-from interpreter.executor import ScanLimits
-from interpreter.filetrack import EMPTY, FileStat, Snapshot, diff, scan, scan_async
+from interpreter.process.filetrack import EMPTY, FileStat, Snapshot, diff, scan, scan_async
+from interpreter.process.run import ScanLimits
 
 LIMITS = ScanLimits()
 

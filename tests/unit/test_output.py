@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from interpreter.output import StreamCapture, truncation_marker
+from interpreter.process.output import StreamCapture, truncation_marker
 
 
 def capture_all(path: Path, limit_bytes: int, chunks: list[bytes]) -> StreamCapture:

@@ -1,6 +1,6 @@
 """A worker judges others' heartbeats only after reaching the database without a break."""
 
-from interpreter.postgres.worker import Reachability
+from interpreter.queues.procrastinate.worker import Reachability
 
 
 def test_not_steady_until_a_whole_window_of_contact() -> None:

@@ -21,7 +21,7 @@ from interpreter.api.schemas import (
 )
 from interpreter.job import utcnow
 from interpreter.metrics import CONTENT_TYPE_LATEST
-from interpreter.queue import QueueState
+from interpreter.queues.base import QueueState
 
 router = APIRouter(tags=["system"])
 logger = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def _disk_percent(parts: AppParts) -> float:
     responses={503: {"model": HealthResponse, "description": "A vital check failed"}},
 )
 async def health(parts: PartsDep) -> Response:
-    """Real checks of the dispatcher, the interpreters and the job store."""
+    """Real checks of the queue, the interpreters and the job store."""
     store_state, store_why, processed = await _store_check(parts)
     queue = await _queue_state(parts)
     dispatcher_state, dispatcher_why = queue.state, queue.why

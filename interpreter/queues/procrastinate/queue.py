@@ -24,13 +24,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from interpreter.config import Settings
 from interpreter.errors import QueueFull, StoreError, TooManyPendingJobs
-from interpreter.execution import cancel_in_store
 from interpreter.job import Job, JobStatus, utcnow
 from interpreter.metrics import Metrics
-from interpreter.postgres.procrastinate_app import queue_entry
-from interpreter.postgres.schema import FINAL_CHANNEL
-from interpreter.postgres.worker import WorkerNode
-from interpreter.queue import QueueState
+from interpreter.queues.base import QueueState
+from interpreter.queues.procrastinate.app import queue_entry
+from interpreter.queues.procrastinate.schema import FINAL_CHANNEL
+from interpreter.queues.procrastinate.worker import WorkerNode
+from interpreter.running.lifecycle import cancel_in_store
 from interpreter.store.base import JobStore
 from interpreter.store.plain_writes import POSTGRESQL
 from interpreter.store.sql import describe_db_error, insert_values

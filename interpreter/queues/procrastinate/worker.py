@@ -40,14 +40,13 @@ import psycopg
 from procrastinate.job_context import AbortReason, JobContext
 
 from interpreter.config import Settings
-from interpreter.dispatcher import SHUTDOWN_MESSAGE
 from interpreter.errors import StoreError
-from interpreter.execution import Execution
 from interpreter.job import Job, JobStatus, utcnow
 from interpreter.metrics import Metrics
-from interpreter.postgres.procrastinate_app import QUEUE, TASK, queue_entry
-from interpreter.postgres.steady import SteadyWorker
-from interpreter.runner import JobRunner
+from interpreter.queues.procrastinate.app import QUEUE, TASK, queue_entry
+from interpreter.queues.procrastinate.steady import SteadyWorker
+from interpreter.running.lifecycle import SHUTDOWN_MESSAGE, Execution
+from interpreter.running.runner import JobRunner
 from interpreter.store.base import JobStore, fencing_token
 from interpreter.watch import FinalWatch
 
