@@ -17,6 +17,7 @@ from interpreter.languages import LanguageRegistry
 from interpreter.metrics import Metrics
 from interpreter.queues.base import JobQueue
 from interpreter.queues.local import LocalQueue, PendingCaps
+from interpreter.running.base import Runner
 from interpreter.running.runner import JobRunner
 from interpreter.store import CachedStore, SqlStore
 from interpreter.store.base import JobStore
@@ -36,7 +37,7 @@ class Parts:
 
     store: JobStore
     queue: JobQueue
-    runner: JobRunner | None  # None: this process runs no job (an API-only replica)
+    runner: Runner | None  # None: this process runs no job (an API-only replica)
     registry: LanguageRegistry
     paths: JobPaths
     metrics: Metrics
@@ -47,13 +48,14 @@ class Parts:
 def build(
     settings: Settings,
     store: JobStore | None = None,
-    runner: JobRunner | None = None,
+    runner: Runner | None = None,
     queue: JobQueue | None = None,
 ) -> Parts:
     """The parts of an API process. ``store``, ``runner`` and ``queue`` replace the ones the
     settings call for (tests inject a memory store, a fake runner, a fake queue)."""
     registry = LanguageRegistry.from_settings(settings)
-    paths = JobPaths(settings.data_dir, settings.workspaces)
+    # an injected runner's outputs are where the service reads them
+    paths = runner.paths if runner is not None else JobPaths(settings.data_dir, settings.workspaces)
     metrics = Metrics()
     watch = FinalWatch()
     scale_out = settings.database_kind == "postgresql"

@@ -26,7 +26,7 @@ from interpreter.datadir import DataDirLock
 from interpreter.errors import ConfigurationError, InterpreterError
 from interpreter.metrics import Metrics
 from interpreter.queues.base import JobQueue
-from interpreter.running.runner import JobRunner
+from interpreter.running.base import Runner
 from interpreter.service import JobService
 from interpreter.store.base import JobStore
 
@@ -113,7 +113,7 @@ def api_keys(settings: Settings) -> tuple[str, ...]:
 def build_parts(
     settings: Settings,
     store: JobStore | None = None,
-    runner: JobRunner | None = None,
+    runner: Runner | None = None,
     queue: JobQueue | None = None,
 ) -> AppParts:
     keys = api_keys(settings)
@@ -144,7 +144,7 @@ def build_parts(
 def create_app(
     settings: Settings | None = None,
     store: JobStore | None = None,
-    runner: JobRunner | None = None,
+    runner: Runner | None = None,
     queue: JobQueue | None = None,
 ) -> FastAPI:
     """The application. ``store``, ``runner`` and ``queue`` replace the ones the settings call

@@ -12,7 +12,7 @@ from interpreter.config import Settings
 from interpreter.languages import LanguageRegistry
 from interpreter.metrics import Metrics
 from interpreter.queues.base import JobQueue
-from interpreter.running.runner import JobRunner
+from interpreter.running.base import Runner
 from interpreter.service import JobService
 from interpreter.store.base import JobStore
 
@@ -23,7 +23,7 @@ class AppParts:
     store: JobStore
     registry: LanguageRegistry
     queue: JobQueue
-    runner: JobRunner | None  # None: this process runs no job (an API-only replica)
+    runner: Runner | None  # None: this process runs no job (an API-only replica)
     service: JobService
     metrics: Metrics
     api_keys: tuple[str, ...]  # empty: authentication is off

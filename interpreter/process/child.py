@@ -1,5 +1,8 @@
 """How one process is held: spawn it (behind the gate when confined), watch it for
-exit, timeout, cancel and limits, kill everything it started, sample what it uses, reap it."""
+exit, timeout, cancel and limits, kill everything it started, sample what it uses, reap it.
+
+Why one module of ~600 lines: ``Child`` owns one process group from spawn to reap, and its kill
+paths (confined by the cgroup or not) must see the same state of the leader and its pidfd."""
 
 from __future__ import annotations
 

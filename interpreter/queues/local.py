@@ -20,6 +20,7 @@ from interpreter.job import Job, JobStatus, utcnow
 from interpreter.metrics import Metrics
 from interpreter.queues.base import QueueState
 from interpreter.queues.pending import PendingJobs
+from interpreter.running.base import Runner
 from interpreter.running.lifecycle import (
     CANCEL_MESSAGE,
     RESTART_MESSAGE,
@@ -28,7 +29,6 @@ from interpreter.running.lifecycle import (
     Execution,
     cancel_in_store,
 )
-from interpreter.running.runner import JobRunner
 from interpreter.store.base import JobStore
 from interpreter.watch import FinalWatch
 
@@ -51,7 +51,7 @@ class LocalQueue:
     def __init__(
         self,
         store: JobStore,
-        runner: JobRunner,
+        runner: Runner,
         max_jobs: int,
         metrics: Metrics | None = None,
         watch: FinalWatch | None = None,

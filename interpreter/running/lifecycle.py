@@ -23,8 +23,8 @@ from typing import Any, TypeVar
 from interpreter.errors import StoreError
 from interpreter.job import CapturedOutput, Job, JobStatus, utcnow
 from interpreter.metrics import Metrics
+from interpreter.running.base import Runner
 from interpreter.running.ending import Finish
-from interpreter.running.runner import JobRunner
 from interpreter.store.base import JobStore, fencing_token
 from interpreter.watch import FinalWatch
 
@@ -41,7 +41,7 @@ class Execution:
     def __init__(
         self,
         store: JobStore,
-        runner: JobRunner,
+        runner: Runner,
         metrics: Metrics,
         watch: FinalWatch,
         outputs_in_store: bool = False,

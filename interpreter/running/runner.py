@@ -26,6 +26,7 @@ from interpreter.process.filetrack import ScanLimits
 from interpreter.process.orphans import GUARD, OrphanMarks, kill_leftovers
 from interpreter.process.run import run_process
 from interpreter.process.spec import ProcessSpec
+from interpreter.running.base import RunLimits as RunLimits
 from interpreter.running.ending import (
     CANCELLED_BEFORE_START,
     Ending,
@@ -48,14 +49,6 @@ from interpreter.workspace import JobPaths
 logger = logging.getLogger(__name__)
 
 DIRECTORY_POLL_S = 0.02
-
-
-@dataclass(frozen=True, slots=True)
-class RunLimits:
-    output_bytes: int
-    kill_grace_s: float
-    scan: ScanLimits
-    resources: ResourceLimits | None = None  # the default of jobs stored without limits
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,9 @@ the runner beneath the workspace root without following symlinks; that descripto
 layer of the job's overlay (``volumes.py``), mounted under the server's own run directory
 (``rundir.py``), and bwrap binds the overlay by descriptor (``--bind-fd``). After the job its
 changes are applied to the directory (``collect``), within the job's limit.
+
+Why one module of ~650 lines: it is the one place that turns a job into bubblewrap's argument
+list and reads bubblewrap's failures back; mounts, uids, volumes and seccomp live beside it.
 """
 
 from __future__ import annotations

@@ -33,6 +33,9 @@ any number, allowed or not; 10 to 12 instructions for an allowed call), then app
 argument rule if it has one. The kernel (from 5.11) remembers which calls a filter allows
 whatever their arguments and skips the filter for them, so an argument rule makes its call run the
 filter every time: keep them few.
+
+Why one module of ~1,000 lines: most of it is the allowlist itself, a table of system calls
+and argument rules per architecture that must be read (and reviewed) as one.
 """
 
 from __future__ import annotations

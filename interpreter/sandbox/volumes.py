@@ -18,6 +18,9 @@ hands ``upper`` to the job's uid and mounts the overlay; other sizes are made wh
     JobVolume.mount(lower_fd, uid, gid, name)      -> the view, <mounts dir>/<name>
         .usage() / .used_bytes() / .used_inodes() / .upper_path / .unmount_view() / .discard()
     recover(mounts_dir, volumes_dir)               what a dead server left mounted or on disk
+
+Why one module of ~800 lines: a job's volume is one lifecycle (template, spare, mount, measure,
+unmount, recover after a crash) over one set of kernel objects; its parts share their invariants.
 """
 
 from __future__ import annotations

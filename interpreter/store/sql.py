@@ -4,6 +4,9 @@ Every status change is one ``UPDATE ... WHERE status IN (allowed sources)``: a c
 so a late writer can never overwrite a final status. Each method is one sync operation over a
 SQLAlchemy ``Connection``, run by an ``engines.SqlRunner`` (one transaction, one hop off the
 event loop). Driver errors become ``StoreError`` here.
+
+Why one module of ~470 lines: the store's contract is one class whose every method is one
+compare-and-set or read; the SQL that realises it reads best in one place.
 """
 
 from __future__ import annotations

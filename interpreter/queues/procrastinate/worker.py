@@ -20,6 +20,9 @@
   whose entry is gone.
 - Outputs go into the store (every replica serves them); the job's files stay on this machine,
   which the result names (worker id and host); files of jobs deleted by retention are removed.
+
+Why one module of ~470 lines: claiming, loss detection, stale attempts and orphan recovery are
+one protocol over the same rows and fencing tokens; apart, their races would be harder to see.
 """
 
 from __future__ import annotations
@@ -45,8 +48,8 @@ from interpreter.job import Job, JobStatus, utcnow
 from interpreter.metrics import Metrics
 from interpreter.queues.procrastinate.app import QUEUE, TASK, queue_entry
 from interpreter.queues.procrastinate.steady import SteadyWorker
+from interpreter.running.base import Runner
 from interpreter.running.lifecycle import SHUTDOWN_MESSAGE, Execution
-from interpreter.running.runner import JobRunner
 from interpreter.store.base import JobStore, fencing_token
 from interpreter.watch import FinalWatch
 
@@ -129,7 +132,7 @@ class WorkerNode:
         settings: Settings,
         app: procrastinate.App,
         store: JobStore,
-        runner: JobRunner,
+        runner: Runner,
         metrics: Metrics,
         watch: FinalWatch,
     ) -> None:

@@ -1,4 +1,4 @@
-"""The unit tier's API fixture: the real FastAPI app in process, a MemoryStore, real processes.
+"""The app tier's API fixture: the real FastAPI app in process, a MemoryStore, real processes.
 
 ``api`` is an app with test-friendly settings; ``make_api(**settings)`` builds another one with
 other settings (several may run in one test). Every response is checked on the way: none may be

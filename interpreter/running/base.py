@@ -1,0 +1,57 @@
+"""The runner seam: what the rest of the package asks of whatever runs a job.
+
+``runner.JobRunner`` is the real one (a confined process per job); tests pass a fake that starts
+no process (tests/fakes.py). The local queue, the job's lifecycle, the PostgreSQL worker and the
+API reach a runner only through these members.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from interpreter.job import Job
+from interpreter.limits import ResourceLimits
+from interpreter.process.filetrack import ScanLimits
+from interpreter.running.ending import Finish
+from interpreter.sandbox.base import Sandbox
+from interpreter.store.base import JobStore
+from interpreter.workspace import JobPaths
+
+
+@dataclass(frozen=True, slots=True)
+class RunLimits:
+    output_bytes: int
+    kill_grace_s: float
+    scan: ScanLimits
+    resources: ResourceLimits | None = None  # the default of jobs stored without limits
+
+
+class Runner(Protocol):
+    @property
+    def paths(self) -> JobPaths:
+        """Where a job's files live: its output files (``stdout``, ``stderr``) are read there
+        after the run, and a worker sweeps ``workspace_root``."""
+
+    @property
+    def limits(self) -> RunLimits:
+        """How long a kill may take (``kill_grace_s``) and the file scan after it
+        (``scan.max_seconds``): what a cancel or a shutdown waits for, beyond the job."""
+
+    @property
+    def sandbox(self) -> Sandbox:
+        """What confines the jobs (``GET /sandbox`` describes it)."""
+
+    async def run(self, job: Job, cancel: asyncio.Event) -> Finish:
+        """Run the claimed ``job`` to its end, its output written to ``paths.stdout(job.id)``
+        and ``paths.stderr(job.id)``. ``cancel`` set: stop it, and end it as ``cancelled``
+        unless it had ended by itself first. Raises only for the server's own faults."""
+
+    def close(self) -> None:
+        """Release what the runner holds, once no job runs (blocking: called in a thread)."""
+
+    async def recover_after_crash(self, store: JobStore, jobs: Sequence[Job]) -> None:
+        """Clean up after ``jobs`` (running when the server died, already failed in ``store``)
+        and attach to each what it had produced."""
