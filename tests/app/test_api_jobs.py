@@ -211,7 +211,9 @@ async def test_resource_usage_measures_the_jobs_own_cpu_and_memory(api) -> None:
 
 
 async def test_trivial_job_reports_a_nonzero_peak_rss(api) -> None:
-    body = await api.run("print(1)")
+    # alive for 0.1 s: a job that ends before its first sample (1 ms after the spawn, later on a
+    # loaded machine) reports 0 (the kernel keeps no figure of the job's own for a zombie)
+    body = await api.run("import time; time.sleep(0.1); print(1)")
 
     usage = body["resource_usage"]
     assert usage["cpu_percent"]["average"] >= 0
