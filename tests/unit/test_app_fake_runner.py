@@ -30,6 +30,7 @@ from interpreter.config import Settings
 from interpreter.running.lifecycle import CANCEL_MESSAGE
 from interpreter.store.memory import MemoryStore
 from interpreter.workspace import JobPaths
+from tests.asgi import serve
 from tests.fakes import EXECUTION_TIME_MS, FakeRunner
 
 LONG_POLL = {"wait": 5}  # a bound: a job the fake ends at once is final long before
@@ -78,13 +79,6 @@ def environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("INTERPRETER_"):
             monkeypatch.delenv(name)
-
-
-async def _no_server_error(response: httpx.Response) -> None:
-    await response.aread()
-    assert response.status_code != 500, f"{response.request.url}: 500 {response.text[:500]}"
-    if response.is_error:
-        assert "Traceback" not in response.text, f"{response.request.url}: {response.text[:500]}"
 
 
 @dataclass
@@ -149,14 +143,7 @@ async def make_api(
             }
 
         monkeypatch.setattr(parts.registry, "probe_versions", probe_versions)
-        await stack.enter_async_context(app.router.lifespan_context(app))
-        client = await stack.enter_async_context(
-            httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app),
-                base_url="http://test",
-                event_hooks={"response": [_no_server_error]},
-            )
-        )
+        client = await serve(stack, app)
         return Api(app=app, client=client, runner=runner, store=store)
 
     async with stack:
