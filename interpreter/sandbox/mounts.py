@@ -9,7 +9,6 @@ and the layers of each job's overlay (``volumes.py``).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import logging
 import os
@@ -39,7 +38,8 @@ MS_PRIVATE = 1 << 18
 MNT_DETACH = 0x2
 UMOUNT_NOFOLLOW = 0x8
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+# The C library already loaded in this process (find_library would run ldconfig at import)
+_libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [
     ctypes.c_char_p,
     ctypes.c_char_p,

@@ -837,6 +837,7 @@ def _view(root: Path) -> dict[str, tuple[object, ...]]:
 
 @needs_root
 @pytest.mark.timeout(60)
+@pytest.mark.sandbox  # mount(8) runs: not a unit test, though it tests this module
 def test_overlay_upper_from_a_real_mount_makes_the_lower_what_the_mount_showed(
     tmp_path: Path,
 ) -> None:
