@@ -6,6 +6,10 @@ Starts both servers as real processes on free loopback ports with the same job i
 measures a trivial job's latency (ours: the spec's polling protocol; baseline: one request),
 throughput with 8 concurrent clients, a job printing 10 MB, and each server's idle RSS. Prints a
 table and writes the figures as JSON. See bench/README.md for how to read them.
+
+One file of ~780 lines on purpose: a benchmark runs as ``python bench/run.py``
+from a checkout with nothing imported from the tests; its phases read top to bottom in the
+order they run.
 """
 
 from __future__ import annotations

@@ -17,6 +17,10 @@ Creates a fresh database on the local PostgreSQL (trust auth), starts two API-on
 Jobs run unsandboxed (``INTERPRETER_SANDBOX=none``): this measures the queue, not bubblewrap.
 Every process started (and every job process under them) is killed at the end, also on error,
 and the database dropped. Prints a table and a one-line JSON summary; writes the full report.
+
+One file of ~780 lines on purpose: a benchmark runs as ``python bench/scale.py``
+from a checkout with nothing imported from the tests; its phases read top to bottom in the
+order they run.
 """
 
 from __future__ import annotations
