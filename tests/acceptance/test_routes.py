@@ -390,3 +390,17 @@ def test_docs_and_openapi_describe_every_route(server: ServerProcess) -> None:
     assert {"200", "413", "422"} <= set(execute["responses"])
     assert "404" in paths["/jobs/{job_id}/status"]["get"]["responses"]
     assert "409" in paths["/jobs/{job_id}/cancel"]["post"]["responses"]
+
+
+def test_one_round_trip_answers_with_the_full_result(server: ServerProcess) -> None:
+    client = server.client()
+    response = client.post(
+        "/execute",
+        json={"code": "print(6 * 7)", "language": "python"},
+        params={"wait": 30},
+        timeout=40,
+    )
+    assert response.status_code == 200, response.text
+    full = response.json()
+    assert (full["status"], full["stdout"], full["exit_code"]) == ("completed", "42\n", 0)
+    assert full == client.get(f"/jobs/{full['job_id']}/results").json()

@@ -286,3 +286,20 @@ def test_a_stopped_worker_cancels_what_outlives_its_grace_period(cluster: Cluste
     assert full["status"] == "cancelled", full
     assert full["error_message"] == "cancelled: the server shut down during execution"
     assert not marked_processes(marker), "the job's process outlived its worker"
+
+
+def test_one_round_trip_answers_from_a_replica_when_a_worker_ran_the_job(cluster: Cluster) -> None:
+    api = cluster.api()
+    cluster.worker()
+    cluster.wait_workers(1)
+    client = api.client()
+    response = client.post(
+        "/execute",
+        json={"code": "print(6 * 7)", "language": "python"},
+        params={"wait": 30},
+        timeout=40,
+    )
+    assert response.status_code == 200, response.text
+    full = response.json()
+    assert (full["status"], full["stdout"], full["attempts"]) == ("completed", "42\n", 1)
+    assert full["worker"]["id"]

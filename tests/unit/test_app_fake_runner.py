@@ -367,3 +367,41 @@ async def test_a_bad_body_is_refused_and_nothing_runs(api: Api, body: Any) -> No
     assert response.status_code == 422, response.text
     assert (await api.get("/jobs"))["jobs"] == []
     assert api.runner.started == []
+
+
+# -- one round trip: POST /execute?wait= -------------------------------------------------------
+
+
+async def test_execute_with_wait_answers_with_the_full_result_of_a_job_that_ended(api: Api) -> None:
+    body = {"code": "print('one trip')", "language": "python"}
+    response = await api.client.post("/execute", json=body, params={"wait": 30})
+    assert response.status_code == 200, response.text
+    full = response.json()
+    assert full["status"] == "completed"
+    assert full["stdout"] == "one trip\n"
+    assert full["exit_code"] == 0 and full["termination_reason"] == "exit"
+    assert full == await api.get(f"/jobs/{full['job_id']}/results")  # the same record
+
+
+async def test_execute_with_wait_answers_the_submission_when_the_job_still_runs(api: Api) -> None:
+    body = {"code": "block", "language": "python"}
+    response = await api.client.post("/execute", json=body, params={"wait": 0.2})
+    assert response.status_code == 200, response.text
+    submitted = response.json()
+    assert set(submitted) == {"job_id", "status", "estimated_start_time"}
+    assert submitted["status"] == "running"
+    api.runner.release(submitted["job_id"])
+    assert (await api.final_status(submitted["job_id"]))["status"] == "completed"
+
+
+async def test_execute_without_wait_answers_at_once(api: Api) -> None:
+    job_id = await api.submit("print('later')")  # asserts the submission body, status pending
+    assert (await api.final_status(job_id))["status"] == "completed"
+
+
+@pytest.mark.parametrize("wait", ["-1", "61", "nan", "soon"])
+async def test_execute_with_a_bad_wait_is_refused_and_nothing_runs(api: Api, wait: str) -> None:
+    body = {"code": "print('never')", "language": "python"}
+    response = await api.client.post("/execute", json=body, params={"wait": wait})
+    assert response.status_code == 422, response.text
+    assert api.runner.started == []

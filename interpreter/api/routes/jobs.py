@@ -20,7 +20,7 @@ from interpreter.api.schemas import (
 )
 from interpreter.errors import InvalidRequest
 from interpreter.job import Job, JobResult, JobStatus, termination_reason
-from interpreter.service import Submission
+from interpreter.service import JobService, Submission
 
 router = APIRouter(tags=["jobs"])
 
@@ -80,9 +80,22 @@ def status_view(job: Job) -> StatusResponse:
     )
 
 
+ExecuteWaitQuery = Annotated[
+    float,
+    Query(
+        ge=0,
+        le=MAX_WAIT_S,
+        allow_inf_nan=False,
+        description="One round trip: when the job ends within this many seconds, answer with its "
+        "full result (the GET /jobs/{job_id}/results shape), else with the submission body and its "
+        "current status (0, the default, answers at once)",
+    ),
+]
+
+
 @router.post(
     "/execute",
-    response_model=ExecuteResponse,
+    response_model=FullResult | ExecuteResponse,
     responses={
         400: error("The body could not be read"),
         413: error("Body or code larger than the configured maximum"),
@@ -91,8 +104,11 @@ def status_view(job: Job) -> StatusResponse:
         503: error("Shutting down, too many pending jobs, or the job store is unavailable"),
     },
 )
-async def execute(body: ExecuteRequest, service: ServiceDep, owner: OwnerDep) -> ExecuteResponse:
-    """Submit code to run; returns at once with the job id while the job runs in the background."""
+async def execute(
+    body: ExecuteRequest, service: ServiceDep, owner: OwnerDep, wait: ExecuteWaitQuery = 0
+) -> FullResult | ExecuteResponse:
+    """Submit code to run. Answers at once with the job id while the job runs in the background,
+    or, with `wait`, with the full result of a job that ended within that many seconds."""
     job, estimate = await service.submit(
         Submission(
             code=body.code,
@@ -106,6 +122,10 @@ async def execute(body: ExecuteRequest, service: ServiceDep, owner: OwnerDep) ->
         ),
         owner,
     )
+    if wait > 0:
+        job = await service.wait_final(job.id, owner, wait)
+        if job.is_final:
+            return await full_view(service, job)
     return ExecuteResponse(job_id=job.id, status=job.status, estimated_start_time=estimate)
 
 
@@ -135,7 +155,10 @@ async def full_result(
     job_id: str, service: ServiceDep, owner: OwnerDep, wait: WaitQuery = 0
 ) -> FullResult:
     """Everything known about the job: outputs, files, exit code, resource usage, environment."""
-    job = await service.wait_final(job_id, owner, wait)
+    return await full_view(service, await service.wait_final(job_id, owner, wait))
+
+
+async def full_view(service: JobService, job: Job) -> FullResult:
     outputs = await service.outputs(job)
     result = job.result or JobResult()  # a job that has not run yet: empty fields
     return FullResult(
