@@ -194,6 +194,8 @@ def create_app(
         version=__version__,
         description="Runs untrusted code as jobs and answers with structured JSON.",
         lifespan=lifespan,
+        # operation ids a generated client turns into method names: execute, get_job_status, ...
+        generate_unique_id_function=lambda route: route.name,
     )
     app.state.parts = parts
     errors.install(app)

@@ -405,3 +405,25 @@ async def test_execute_with_a_bad_wait_is_refused_and_nothing_runs(api: Api, wai
     response = await api.client.post("/execute", json=body, params={"wait": wait})
     assert response.status_code == 422, response.text
     assert api.runner.started == []
+
+
+async def test_operation_ids_read_as_method_names(api: Api) -> None:
+    schema = await api.get("/openapi.json")
+    ids = {
+        f"{method.upper()} {path}": operation["operationId"]
+        for path, operations in schema["paths"].items()
+        for method, operation in operations.items()
+    }
+    assert ids == {
+        "POST /execute": "execute",
+        "GET /jobs/{job_id}/status": "get_job_status",
+        "GET /results/{job_id}": "get_result",
+        "GET /jobs/{job_id}/results": "get_full_result",
+        "POST /jobs/{job_id}/cancel": "cancel_job",
+        "DELETE /jobs/{job_id}": "delete_job",
+        "GET /jobs": "list_jobs",
+        "GET /health": "get_health",
+        "GET /languages": "list_languages",
+        "GET /metrics": "get_metrics",
+        "GET /sandbox": "describe_sandbox",
+    }

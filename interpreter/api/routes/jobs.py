@@ -130,7 +130,7 @@ async def execute(
 
 
 @router.get("/jobs/{job_id}/status", response_model=StatusResponse, responses=READ_RESPONSES)
-async def job_status(
+async def get_job_status(
     job_id: str, service: ServiceDep, owner: OwnerDep, wait: WaitQuery = 0
 ) -> StatusResponse:
     """The job's status and timings."""
@@ -138,7 +138,7 @@ async def job_status(
 
 
 @router.get("/results/{job_id}", response_model=StructuredResult, responses=READ_RESPONSES)
-async def structured_result(
+async def get_result(
     job_id: str, service: ServiceDep, owner: OwnerDep, wait: WaitQuery = 0
 ) -> StructuredResult:
     """The orchestrator's result: exactly status, stdout, stderr and the files created."""
@@ -151,7 +151,7 @@ async def structured_result(
 
 
 @router.get("/jobs/{job_id}/results", response_model=FullResult, responses=READ_RESPONSES)
-async def full_result(
+async def get_full_result(
     job_id: str, service: ServiceDep, owner: OwnerDep, wait: WaitQuery = 0
 ) -> FullResult:
     """Everything known about the job: outputs, files, exit code, resource usage, environment."""

@@ -39,7 +39,7 @@ def cgroup_version(described: object) -> str:
 
 
 @router.get("/sandbox", response_model=SandboxInfo)
-async def sandbox(parts: PartsDep, _owner: OwnerDep) -> SandboxInfo:
+async def describe_sandbox(parts: PartsDep, _owner: OwnerDep) -> SandboxInfo:
     """How jobs are confined here, and the default and maximum of each per-job limit."""
     settings = parts.settings
     if parts.runner is not None:

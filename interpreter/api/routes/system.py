@@ -72,7 +72,7 @@ def _disk_percent(parts: AppParts) -> float:
     response_model=HealthResponse,
     responses={503: {"model": HealthResponse, "description": "A vital check failed"}},
 )
-async def health(parts: PartsDep) -> Response:
+async def get_health(parts: PartsDep) -> Response:
     """Real checks of the queue, the interpreters and the job store."""
     store_state, store_why, processed = await _store_check(parts)
     queue = await _queue_state(parts)
@@ -120,7 +120,7 @@ async def health(parts: PartsDep) -> Response:
 
 
 @router.get("/languages", response_model=list[LanguageInfo])
-async def languages(parts: PartsDep) -> list[LanguageInfo]:
+async def list_languages(parts: PartsDep) -> list[LanguageInfo]:
     """Every language this server knows, and whether its interpreter is available here."""
     return [
         LanguageInfo(
@@ -135,7 +135,7 @@ async def languages(parts: PartsDep) -> list[LanguageInfo]:
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
-async def metrics(parts: PartsDep) -> Response:
+async def get_metrics(parts: PartsDep) -> Response:
     """Prometheus metrics: request durations, jobs by final status, queue depth, job durations."""
     queue = await _queue_state(parts)
     parts.metrics.queue_depth.set(queue.depth)
