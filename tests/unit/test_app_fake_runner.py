@@ -427,3 +427,15 @@ async def test_operation_ids_read_as_method_names(api: Api) -> None:
         "GET /metrics": "get_metrics",
         "GET /sandbox": "describe_sandbox",
     }
+
+
+async def test_the_callers_metadata_keys_are_kept_beside_the_servers(api: Api) -> None:
+    mine = {"language": "as I call it", "stdout_length": "mine", "task": 7}
+    job_id = await api.submit("print('x')", metadata=mine)
+    status = await api.final_status(job_id)
+    assert status["metadata"] == {**mine, "timeout": status["metadata"]["timeout"]}
+    full = await api.get(f"/jobs/{job_id}/results")
+    assert full["metadata"]["language"] == "as I call it"
+    assert full["metadata"]["stdout_length"] == "mine"
+    assert full["metadata"]["task"] == 7
+    assert full["metadata"]["stderr_length"] == 0 and full["metadata"]["files_created_count"] == 0

@@ -59,11 +59,14 @@ BAD_WAIT: Responses = {422: error(f"wait is not a number of seconds from 0 to {M
 READ_RESPONSES: Responses = {**NOT_FOUND, **BAD_WAIT}
 
 
-def _metadata(job: Job) -> dict[str, Any]:
+def _metadata(job: Job, **server: Any) -> dict[str, Any]:
+    """The caller's metadata, with the server's keys added where the caller set none of its own
+    (a caller's key is never overwritten)."""
     return {
-        **job.request.metadata,
         "language": job.request.language,
         "timeout": job.request.timeout_s,
+        **server,
+        **job.request.metadata,
     }
 
 
@@ -184,12 +187,12 @@ async def full_view(service: JobService, job: Job) -> FullResult:
         error_message=job.error_message,
         termination_reason=termination_reason(job),
         limits=job.request.limits.to_dict() if job.request.limits else None,
-        metadata={
-            **_metadata(job),
-            "files_created_count": len(result.files_created),
-            "stdout_length": len(outputs.stdout),
-            "stderr_length": len(outputs.stderr),
-        },
+        metadata=_metadata(
+            job,
+            files_created_count=len(result.files_created),
+            stdout_length=len(outputs.stdout),
+            stderr_length=len(outputs.stderr),
+        ),
         created_at=job.created_at,
         started_at=job.started_at,
         completed_at=job.completed_at,
