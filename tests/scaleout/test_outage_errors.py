@@ -8,6 +8,7 @@ proxy is the outage: first refused connections, then a database that accepts and
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import threading
 import time
@@ -155,7 +156,11 @@ def leaks(responses: list[httpx.Response], words: list[str]) -> list[str]:
     for response in responses:
         text = response.text + " ".join(f"{k}: {v}" for k, v in response.headers.items())
         for word in words:
-            if word.lower() in text.lower():
+            # a port is a number of its own, not digits inside a figure (/metrics: 0.0054321)
+            pattern = (
+                rf"(?<![\w.]){re.escape(word)}(?![\w.])" if word.isdigit() else re.escape(word)
+            )
+            if re.search(pattern, text, re.IGNORECASE):
                 found.append(
                     f"{response.request.method} {response.request.url.path} "
                     f"{response.status_code}: {word!r} in {response.text[:300]!r}"
