@@ -64,10 +64,14 @@ class RunDir:
     def _take_lock(self) -> None:
         holder = "?"
         for _ in range(LOCK_ATTEMPTS):
-            secure_directory(self.root, 0o711)
-            fd = os.open(
-                self.root / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
-            )
+            try:
+                secure_directory(self.root, 0o711)
+                fd = os.open(
+                    self.root / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+                )
+            except FileNotFoundError:  # another process swept the stale instance meanwhile
+                time.sleep(LOCK_RETRY_S)
+                continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
