@@ -12,7 +12,14 @@ import httpx
 import psutil
 import pytest
 
-from tests.acceptance.server import results, submit, wait_final, wait_for_status
+from tests.acceptance.server import (
+    live_directory,
+    results,
+    submit,
+    wait_final,
+    wait_for_file,
+    wait_for_status,
+)
 from tests.scaleout.conftest import Cluster
 
 pytestmark = pytest.mark.acceptance
@@ -94,14 +101,14 @@ def test_cancel_on_one_replica_kills_the_job_a_worker_runs(cluster: Cluster) -> 
     marker = f"MARK{uuid.uuid4().hex}"
     job_id = submit(
         a.client(),
-        f"import time  # {marker}\nprint('started', flush=True)\ntime.sleep(60)",
+        f"import time  # {marker}\nprint('started', flush=True)\n"
+        "open('printed', 'w').write('yes\\n')\ntime.sleep(60)",
         timeout=120,
     )
     wait_for_status(b.client(), job_id, {"running"}, 15)
-    deadline = time.monotonic() + 10
-    while not marked_processes(marker) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert marked_processes(marker), "the job's process never appeared"
+    # cancel once it has printed (on a loaded machine Python takes a while to get there)
+    wait_for_file(live_directory(cluster.workers[0], job_id) / "printed", deadline_s=15)
+    assert marked_processes(marker), "the job's process is not there"
 
     response = b.client().post(f"/jobs/{job_id}/cancel")
 
@@ -147,9 +154,7 @@ def _runner_of(cluster: Cluster, marker: str) -> int:
 
 
 @pytest.mark.parametrize("reruns", ["1", "0"])
-def test_a_worker_killed_mid_job_has_its_job_rerun_or_failed(
-    cluster: Cluster, reruns: str
-) -> None:
+def test_a_worker_killed_mid_job_has_its_job_rerun_or_failed(cluster: Cluster, reruns: str) -> None:
     a = cluster.api()
     for _ in range(2):
         cluster.worker(INTERPRETER_WORKER_LOST_RERUNS=reruns)
