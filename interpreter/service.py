@@ -25,7 +25,7 @@ from interpreter.errors import (
 from interpreter.job import Job, JobRequest, JobStatus, new_job_id, utcnow
 from interpreter.languages import LanguageRegistry
 from interpreter.limits import resolve_limits
-from interpreter.queues.base import JobQueue
+from interpreter.queues.base import JobQueue, until_final
 from interpreter.store.base import ExpiredJob, JobStore
 from interpreter.workspace import JobPaths, named_directory
 
@@ -144,14 +144,10 @@ class JobService:
 
         Final statuses written here wake the wait at once; it also re-reads the store every
         ``queue.recheck_s`` in case a final status went unannounced."""
-        job = await self.get(job_id, owner)
-        deadline = asyncio.get_running_loop().time() + max(wait_s, 0.0)
-        while not job.is_final:
-            remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0:
-                break
-            await self.queue.watch.wait(job_id, min(remaining, self.queue.recheck_s))
-            job = await self.get(job_id, owner)
+        job = await until_final(
+            lambda: self.get(job_id, owner), self.queue.watch, job_id, wait_s, self.queue.recheck_s
+        )
+        assert job is not None  # ``get`` raises JobNotFound rather than answer None
         return job
 
     async def list(

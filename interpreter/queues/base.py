@@ -1,11 +1,14 @@
 """The queue seam: what the service asks of whatever holds and runs the jobs.
 
 Two implementations: ``LocalQueue`` (embedded: an in-process FIFO over the local store) and
-``postgres.PostgresQueue`` (scale-out: procrastinate on PostgreSQL, jobs run by workers anywhere).
+``procrastinate.PostgresQueue`` (scale-out: procrastinate on PostgreSQL, jobs run by workers
+anywhere). Both, and the service's long polls, wait for a final record with ``until_final``.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -13,6 +16,36 @@ from typing import Protocol
 from interpreter.job import Job
 from interpreter.metrics import Metrics
 from interpreter.watch import FinalWatch
+
+CANCEL_SLACK_S = 5.0
+
+
+def cancel_wait_s(kill_grace_s: float, scan_max_s: float) -> float:
+    """How long a cancel waits for a running job's final record: the kill's grace, the scan of
+    the job's files after it, and some slack."""
+    return kill_grace_s + scan_max_s + CANCEL_SLACK_S
+
+
+async def until_final(
+    read: Callable[[], Awaitable[Job | None]],
+    watch: FinalWatch,
+    job_id: str,
+    wait_s: float,
+    recheck_s: float,
+) -> Job | None:
+    """The job as ``read`` returns it once final, or as it is after ``wait_s`` seconds (None
+    once it is gone). Woken at once by ``watch``; re-read every ``recheck_s`` as well, in case
+    a final status went unannounced."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + max(wait_s, 0.0)
+    job = await read()
+    while job is not None and not job.is_final:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            break
+        await watch.wait(job_id, min(remaining, recheck_s))
+        job = await read()
+    return job
 
 
 @dataclass(frozen=True, slots=True)

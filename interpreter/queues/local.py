@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from interpreter.errors import QueueFull, StoreError, TooManyPendingJobs
 from interpreter.job import Job, JobStatus, utcnow
 from interpreter.metrics import Metrics
-from interpreter.queues.base import QueueState
+from interpreter.queues.base import QueueState, cancel_wait_s
 from interpreter.queues.pending import PendingJobs
 from interpreter.running.base import Runner
 from interpreter.running.lifecycle import (
@@ -36,7 +36,6 @@ logger = logging.getLogger(__name__)
 
 # How long a cancel waits for a running job's final record, beyond the kill's grace and the scan
 # of its files after it (then the job is cancelled in the store as it is).
-CANCEL_SLACK_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +79,7 @@ class LocalQueue:
         """How long a cancel waits for a running job's final record: the kill, then what the
         runner does after it (output, the file scan)."""
         limits = self.runner.limits
-        return limits.kill_grace_s + limits.scan.max_seconds + CANCEL_SLACK_S
+        return cancel_wait_s(limits.kill_grace_s, limits.scan.max_seconds)
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:

@@ -26,7 +26,7 @@ from interpreter.config import Settings
 from interpreter.errors import QueueFull, StoreError, TooManyPendingJobs
 from interpreter.job import Job, JobStatus, utcnow
 from interpreter.metrics import Metrics
-from interpreter.queues.base import QueueState
+from interpreter.queues.base import QueueState, cancel_wait_s, until_final
 from interpreter.queues.procrastinate.app import queue_entry
 from interpreter.queues.procrastinate.schema import FINAL_CHANNEL
 from interpreter.queues.procrastinate.worker import WorkerNode
@@ -43,7 +43,6 @@ RUNNING = JobStatus.RUNNING.value
 DB_ERRORS = (SQLAlchemyError, psycopg.Error, procrastinate.exceptions.ConnectorException)
 CANCEL_TRIES = 3  # a pending job claimed between the read and the compare-and-set: read again
 CANCEL_RECHECK_S = 0.5  # a cancel re-reads the job this often while it waits for the final record
-CANCEL_SLACK_S = 5.0
 ABORT_REQUESTED = "SELECT abort_requested FROM procrastinate_jobs WHERE id = %s FOR UPDATE"
 
 
@@ -213,21 +212,13 @@ class PostgresQueue:
     async def _wait_final(self, job_id: str, timeout_s: float) -> Job | None:
         """The job once final (woken by the database's NOTIFY, re-read every
         ``CANCEL_RECHECK_S`` in case one was missed); None if it is not within ``timeout_s``."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while True:
-            job = await self.store.get(job_id)
-            if job is not None and job.is_final:
-                return job
-            remaining = deadline - loop.time()
-            if job is None or remaining <= 0:
-                return None
-            await self.watch.wait(job_id, min(remaining, CANCEL_RECHECK_S))
+        job = await until_final(
+            lambda: self.store.get(job_id), self.watch, job_id, timeout_s, CANCEL_RECHECK_S
+        )
+        return job if job is not None and job.is_final else None
 
     def _cancel_wait_s(self) -> float:
-        """The worker's kill grace, the scan of the job's files after it, and some slack."""
-        settings = self.settings
-        return settings.kill_grace_s + settings.file_scan_max_seconds + CANCEL_SLACK_S
+        return cancel_wait_s(self.settings.kill_grace_s, self.settings.file_scan_max_seconds)
 
     async def _cancel_in_store(self, job_id: str) -> Job | None:
         cancelled = await cancel_in_store(self.store, self.watch, self.metrics, job_id)
