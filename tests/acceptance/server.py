@@ -253,6 +253,19 @@ def submit(client: httpx.Client, code: str, language: str = "python", **fields: 
     return str(body["job_id"])
 
 
+def run_in_one_trip(client: httpx.Client, code: str, wait_s: float = 30) -> dict[str, Any]:
+    """``POST /execute?wait=``: the answer's body (the full result of a job that ended in time)."""
+    response = client.post(
+        "/execute",
+        json={"code": code, "language": "python"},
+        params={"wait": wait_s},
+        timeout=wait_s + 10,
+    )
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
 def job_status(client: httpx.Client, job_id: str) -> dict[str, Any]:
     response = client.get(f"/jobs/{job_id}/status")
     assert response.status_code == 200, response.text

@@ -15,6 +15,7 @@ from tests.acceptance.server import (
     ServerProcess,
     job_status,
     results,
+    run_in_one_trip,
     running_server,
     submit,
     wait_final,
@@ -394,13 +395,6 @@ def test_docs_and_openapi_describe_every_route(server: ServerProcess) -> None:
 
 def test_one_round_trip_answers_with_the_full_result(server: ServerProcess) -> None:
     client = server.client()
-    response = client.post(
-        "/execute",
-        json={"code": "print(6 * 7)", "language": "python"},
-        params={"wait": 30},
-        timeout=40,
-    )
-    assert response.status_code == 200, response.text
-    full = response.json()
+    full = run_in_one_trip(client, "print(6 * 7)")
     assert (full["status"], full["stdout"], full["exit_code"]) == ("completed", "42\n", 0)
     assert full == client.get(f"/jobs/{full['job_id']}/results").json()

@@ -15,6 +15,7 @@ import pytest
 from tests.acceptance.server import (
     live_directory,
     results,
+    run_in_one_trip,
     submit,
     wait_final,
     wait_for_file,
@@ -297,14 +298,6 @@ def test_one_round_trip_answers_from_a_replica_when_a_worker_ran_the_job(cluster
     api = cluster.api()
     cluster.worker()
     cluster.wait_workers(1)
-    client = api.client()
-    response = client.post(
-        "/execute",
-        json={"code": "print(6 * 7)", "language": "python"},
-        params={"wait": 30},
-        timeout=40,
-    )
-    assert response.status_code == 200, response.text
-    full = response.json()
+    full = run_in_one_trip(api.client(), "print(6 * 7)")
     assert (full["status"], full["stdout"], full["attempts"]) == ("completed", "42\n", 1)
     assert full["worker"]["id"]
