@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     kill_grace_s: float = Field(1.0, ge=0)
     max_output_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     max_code_bytes: int = Field(1024 * 1024, ge=1)
+    max_stdin_bytes: int = Field(1024 * 1024, ge=0)
     max_pending_jobs: int = Field(10_000, ge=1)
     file_scan_max_entries: int = Field(100_000, ge=1)
     file_scan_max_seconds: float = Field(5.0, gt=0)

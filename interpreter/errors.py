@@ -9,6 +9,7 @@
     │   ├── InvalidTimeout
     │   ├── UnsafeEnvironment     an environment variable that could weaken the sandbox
     │   ├── CodeTooLarge
+    │   │   └── StdinTooLarge
     │   └── BodyTooLarge          the request body is over the limit (refused before it is read)
     ├── AuthenticationFailed
     ├── RateLimited               too many requests from this key or address (retry_after_s)
@@ -65,6 +66,10 @@ class UnsafeEnvironment(InvalidRequest):
 
 class CodeTooLarge(InvalidRequest):
     """The submitted code is larger than the configured maximum."""
+
+
+class StdinTooLarge(CodeTooLarge):
+    """The submitted stdin is larger than the configured maximum."""
 
 
 class BodyTooLarge(InvalidRequest):

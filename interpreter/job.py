@@ -85,6 +85,7 @@ class JobRequest:
     environment: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     limits: ResourceLimits | None = None  # None: the server's defaults when it runs
+    stdin: str | None = None  # what the code reads on standard input (None: end of file)
 
 
 @dataclass(frozen=True, slots=True)

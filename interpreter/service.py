@@ -20,6 +20,7 @@ from interpreter.errors import (
     JobAlreadyFinished,
     JobNotFound,
     ServiceUnavailable,
+    StdinTooLarge,
     UnsafeEnvironment,
 )
 from interpreter.job import Job, JobRequest, JobStatus, new_job_id, utcnow
@@ -53,6 +54,7 @@ class Submission:
     environment: dict[str, str] | None = None
     metadata: dict[str, Any] | None = None
     limits: dict[str, float | int | None] | None = None  # per-job overrides of the defaults
+    stdin: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +87,12 @@ class JobService:
             raise CodeTooLarge(
                 f"code is {size} bytes; the maximum is {self.settings.max_code_bytes} bytes"
             )
+        if sub.stdin is not None:
+            size = len(sub.stdin.encode("utf-8", errors="surrogatepass"))
+            if size > self.settings.max_stdin_bytes:
+                raise StdinTooLarge(
+                    f"stdin is {size} bytes; the maximum is {self.settings.max_stdin_bytes} bytes"
+                )
         language = self.registry.require_available(sub.language)
         timeout_s = self.settings.default_timeout_s if sub.timeout_s is None else sub.timeout_s
         if not 0 < timeout_s <= self.settings.max_timeout_s:
@@ -116,6 +124,7 @@ class JobService:
             environment=environment,
             metadata=dict(sub.metadata or {}),
             limits=resolve_limits(self.settings, sub.limits),
+            stdin=sub.stdin,
         )
 
     async def submit(self, sub: Submission, owner: str | None) -> tuple[Job, datetime]:

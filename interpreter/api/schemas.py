@@ -111,6 +111,11 @@ class ExecuteRequest(BaseModel):
     limits: LimitsRequest | None = Field(
         None, description="Resource limits of this job, within the server's maximums"
     )
+    stdin: str | None = Field(
+        None,
+        description="What the code reads on standard input (UTF-8; at most "
+        "INTERPRETER_MAX_STDIN_BYTES, 1 MiB by default); without it the code reads end of file",
+    )
 
     @model_validator(mode="after")
     def _storable(self) -> ExecuteRequest:
@@ -119,6 +124,7 @@ class ExecuteRequest(BaseModel):
         _check_text(self.code, "code")
         _check_text(self.language, "language")
         _check_text(self.working_directory or "", "working_directory")
+        _check_text(self.stdin or "", "stdin")
         for name, value in self.environment_variables.items():
             _check_text(name, "environment_variables")
             _check_text(value, "environment_variables")

@@ -99,15 +99,19 @@ class Child:
                 stderr_fd, stderr_w = os.pipe()
                 undo.callback(os.close, stderr_fd)
                 write_ends.append(stderr_w)
+                job_stdin = None if spec.stdin is None else _stdin_file(spec.stdin)
+                if job_stdin is not None:
+                    write_ends.append(job_stdin)
                 server_before = _server_memory_bytes()
                 started = (time.monotonic(), datetime.now(UTC))
                 if spec.confinement is None:
-                    popen = _popen(spec, stdout_w, stderr_w)
+                    stdin = subprocess.DEVNULL if job_stdin is None else job_stdin
+                    popen = _popen(spec, stdout_w, stderr_w, stdin=stdin)
                 else:
                     gate_r, gate_w = os.pipe()
                     undo.callback(_close, gate_w)
                     write_ends.append(gate_r)
-                    popen = _popen(spec, stdout_w, stderr_w, stdin=gate_r)
+                    popen = _popen(spec, stdout_w, stderr_w, stdin=gate_r, job_stdin=job_stdin)
             finally:
                 for fd in write_ends:
                     os.close(fd)
@@ -445,22 +449,45 @@ class _SignalledOnce(Collection[int]):
         return len(self.always | self.signalled)
 
 
+def _stdin_file(data: bytes) -> int:
+    """A sealed in-memory file holding ``data``, opened read-only at its start: the job reads
+    it as its stdin (end of file after it, never blocking) and cannot change it."""
+    fd = os.memfd_create("stdin", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        fcntl.fcntl(
+            fd,
+            fcntl.F_ADD_SEALS,
+            fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE,
+        )
+        return os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ExecutionError(f"cannot prepare the job's stdin: {exc.strerror or exc}") from exc
+    finally:
+        os.close(fd)
+
+
 def _popen(
     spec: ProcessSpec,
     stdout_fd: int,
     stderr_fd: int,
     stdin: int = subprocess.DEVNULL,
+    job_stdin: int | None = None,
 ) -> subprocess.Popen[bytes]:
+    """Start ``spec.argv`` (behind the gate when confined, which then reads ``stdin`` for its
+    go-ahead and hands the job ``job_stdin``)."""
     for fd in (stdout_fd, stderr_fd):
         with contextlib.suppress(OSError):  # fewer wakeups; fine without
             fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_SIZE_BYTES)
     program = spec.argv[0]
     try:
         return subprocess.Popen(
-            gated(spec.confinement.join_files, spec.argv)
+            gated(spec.confinement.join_files, spec.argv, stdin_fd=job_stdin)
             if spec.confinement is not None
             else list(spec.argv),
-            pass_fds=spec.pass_fds,
+            pass_fds=spec.pass_fds if job_stdin is None else (*spec.pass_fds, job_stdin),
             cwd=spec.spawn_cwd or spec.cwd,
             env=dict(spec.env),
             stdin=stdin,

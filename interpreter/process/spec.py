@@ -41,6 +41,7 @@ class ProcessSpec:
     spawn_cwd: Path | None = None  # where the process starts, if not in cwd (the sandbox: /)
     # Nothing takes this job down with us (no sandbox): the watcher of ``orphans.GUARD`` will
     orphan_marks: OrphanMarks | None = None
+    stdin: bytes | None = None  # what the process reads on stdin (None: /dev/null)
 
 
 @dataclass(frozen=True, slots=True)

@@ -348,6 +348,7 @@ class JobRunner:
             confinement=prepared.confinement,
             workspace=prepared.workspace,
             pass_fds=prepared.pass_fds,
+            stdin=None if job.request.stdin is None else job.request.stdin.encode("utf-8"),
             # without a confinement, nothing else takes the job down should this process die
             orphan_marks=None
             if prepared.confinement is not None

@@ -37,22 +37,29 @@ __all__ = [
 MiB = 2**20
 # The process layer's gate, run as ``GATE + (join files..., "--", command...)``: a tiny shell that
 # writes itself into its cgroup (``0`` to each join file), waits for a line on its stdin (sent
-# once the rlimits are applied), then becomes the command with stdin from /dev/null
+# once the rlimits are applied), then becomes the command with stdin from /dev/null (or from
+# the job's own stdin, a descriptor the gate was given: ``gated(stdin_fd=)``)
 # and nothing of its own in the environment (dash exports PWD). If it cannot join it says so on
 # stderr ("gate: ...") and exits 125 before anything of the job runs.
-GATE_SCRIPT = (
+_GATE_JOIN = (
     'while [ "$#" -gt 0 ] && [ "$1" != -- ]; do'
     ' echo 0 2>/dev/null > "$1" || { echo "gate: cannot join cgroup $1" >&2; exit 125; }; shift;'
     " done; shift; "
-    'read -r _ || exit 125; unset PWD; exec "$@" </dev/null'
+    'read -r _ || exit 125; unset PWD; exec "$@" '
 )
+GATE_SCRIPT = _GATE_JOIN + "</dev/null"
 GATE = ("/bin/sh", "-c", GATE_SCRIPT, "gate")
 GATE_FAILURE_EXIT = 125
 
 
-def gated(join_files: tuple[Path, ...], argv: tuple[str, ...]) -> list[str]:
-    """The command line that starts ``argv`` behind the gate."""
-    return [*GATE, *map(str, join_files), "--", *argv]
+def gated(
+    join_files: tuple[Path, ...], argv: tuple[str, ...], stdin_fd: int | None = None
+) -> list[str]:
+    """The command line that starts ``argv`` behind the gate; its stdin the file open as
+    ``stdin_fd`` (opened again by its /proc name: dash redirects only descriptors 0-9), else
+    /dev/null."""
+    script = GATE_SCRIPT if stdin_fd is None else f"{_GATE_JOIN}</proc/self/fd/{stdin_fd}"
+    return ["/bin/sh", "-c", script, "gate", *map(str, join_files), "--", *argv]
 
 
 ExitStatus = tuple[int | None, int | None]  # (exit code, signal): one of them is None

@@ -75,6 +75,7 @@ def _row_to_job(row: Any) -> Job:
             environment=req.get("environment") or {},
             metadata=req.get("metadata") or {},
             limits=ResourceLimits(**req["limits"]) if req.get("limits") else None,
+            stdin=req.get("stdin"),
         ),
         status=JobStatus(row.status),
         owner=row.owner,

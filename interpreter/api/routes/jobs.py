@@ -101,7 +101,7 @@ ExecuteWaitQuery = Annotated[
     response_model=FullResult | ExecuteResponse,
     responses={
         400: error("The body could not be read"),
-        413: error("Body or code larger than the configured maximum"),
+        413: error("Body, code or stdin larger than the configured maximum"),
         422: error("Invalid body, language, timeout, directory, environment or limits"),
         429: error("Rate limit exceeded, or too many of this key's jobs pending (Retry-After)"),
         503: error("Shutting down, too many pending jobs, or the job store is unavailable"),
@@ -122,6 +122,7 @@ async def execute(
             environment=body.environment_variables,
             metadata=body.metadata,
             limits=body.limits.model_dump(exclude_none=True) if body.limits else None,
+            stdin=body.stdin,
         ),
         owner,
     )
