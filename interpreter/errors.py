@@ -10,12 +10,14 @@
     │   ├── UnsafeEnvironment     an environment variable that could weaken the sandbox
     │   ├── CodeTooLarge
     │   │   └── StdinTooLarge
-    │   └── BodyTooLarge          the request body is over the limit (refused before it is read)
+    │   ├── BodyTooLarge          the request body is over the limit (refused before it is read)
+    │   └── IdempotencyKeyReused  an Idempotency-Key sent again with another request
     ├── AuthenticationFailed
     ├── RateLimited               too many requests from this key or address (retry_after_s)
     │   └── TooManyPendingJobs    too many of this key's jobs wait to start
     ├── JobNotFound
     ├── JobAlreadyFinished
+    ├── IdempotencyKeyTaken       (internal) the store holds a job with that key already
     ├── ServiceUnavailable        the server is shutting down or overloaded (retry_after_s)
     │   └── QueueFull             too many jobs wait to start on the whole server
     ├── ExecutionError            a process could not be started or watched
@@ -76,6 +78,10 @@ class BodyTooLarge(InvalidRequest):
     """The request body is larger than the configured maximum."""
 
 
+class IdempotencyKeyReused(InvalidRequest):
+    """This Idempotency-Key was used with a different request."""
+
+
 class AuthenticationFailed(InterpreterError):
     """Missing or invalid API key."""
 
@@ -114,6 +120,10 @@ class ServiceUnavailable(InterpreterError):
 
 class QueueFull(ServiceUnavailable):
     """Too many jobs are waiting to start on this server; retry later."""
+
+
+class IdempotencyKeyTaken(InterpreterError):
+    """A job with this idempotency key exists already (the service answers with it)."""
 
 
 class ExecutionError(InterpreterError):

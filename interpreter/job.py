@@ -148,6 +148,10 @@ class Job:
     worker_host: str | None = None
     attempts: int = 0  # times a worker started it (more than 1 after a worker was lost)
     queue_id: int | None = None  # its entry in an external queue (procrastinate's job id)
+    # The caller's Idempotency-Key, scoped to its owner (``idempotency_scope``), and a digest
+    # of the request it came with: the same key again answers with this job.
+    idempotency_key: str | None = None
+    request_digest: str | None = None
 
     def evolve(self, **changes: Any) -> Job:
         return dataclasses.replace(self, **changes)
@@ -155,6 +159,12 @@ class Job:
     @property
     def is_final(self) -> bool:
         return self.status.is_final
+
+
+def idempotency_scope(owner: str | None, key: str) -> str:
+    """An Idempotency-Key as stored: one owner's keys never meet another's (owners are hex
+    hashes, without a colon)."""
+    return f"{owner or ''}:{key}"
 
 
 def termination_reason(job: Job) -> TerminationReason | None:

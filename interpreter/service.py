@@ -15,6 +15,8 @@ from interpreter.config import Settings
 from interpreter.environment import invalid_names, refused_names
 from interpreter.errors import (
     CodeTooLarge,
+    IdempotencyKeyReused,
+    IdempotencyKeyTaken,
     InvalidRequest,
     InvalidTimeout,
     JobAlreadyFinished,
@@ -23,7 +25,7 @@ from interpreter.errors import (
     StdinTooLarge,
     UnsafeEnvironment,
 )
-from interpreter.job import Job, JobRequest, JobStatus, new_job_id, utcnow
+from interpreter.job import Job, JobRequest, JobStatus, idempotency_scope, new_job_id, utcnow
 from interpreter.languages import LanguageRegistry
 from interpreter.limits import resolve_limits
 from interpreter.queues.base import JobQueue, until_final
@@ -33,6 +35,7 @@ from interpreter.workspace import JobPaths, named_directory
 logger = logging.getLogger(__name__)
 
 INLINE_READ_BYTES = 256 * 1024
+IDEMPOTENCY_WINDOW = timedelta(hours=24)  # an Idempotency-Key answers with its job this long
 
 
 def _is_uuid(value: str) -> bool:
@@ -55,6 +58,21 @@ class Submission:
     metadata: dict[str, Any] | None = None
     limits: dict[str, float | int | None] | None = None  # per-job overrides of the defaults
     stdin: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Idempotency:
+    """A submission's Idempotency-Key and the digest of its request (what a retry must match)."""
+
+    key: str
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    job: Job
+    estimate: datetime  # when it is expected to start
+    replayed: bool = False  # an earlier submission with the same Idempotency-Key made it
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,17 +145,52 @@ class JobService:
             stdin=sub.stdin,
         )
 
-    async def submit(self, sub: Submission, owner: str | None) -> tuple[Job, datetime]:
+    async def submit(
+        self, sub: Submission, owner: str | None, idempotency: Idempotency | None = None
+    ) -> Submitted:
+        """Validate and queue a new job; with ``idempotency``, the job an earlier submission
+        with that key made instead, when there is one (``replayed``), and it is not older than
+        ``IDEMPOTENCY_WINDOW``. Of concurrent submissions with one key, on any replica, one
+        makes the job (the store's unique key) and the others answer with it."""
         if not self.queue.accepting:
             raise ServiceUnavailable("the server is shutting down and takes no new jobs")
         request = self.validate(sub, owner)
-        job, estimate = await self.queue.submit(Job(id=new_job_id(), request=request, owner=owner))
+        job = Job(id=new_job_id(), request=request, owner=owner)
+        if idempotency is not None:
+            key = idempotency_scope(owner, idempotency.key)
+            if (earlier := await self._earlier(key, idempotency)) is not None:
+                return earlier
+            job = job.evolve(idempotency_key=key, request_digest=idempotency.digest)
+        try:
+            job, estimate = await self.queue.submit(job)
+        except IdempotencyKeyTaken:
+            assert idempotency is not None and job.idempotency_key is not None
+            earlier = await self._earlier(job.idempotency_key, idempotency)
+            if earlier is None:  # made and gone again (deleted) meanwhile: a rare race
+                raise ServiceUnavailable("the job of this Idempotency-Key changed; retry") from None
+            return earlier
         self.queue.metrics.jobs_submitted.inc()
         logger.info(
             "job pending",
             extra={"job_id": job.id, "status": "pending", "language": request.language},
         )
-        return job, estimate
+        return Submitted(job, estimate)
+
+    async def _earlier(self, key: str, idempotency: Idempotency) -> Submitted | None:
+        """The job an earlier submission made with ``key``, unless it expired (its key is then
+        released); ``IdempotencyKeyReused`` when that submission's request was another."""
+        job = await self.store.find_by_idempotency_key(key)
+        if job is None:
+            return None
+        if job.created_at < utcnow() - IDEMPOTENCY_WINDOW:
+            await self.store.release_idempotency_key(job.id)
+            return None
+        if job.request_digest != idempotency.digest:
+            raise IdempotencyKeyReused(
+                f"Idempotency-Key {idempotency.key!r} was used with a different request "
+                f"(job {job.id}); send a new key for a new request"
+            )
+        return Submitted(job, job.started_at or job.created_at, replayed=True)
 
     # -- reads ------------------------------------------------------------------------------
     async def get(self, job_id: str, owner: str | None) -> Job:

@@ -47,9 +47,16 @@ class JobStore(Protocol):
     async def close(self) -> None: ...
 
     async def create(self, job: Job) -> Job:
-        """Persist a new pending job; returns it with its ``seq`` (submission order)."""
+        """Persist a new pending job; returns it with its ``seq`` (submission order).
+        ``IdempotencyKeyTaken`` when a job with its ``idempotency_key`` exists (none is made)."""
 
     async def get(self, job_id: str) -> Job | None: ...
+
+    async def find_by_idempotency_key(self, key: str) -> Job | None:
+        """The job created with ``key`` (as ``job.idempotency_scope`` makes it), or None."""
+
+    async def release_idempotency_key(self, job_id: str) -> None:
+        """Forget the job's idempotency key (it expired): the key may make a new job."""
 
     async def transition(
         self,

@@ -88,6 +88,17 @@ class CachedStore:
         self._put(created)
         return created
 
+    async def find_by_idempotency_key(self, key: str) -> Job | None:
+        found = await self.inner.find_by_idempotency_key(key)
+        return None if found is None else await self.get(found.id)  # the cache's copy if newer
+
+    async def release_idempotency_key(self, job_id: str) -> None:
+        with self._flight(job_id):
+            try:
+                await self.inner.release_idempotency_key(job_id)
+            finally:
+                self._wrote(job_id)
+
     async def get(self, job_id: str) -> Job | None:
         if (job := self._jobs.get(job_id)) is not None:
             return job

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from interpreter.errors import IdempotencyKeyTaken
 from interpreter.job import CapturedOutput, Job, JobResult, JobStatus, sources_of, utcnow
 from interpreter.store.base import PAGE_SIZE, ExpiredJob, PendingJob
 
@@ -24,12 +25,23 @@ class MemoryStore:
         return None
 
     async def create(self, job: Job) -> Job:
+        if job.idempotency_key is not None and await self.find_by_idempotency_key(
+            job.idempotency_key
+        ):
+            raise IdempotencyKeyTaken()
         job = job.evolve(seq=next(self._seq))
         self.jobs[job.id] = job
         return job
 
     async def get(self, job_id: str) -> Job | None:
         return self.jobs.get(job_id)
+
+    async def find_by_idempotency_key(self, key: str) -> Job | None:
+        return next((j for j in self.jobs.values() if j.idempotency_key == key), None)
+
+    async def release_idempotency_key(self, job_id: str) -> None:
+        if (job := self.jobs.get(job_id)) is not None:
+            self.jobs[job_id] = job.evolve(idempotency_key=None)
 
     def _holds(self, job_id: str, expect: Mapping[str, Any] | None) -> Job | None:
         """The job, when it holds every expected field's value."""

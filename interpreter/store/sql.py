@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sqlite3
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -26,7 +27,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import QueuePool
 
-from interpreter.errors import StoreError
+from interpreter.errors import IdempotencyKeyTaken, StoreError
 from interpreter.job import (
     CapturedOutput,
     Job,
@@ -47,7 +48,7 @@ from interpreter.store.engines import (
     ThreadedEngine,
 )
 from interpreter.store.plain_writes import PlainWrites
-from interpreter.store.tables import job_outputs, jobs, metadata
+from interpreter.store.tables import IDEMPOTENCY_INDEX, job_outputs, jobs, metadata
 
 DELETE_CHUNK = 200  # jobs deleted in one transaction
 
@@ -90,6 +91,8 @@ def _row_to_job(row: Any) -> Job:
         worker_host=row.worker_host,
         attempts=row.attempts,
         queue_id=row.queue_id,
+        idempotency_key=row.idempotency_key,
+        request_digest=row.request_digest,
     )
 
 
@@ -109,6 +112,8 @@ def insert_values(job: Job) -> dict[str, Any]:
         "created_at": job.created_at,
         "attempts": job.attempts,
         "queue_id": job.queue_id,
+        "idempotency_key": job.idempotency_key,
+        "request_digest": job.request_digest,
     }
 
 
@@ -119,7 +124,7 @@ def insert_statement(job: Job) -> sa.Insert:
 
 def add_missing_columns(conn: sa.Connection) -> None:
     """Bring a database made by an older version up to date: add the nullable (or defaulted)
-    columns it lacks. Additive only; nothing stored is touched."""
+    columns it lacks, then the indexes. Additive only; nothing stored is touched."""
     inspector = sa.inspect(conn)
     for table in metadata.sorted_tables:
         if not inspector.has_table(table.name):
@@ -134,11 +139,24 @@ def add_missing_columns(conn: sa.Connection) -> None:
             null = "" if column.nullable else " NOT NULL"
             add = f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}{default}{null}'
             conn.execute(sa.text(add))
+        for index in table.indexes:
+            index.create(conn, checkfirst=True)
 
 
 def create_schema(conn: sa.Connection) -> None:
     metadata.create_all(conn)
     add_missing_columns(conn)
+
+
+def key_taken(exc: BaseException) -> bool:
+    """Whether ``exc`` (a driver's, or SQLAlchemy's around one) is the unique idempotency key's
+    violation: another submission with the key made its job first."""
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    if isinstance(cause, psycopg.errors.UniqueViolation):
+        return cause.diag.constraint_name == IDEMPOTENCY_INDEX
+    if isinstance(cause, sqlite3.IntegrityError):
+        return "jobs.idempotency_key" in str(cause)
+    return False
 
 
 def describe_db_error(exc: BaseException) -> str:
@@ -234,6 +252,8 @@ class SqlStore:
         try:
             return await runner.plain_execute(sql, params, fetch)
         except runner.plain_errors as exc:
+            if key_taken(exc):
+                raise IdempotencyKeyTaken() from exc
             raise StoreError(f"job store error: {describe_db_error(exc)}") from exc
 
     async def open(self) -> None:
@@ -265,6 +285,8 @@ class SqlStore:
                 return await self._runner.write(operation)
             return await self._runner.run(operation)
         except SQLAlchemyError as exc:
+            if key_taken(exc):
+                raise IdempotencyKeyTaken() from exc
             raise StoreError(f"job store error: {describe_db_error(exc)}") from exc
 
     async def _write(self, operation: Operation[T]) -> T:
@@ -288,6 +310,14 @@ class SqlStore:
     async def get(self, job_id: str) -> Job | None:
         rows = await self._rows(jobs.select().where(jobs.c.id == job_id))
         return _row_to_job(rows[0]) if rows else None
+
+    async def find_by_idempotency_key(self, key: str) -> Job | None:
+        rows = await self._rows(jobs.select().where(jobs.c.idempotency_key == key))
+        return _row_to_job(rows[0]) if rows else None
+
+    async def release_idempotency_key(self, job_id: str) -> None:
+        release = jobs.update().where(jobs.c.id == job_id).values(idempotency_key=None)
+        await self._statement(lambda conn: conn.execute(release))
 
     @staticmethod
     def _cas(

@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
 metadata = sa.MetaData()
+IDEMPOTENCY_INDEX = "uq_jobs_idempotency_key"
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -48,8 +49,13 @@ jobs = sa.Table(
     sa.Column("worker_host", sa.String(255), nullable=True),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("queue_id", sa.BigInteger, nullable=True),  # procrastinate's job id (PostgreSQL)
+    # "<owner>:<Idempotency-Key>" (job.idempotency_scope): unique, so that of two submissions
+    # with one key, on any replica, one creates the job and the other finds it
+    sa.Column("idempotency_key", sa.String(330), nullable=True),
+    sa.Column("request_digest", sa.String(64), nullable=True),
     sa.Index("ix_jobs_status_seq", "status", "seq"),
     sa.Index("ix_jobs_owner_seq", "owner", "seq"),
+    sa.Index(IDEMPOTENCY_INDEX, "idempotency_key", unique=True),
 )
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from interpreter.errors import StoreError
+from interpreter.errors import IdempotencyKeyTaken, StoreError
 from interpreter.job import (
     CapturedOutput,
     Job,
@@ -89,6 +89,34 @@ async def test_create_then_get_round_trips_every_request_field(store: JobStore) 
     assert got.status == JobStatus.PENDING
     assert got.created_at == job.created_at
     assert got.created_at.tzinfo is not None
+
+
+async def test_an_idempotency_key_makes_one_job(store: JobStore) -> None:
+    first = make_job(owner="o1", stdin="in").evolve(idempotency_key="o1:k", request_digest="d1")
+    await store.create(first)
+
+    with pytest.raises(IdempotencyKeyTaken):
+        await store.create(make_job(owner="o1").evolve(idempotency_key="o1:k"))
+    other = await store.create(make_job(owner="o2").evolve(idempotency_key="o2:k"))
+    without = [await store.create(make_job()) for _ in range(2)]  # no key: no constraint
+
+    found = await store.find_by_idempotency_key("o1:k")
+    assert found is not None and found.id == first.id
+    assert found.request_digest == "d1" and found.request.stdin == "in"
+    assert await store.find_by_idempotency_key("o3:k") is None
+    assert other.seq is not None and all(job.seq is not None for job in without)
+
+
+async def test_a_released_idempotency_key_makes_a_new_job(store: JobStore) -> None:
+    first = await store.create(make_job().evolve(idempotency_key=":k"))
+
+    await store.release_idempotency_key(first.id)
+    second = await store.create(make_job().evolve(idempotency_key=":k"))
+
+    found = await store.find_by_idempotency_key(":k")
+    assert found is not None and found.id == second.id
+    kept = await store.get(first.id)
+    assert kept is not None and kept.idempotency_key is None
 
 
 async def test_get_missing_job_returns_none(store: JobStore) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query, Response
 
 from interpreter.api.deps import OwnerDep, ServiceDep
 from interpreter.api.schemas import (
@@ -20,7 +22,7 @@ from interpreter.api.schemas import (
 )
 from interpreter.errors import InvalidRequest
 from interpreter.job import Job, JobResult, JobStatus, termination_reason
-from interpreter.service import JobService, Submission
+from interpreter.service import Idempotency, JobService, Submission
 
 router = APIRouter(tags=["jobs"])
 
@@ -96,23 +98,57 @@ ExecuteWaitQuery = Annotated[
 ]
 
 
+IDEMPOTENCY_KEY_RULE = "Idempotency-Key must be 1 to 255 printable ASCII characters"
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Makes a retry safe: the same key from the same API key within 24 hours "
+        "answers with the job the first request made (1 to 255 printable ASCII characters)",
+        json_schema_extra={"pattern": "^[ -~]{1,255}$"},
+    ),
+]
+
+
+def idempotency(key: str | None, body: ExecuteRequest) -> Idempotency | None:
+    """The submission's key and its request's digest (the JSON body, keys sorted), or None."""
+    if key is None:
+        return None
+    if not (0 < len(key) <= 255 and all(" " <= c <= "~" for c in key)):
+        raise InvalidRequest(IDEMPOTENCY_KEY_RULE)
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return Idempotency(key, hashlib.sha256(canonical.encode()).hexdigest())
+
+
 @router.post(
     "/execute",
     response_model=FullResult | ExecuteResponse,
     responses={
         400: error("The body could not be read"),
         413: error("Body, code or stdin larger than the configured maximum"),
-        422: error("Invalid body, language, timeout, directory, environment or limits"),
+        422: error(
+            "Invalid body, language, timeout, directory, environment, limits or Idempotency-Key "
+            "(or the key sent again with another request)"
+        ),
         429: error("Rate limit exceeded, or too many of this key's jobs pending (Retry-After)"),
         503: error("Shutting down, too many pending jobs, or the job store is unavailable"),
     },
 )
 async def execute(
-    body: ExecuteRequest, service: ServiceDep, owner: OwnerDep, wait: ExecuteWaitQuery = 0
+    body: ExecuteRequest,
+    service: ServiceDep,
+    owner: OwnerDep,
+    response: Response,
+    wait: ExecuteWaitQuery = 0,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> FullResult | ExecuteResponse:
     """Submit code to run. Answers at once with the job id while the job runs in the background,
-    or, with `wait`, with the full result of a job that ended within that many seconds."""
-    job, estimate = await service.submit(
+    or, with `wait`, with the full result of a job that ended within that many seconds.
+
+    With an `Idempotency-Key`, a retry of the same request (same key, same owner, within 24
+    hours) answers with the job the first one made, never running the code again
+    (`Idempotent-Replayed: true`); the key with another request is a 422."""
+    submitted = await service.submit(
         Submission(
             code=body.code,
             language=body.language,
@@ -125,7 +161,11 @@ async def execute(
             stdin=body.stdin,
         ),
         owner,
+        idempotency(idempotency_key, body),
     )
+    job, estimate = submitted.job, submitted.estimate
+    if submitted.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
     if wait > 0:
         job = await service.wait_final(job.id, owner, wait)
         if job.is_final:

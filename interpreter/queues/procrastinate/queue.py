@@ -23,7 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from interpreter.config import Settings
-from interpreter.errors import QueueFull, StoreError, TooManyPendingJobs
+from interpreter.errors import IdempotencyKeyTaken, QueueFull, StoreError, TooManyPendingJobs
 from interpreter.job import Job, JobStatus, utcnow
 from interpreter.metrics import Metrics
 from interpreter.queues.base import QueueState, cancel_wait_s, until_final
@@ -33,7 +33,7 @@ from interpreter.queues.procrastinate.worker import WorkerNode
 from interpreter.running.lifecycle import cancel_in_store
 from interpreter.store.base import JobStore
 from interpreter.store.plain_writes import POSTGRESQL
-from interpreter.store.sql import describe_db_error, insert_values
+from interpreter.store.sql import describe_db_error, insert_values, key_taken
 from interpreter.watch import FinalWatch
 
 logger = logging.getLogger("interpreter.queue")
@@ -110,7 +110,9 @@ class PostgresQueue:
                 job = job.evolve(queue_id=entry.id)
                 sql, params = POSTGRESQL.insert(insert_values(job), returning="seq")
                 row = await (await conn.execute(sql, params)).fetchone()
-        except DB_ERRORS as exc:
+        except DB_ERRORS as exc:  # a taken key: the transaction, its queue entry too, undone
+            if key_taken(exc):
+                raise IdempotencyKeyTaken() from exc
             raise StoreError(f"cannot queue the job: {describe_db_error(exc)}") from exc
         assert row is not None
         return job.evolve(seq=row[0]), self._estimate(pending)
