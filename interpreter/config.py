@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     max_pending_jobs: int = Field(10_000, ge=1)
     file_scan_max_entries: int = Field(100_000, ge=1)
     file_scan_max_seconds: float = Field(5.0, gt=0)
+    # Scale-out: what a worker copies of a finished job's directory into the database, per job.
+    max_captured_bytes: int = Field(64 * 2**20, ge=0, le=2**29)  # bytea holds < 1 GiB
+    max_captured_files: int = Field(1_000, ge=0)
 
     job_ttl_s: float = Field(24 * 3600.0, gt=0, alias="INTERPRETER_JOB_TTL")
     cleanup_interval_s: float = Field(60.0, gt=0)

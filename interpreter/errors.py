@@ -16,8 +16,11 @@
     ├── RateLimited               too many requests from this key or address (retry_after_s)
     │   └── TooManyPendingJobs    too many of this key's jobs wait to start
     ├── JobNotFound
+    ├── JobFileNotFound           no such file among a finished job's files
     ├── JobAlreadyFinished
     ├── IdempotencyKeyTaken       (internal) the store holds a job with that key already
+    ├── JobNotFinished            the job's files are asked for before it is final
+    ├── RangeNotSatisfiable       a byte range outside a file (size)
     ├── ServiceUnavailable        the server is shutting down or overloaded (retry_after_s)
     │   └── QueueFull             too many jobs wait to start on the whole server
     ├── ExecutionError            a process could not be started or watched
@@ -106,8 +109,24 @@ class JobNotFound(InterpreterError):
         self.job_id = job_id
 
 
+class JobFileNotFound(InterpreterError):
+    """File not found among the job's files."""
+
+
 class JobAlreadyFinished(InterpreterError):
     """The job has already finished."""
+
+
+class JobNotFinished(InterpreterError):
+    """The job has not finished yet; its files can be read once it is final."""
+
+
+class RangeNotSatisfiable(InterpreterError):
+    """The requested byte range is outside the file."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"the requested range is outside the file ({size} bytes)")
+        self.size = size
 
 
 class ServiceUnavailable(InterpreterError):

@@ -20,12 +20,14 @@ from interpreter.errors import (
     InvalidRequest,
     InvalidTimeout,
     JobAlreadyFinished,
+    JobNotFinished,
     JobNotFound,
     ServiceUnavailable,
     StdinTooLarge,
     UnsafeEnvironment,
 )
 from interpreter.job import Job, JobRequest, JobStatus, idempotency_scope, new_job_id, utcnow
+from interpreter.jobfiles import DiskFiles, FileSource, NoFiles, StoredFiles
 from interpreter.languages import LanguageRegistry
 from interpreter.limits import resolve_limits
 from interpreter.queues.base import JobQueue, until_final
@@ -231,6 +233,27 @@ class JobService:
 
     def _read_outputs(self, job_id: str) -> Outputs:
         return Outputs(_read_text(self.paths.stdout(job_id)), _read_text(self.paths.stderr(job_id)))
+
+    async def files(self, job_id: str, owner: str | None) -> FileSource:
+        """A final job's files: from the store where workers capture them (scale-out), else
+        from its directory here. ``JobNotFinished`` while it is pending or running (its files
+        are still being written)."""
+        job = await self.get(job_id, owner)
+        if not job.is_final:
+            raise JobNotFinished(
+                f"Job {job.id} is {job.status.value}; its files can be read once it is final "
+                "(completed, failed, timeout or cancelled)"
+            )
+        if job.result is None:
+            return NoFiles()  # it never ran
+        if self.outputs_in_store:
+            return StoredFiles(self.store, job.id)
+        return DiskFiles(
+            self.paths,
+            job,
+            self.settings.file_scan_max_entries,
+            self.settings.file_scan_max_seconds,
+        )
 
     # -- cancel -----------------------------------------------------------------------------
     async def cancel(self, job_id: str, owner: str | None) -> Job:

@@ -17,7 +17,10 @@ from interpreter.errors import (
     InterpreterError,
     InvalidRequest,
     JobAlreadyFinished,
+    JobFileNotFound,
+    JobNotFinished,
     JobNotFound,
+    RangeNotSatisfiable,
     RateLimited,
     ServiceUnavailable,
     StoreError,
@@ -32,7 +35,10 @@ STATUS_CODES: list[tuple[type[InterpreterError], int]] = [
     (AuthenticationFailed, 401),
     (RateLimited, 429),
     (JobNotFound, 404),
+    (JobFileNotFound, 404),
     (JobAlreadyFinished, 409),
+    (JobNotFinished, 409),
+    (RangeNotSatisfiable, 416),
     (ServiceUnavailable, 503),
     (StoreError, 503),  # the database is down or locked: retry, nothing was accepted
 ]
@@ -77,6 +83,8 @@ def error_response(exc: InterpreterError, headers: dict[str, str] | None = None)
         headers["WWW-Authenticate"] = "Bearer"
     if isinstance(exc, RateLimited | ServiceUnavailable) and exc.retry_after_s is not None:
         headers["Retry-After"] = retry_after(exc.retry_after_s)
+    if isinstance(exc, RangeNotSatisfiable):
+        headers["Content-Range"] = f"bytes */{exc.size}"
     if isinstance(exc, StoreError):
         headers["Retry-After"] = retry_after(STORE_RETRY_AFTER_S)
     detail = safe_text(client_detail(exc))

@@ -279,3 +279,47 @@ class HealthResponse(BaseModel):
 
 class ErrorResponse(BaseModel):
     detail: Any = Field(examples=["Job not found: 550e8400-e29b-41d4-a716-446655440000"])
+
+
+class JobFile(BaseModel):
+    """A regular file of a finished job's working directory."""
+
+    path: str = Field(
+        examples=["out/result.csv"], description="Relative to the working directory, '/'-separated"
+    )
+    size: int = Field(description="Bytes")
+    created_at: datetime = Field(
+        description="Its status-change time (ctime: Linux keeps no creation time one can read "
+        "portably): for a file written once, when it was written"
+    )
+    modified_at: datetime
+    sha256: str | None = Field(
+        description="Hex SHA-256 of its content; null when a listing's hashing budget ran out"
+    )
+
+
+class SkippedEntry(BaseModel):
+    """An entry of the directory that is neither listed as a file nor served."""
+
+    path: str
+    type: str = Field(
+        examples=["symlink"],
+        description="symlink, fifo, socket, device, directory, file (a regular file not "
+        "captured, or one that could not be opened) or unknown",
+    )
+    reason: str = Field(examples=["a symbolic link: never followed"])
+
+
+class JobFilesResponse(BaseModel):
+    """What a finished job's working directory holds."""
+
+    job_id: str
+    source: str = Field(
+        examples=["directory"],
+        description="directory (read on this server's disk), store (the copy the worker that "
+        "ran it captured, within INTERPRETER_MAX_CAPTURED_BYTES) or none (the job never ran)",
+    )
+    files: list[JobFile] = Field(description="Regular files, by path")
+    skipped: list[SkippedEntry] = Field(description="Entries not listed as files, and why")
+    complete: bool = Field(description="False when the listing stopped at its bound")
+    note: str | None = Field(description="Why the listing is incomplete")

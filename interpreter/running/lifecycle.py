@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from interpreter.errors import StoreError
 from interpreter.job import CapturedOutput, Job, JobStatus, utcnow
+from interpreter.jobfiles import CaptureLimits, FileRow, capture_directory
 from interpreter.metrics import Metrics
 from interpreter.running.base import Runner
 from interpreter.running.ending import Finish
@@ -45,6 +46,7 @@ class Execution:
         metrics: Metrics,
         watch: FinalWatch,
         outputs_in_store: bool = False,
+        capture: CaptureLimits | None = None,
     ) -> None:
         self.store = store
         self.runner = runner
@@ -52,6 +54,8 @@ class Execution:
         self.watch = watch
         # Scale-out: outputs go into the store (every replica serves them), not files here.
         self.outputs_in_store = outputs_in_store
+        # ... and so do the files its directory holds, within these caps.
+        self.capture = capture or CaptureLimits()
         self._durations_s: deque[float] = deque(maxlen=50)
         self.processed = 0
         self.retry_until_stored = False  # a worker sets it: see with_retries
@@ -103,6 +107,13 @@ class Execution:
             )
             if not kept and await self._stale(job):
                 return
+            files = await self._capture_files(job)
+            if files is not None:
+                kept = await self.with_retries(
+                    job.id, lambda: self.store.put_files(job.id, files, expect=token)
+                )
+                if not kept and await self._stale(job):
+                    return
         done = await self.with_retries(
             job.id,
             lambda: self.store.transition(
@@ -149,6 +160,15 @@ class Execution:
             },
         )
         return True
+
+    async def _capture_files(self, job: Job) -> list[FileRow] | None:
+        """The job's directory as the store keeps it; None when there is none, or when reading
+        it failed (the job ends all the same, its files unlisted; the log says why)."""
+        try:
+            return await asyncio.to_thread(capture_directory, self.runner.paths, job, self.capture)
+        except Exception:
+            logger.exception("a job's files not captured", extra={"job_id": job.id})
+            return None
 
     def _take_outputs(self, job_id: str) -> CapturedOutput:
         """The job's (already capped) output files, read and removed."""

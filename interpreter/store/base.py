@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from interpreter.job import CapturedOutput, Job, JobResult, JobStatus
+from interpreter.jobfiles import FileRow
 
 PAGE_SIZE = 1_000  # rows a restart or a retention sweep reads at a time
 
@@ -108,6 +109,22 @@ class JobStore(Protocol):
 
     async def get_outputs(self, job_id: str) -> CapturedOutput | None:
         """What ``put_outputs`` stored, or None."""
+
+    async def put_files(
+        self,
+        job_id: str,
+        rows: Sequence[FileRow],
+        *,
+        expect: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Keep a finished job's files in the store (replaces what it held), in one
+        transaction; deleted with the job. Fenced like ``put_outputs``. True when they landed."""
+
+    async def list_files(self, job_id: str) -> Sequence[FileRow]:
+        """What ``put_files`` stored, without the files' content (empty when nothing)."""
+
+    async def read_file(self, job_id: str, path: str) -> FileRow | None:
+        """One row ``put_files`` stored, with its content, or None."""
 
     async def list(
         self,

@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from interpreter.job import CapturedOutput, Job, JobResult, JobStatus
+from interpreter.jobfiles import FileRow
 from interpreter.store.base import PAGE_SIZE, ExpiredJob, JobStore, PendingJob
 
 
@@ -159,6 +160,21 @@ class CachedStore:
 
     async def get_outputs(self, job_id: str) -> CapturedOutput | None:
         return await self.inner.get_outputs(job_id)
+
+    async def put_files(
+        self,
+        job_id: str,
+        rows: Sequence[FileRow],
+        *,
+        expect: Mapping[str, Any] | None = None,
+    ) -> bool:
+        return await self.inner.put_files(job_id, rows, expect=expect)
+
+    async def list_files(self, job_id: str) -> Sequence[FileRow]:
+        return await self.inner.list_files(job_id)
+
+    async def read_file(self, job_id: str, path: str) -> FileRow | None:
+        return await self.inner.read_file(job_id, path)
 
     async def attach_result(
         self,

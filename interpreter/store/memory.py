@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -9,6 +10,7 @@ from typing import Any
 
 from interpreter.errors import IdempotencyKeyTaken
 from interpreter.job import CapturedOutput, Job, JobResult, JobStatus, sources_of, utcnow
+from interpreter.jobfiles import FileRow
 from interpreter.store.base import PAGE_SIZE, ExpiredJob, PendingJob
 
 
@@ -16,6 +18,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self.jobs: dict[str, Job] = {}
         self.outputs: dict[str, CapturedOutput] = {}
+        self.files: dict[str, dict[str, FileRow]] = {}
         self._seq = itertools.count(1)
 
     async def open(self) -> None:
@@ -90,6 +93,25 @@ class MemoryStore:
     async def get_outputs(self, job_id: str) -> CapturedOutput | None:
         return self.outputs.get(job_id)
 
+    async def put_files(
+        self,
+        job_id: str,
+        rows: Sequence[FileRow],
+        *,
+        expect: Mapping[str, Any] | None = None,
+    ) -> bool:
+        if self._holds(job_id, expect) is None:
+            return False
+        self.files[job_id] = {row.path: row for row in rows}
+        return True
+
+    async def list_files(self, job_id: str) -> Sequence[FileRow]:
+        rows = self.files.get(job_id, {}).values()
+        return [dataclasses.replace(row, content=None) for row in rows]
+
+    async def read_file(self, job_id: str, path: str) -> FileRow | None:
+        return self.files.get(job_id, {}).get(path)
+
     async def attach_result(
         self,
         job_id: str,
@@ -154,6 +176,7 @@ class MemoryStore:
         for job_id in job_ids:
             self.jobs.pop(job_id, None)
             self.outputs.pop(job_id, None)
+            self.files.pop(job_id, None)
 
     async def count_by_status(self) -> dict[JobStatus, int]:
         counts = dict.fromkeys(JobStatus, 0)

@@ -37,6 +37,7 @@ from interpreter.job import (
     sources_of,
     utcnow,
 )
+from interpreter.jobfiles import FileRow
 from interpreter.limits import ResourceLimits
 from interpreter.store.base import PAGE_SIZE, ExpiredJob, PendingJob
 from interpreter.store.engines import (
@@ -48,9 +49,10 @@ from interpreter.store.engines import (
     ThreadedEngine,
 )
 from interpreter.store.plain_writes import PlainWrites
-from interpreter.store.tables import IDEMPOTENCY_INDEX, job_outputs, jobs, metadata
+from interpreter.store.tables import IDEMPOTENCY_INDEX, job_files, job_outputs, jobs, metadata
 
 DELETE_CHUNK = 200  # jobs deleted in one transaction
+FILE_ROWS_CHUNK = 100  # a captured job's files inserted in one statement
 
 
 def postgres_engine(dsn: str, pool_size: int = 10, timeout_s: float = 30.0) -> AsyncEngine:
@@ -420,6 +422,44 @@ class SqlStore:
         rows = await self._rows(query)
         return CapturedOutput(bytes(rows[0].stdout), bytes(rows[0].stderr)) if rows else None
 
+    async def put_files(
+        self,
+        job_id: str,
+        rows: Sequence[FileRow],
+        *,
+        expect: Mapping[str, Any] | None = None,
+    ) -> bool:
+        values = [dataclasses.asdict(row) | {"job_id": job_id} for row in rows]
+
+        def put(conn: sa.Connection) -> bool:
+            owned = sa.select(jobs.c.id).where(*_expected(job_id, expect))
+            if conn.dialect.name != "sqlite":  # no compare-and-set slips in before the commit
+                owned = owned.with_for_update(read=True)
+            if conn.execute(owned).first() is None:
+                return False
+            conn.execute(job_files.delete().where(job_files.c.job_id == job_id))
+            for start in range(0, len(values), FILE_ROWS_CHUNK):
+                conn.execute(job_files.insert(), values[start : start + FILE_ROWS_CHUNK])
+            return True
+
+        return await self._write(put)
+
+    async def list_files(self, job_id: str) -> Sequence[FileRow]:
+        columns = [c for c in job_files.c if c.name not in ("job_id", "content")]
+        query = sa.select(*columns).where(job_files.c.job_id == job_id)
+        return [FileRow(**row._asdict()) for row in await self._rows(query)]
+
+    async def read_file(self, job_id: str, path: str) -> FileRow | None:
+        columns = [c for c in job_files.c if c.name != "job_id"]
+        query = sa.select(*columns).where(job_files.c.job_id == job_id, job_files.c.path == path)
+        rows = await self._rows(query)
+        if not rows:
+            return None
+        row = rows[0]._asdict()
+        if row["content"] is not None:
+            row["content"] = bytes(row["content"])
+        return FileRow(**row)
+
     async def list(
         self,
         *,
@@ -483,6 +523,7 @@ class SqlStore:
 
             def delete(conn: sa.Connection, chunk: list[str] = chunk) -> None:
                 conn.execute(job_outputs.delete().where(job_outputs.c.job_id.in_(chunk)))
+                conn.execute(job_files.delete().where(job_files.c.job_id.in_(chunk)))
                 conn.execute(jobs.delete().where(jobs.c.id.in_(chunk)))
 
             await self._write(delete)

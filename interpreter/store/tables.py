@@ -68,3 +68,21 @@ job_outputs = sa.Table(
     sa.Column("stdout", sa.LargeBinary, nullable=False),
     sa.Column("stderr", sa.LargeBinary, nullable=False),
 )
+
+
+# A finished job's files, captured by the worker that ran it (scale-out: API replicas do not
+# share its disk). One row per entry: a file with its bytes, a directory, a skipped entry (with
+# its reason), or the note of an incomplete listing (path ""). Deleted with the job.
+job_files = sa.Table(
+    "job_files",
+    metadata,
+    sa.Column("job_id", sa.String(36), primary_key=True),
+    sa.Column("path", sa.Text, primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=True),
+    sa.Column("sha256", sa.String(64), nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=True),
+    sa.Column("modified_at", UTCDateTime, nullable=True),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("content", sa.LargeBinary, nullable=True),
+)

@@ -21,6 +21,7 @@ from interpreter.job import (
     new_job_id,
     utcnow,
 )
+from interpreter.jobfiles import FileRow
 from interpreter.store import CachedStore, MemoryStore, SqlStore
 from interpreter.store.base import JobStore, fencing_token
 from interpreter.store.sql import postgres_engine
@@ -523,3 +524,41 @@ async def test_expired_comes_in_pages_with_the_named_working_directory(store: Jo
         after_seq = page[-1].seq
     assert seen == [(j.id, j.request.working_directory) for j in jobs]
     assert [d for _, d in seen] == [None, "/w/1", None, "/w/3", None]
+
+
+def file_rows() -> list[FileRow]:
+    now = utcnow()
+    return [
+        FileRow("a.bin", "file", 3, "ab" * 32, now, now, content=b"\x00\xff\n"),
+        FileRow("dir", "directory"),
+        FileRow("dir/big", "file", 10**10, reason="over the cap"),
+        FileRow("link", "symlink", reason="a symbolic link: never followed"),
+        FileRow("", "note", reason="the listing stopped after 5 entries"),
+    ]
+
+
+async def test_files_round_trip_fenced_and_go_with_the_job(store: JobStore) -> None:
+    job = await store.create(make_job())
+    first = await claim(store, job.id, "w0", 1)
+    assert await store.list_files(job.id) == []
+    assert await store.put_files(job.id, [FileRow("old", "directory")], expect=fencing_token(first))
+    await requeue(store, first)
+    second = await claim(store, job.id, "w1", 2)
+    assert not await store.put_files(job.id, file_rows(), expect=fencing_token(first))
+    assert [r.path for r in await store.list_files(job.id)] == ["old"]  # the stale write: none
+
+    rows = file_rows()
+    assert await store.put_files(job.id, rows, expect=fencing_token(second))
+
+    listed = {row.path: row for row in await store.list_files(job.id)}
+    assert set(listed) == {"a.bin", "dir", "dir/big", "link", ""}  # replaced, not added to
+    assert all(row.content is None for row in listed.values())
+    assert listed["dir/big"].size == 10**10 and listed["dir/big"].reason == "over the cap"
+    read = await store.read_file(job.id, "a.bin")
+    assert read is not None and read.content == b"\x00\xff\n" and read.sha256 == "ab" * 32
+    assert (read.created_at, read.modified_at) == (rows[0].created_at, rows[0].modified_at)
+    assert await store.read_file(job.id, "missing") is None
+    assert not await store.put_files(new_job_id(), file_rows())  # no such job
+    await store.delete([job.id])
+    assert await store.list_files(job.id) == []
+    assert await store.read_file(job.id, "a.bin") is None

@@ -15,12 +15,15 @@ from interpreter.running.lifecycle import Execution
 from interpreter.running.runner import Finish, JobRunner
 from interpreter.store import MemoryStore
 from interpreter.watch import FinalWatch
+from interpreter.workspace import JobPaths
 
 
-class Paths:
-    """Where a job's captured output files are, as the runner's paths say it."""
+class Paths(JobPaths):
+    """Where a job's captured output files are, as the runner's paths say it; its fresh
+    working directory under ``root/workspaces``."""
 
     def __init__(self, root: Path) -> None:
+        super().__init__(root, root / "workspaces")
         self.root = root
 
     def stdout(self, job_id: str) -> Path:
@@ -113,7 +116,10 @@ async def test_a_stale_attempt_finishing_late_leaves_the_new_attempts_result(
     assert refused[0].__dict__["attempts"] == 1
 
     write_outputs(tmp_path, job.id, b"from worker1")
+    (tmp_path / "workspaces" / job.id).mkdir(parents=True)
+    (tmp_path / "workspaces" / job.id / "out.txt").write_text("from worker1")
     await execution._finish(second, completed(0), None)
+    assert [row.path for row in await store.list_files(job.id)] == ["out.txt"]
     final = await store.get(job.id)
     assert final is not None
     assert (final.status, final.attempts, final.worker_id, final.result) == (

@@ -45,6 +45,7 @@ from procrastinate.job_context import AbortReason, JobContext
 from interpreter.config import Settings
 from interpreter.errors import StoreError
 from interpreter.job import Job, JobStatus, utcnow
+from interpreter.jobfiles import CaptureLimits
 from interpreter.metrics import Metrics
 from interpreter.queues.procrastinate.app import QUEUE, TASK, queue_entry
 from interpreter.queues.procrastinate.steady import SteadyWorker
@@ -140,7 +141,15 @@ class WorkerNode:
         self.app = app
         self.store = store
         self.runner = runner
-        self.execution = Execution(store, runner, metrics, watch, outputs_in_store=True)
+        capture = CaptureLimits(
+            max_bytes=settings.max_captured_bytes,
+            max_files=settings.max_captured_files,
+            max_entries=settings.file_scan_max_entries,
+            max_seconds=settings.file_scan_max_seconds,
+        )
+        self.execution = Execution(
+            store, runner, metrics, watch, outputs_in_store=True, capture=capture
+        )
         self.execution.retry_until_stored = True  # an outage of any length loses no result
         self.host = socket.gethostname()
         self.name = settings.worker_name or f"{self.host}:{os.getpid()}"
