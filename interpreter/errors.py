@@ -9,6 +9,7 @@
     │   ├── InvalidTimeout
     │   ├── UnsafeEnvironment     an environment variable that could weaken the sandbox
     │   ├── CodeTooLarge
+    │   ├── InvalidInputFile      an input file's path, size or content is refused
     │   └── BodyTooLarge          the request body is over the limit (refused before it is read)
     ├── AuthenticationFailed
     ├── RateLimited               too many requests from this key or address (retry_after_s)
@@ -65,6 +66,10 @@ class UnsafeEnvironment(InvalidRequest):
 
 class CodeTooLarge(InvalidRequest):
     """The submitted code is larger than the configured maximum."""
+
+
+class InvalidInputFile(InvalidRequest):
+    """An input file is invalid."""
 
 
 class BodyTooLarge(InvalidRequest):

@@ -85,6 +85,18 @@ class JobRequest:
     environment: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     limits: ResourceLimits | None = None  # None: the server's defaults when it runs
+    # Files the store holds for it (``JobStore.get_inputs``), written before it starts: their
+    # number only, so that the request read on every status poll stays small.
+    input_file_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class InputFile:
+    """A file the caller sent with the job: its path relative to the working directory (checked,
+    ``inputs.check_input_files``) and its content."""
+
+    path: str
+    content: bytes
 
 
 @dataclass(frozen=True, slots=True)

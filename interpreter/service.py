@@ -22,7 +22,8 @@ from interpreter.errors import (
     ServiceUnavailable,
     UnsafeEnvironment,
 )
-from interpreter.job import Job, JobRequest, JobStatus, new_job_id, utcnow
+from interpreter.inputs import InputLimits, check_input_files
+from interpreter.job import InputFile, Job, JobRequest, JobStatus, new_job_id, utcnow
 from interpreter.languages import LanguageRegistry
 from interpreter.limits import resolve_limits
 from interpreter.queues.base import JobQueue, until_final
@@ -53,6 +54,7 @@ class Submission:
     environment: dict[str, str] | None = None
     metadata: dict[str, Any] | None = None
     limits: dict[str, float | int | None] | None = None  # per-job overrides of the defaults
+    input_files: tuple[InputFile, ...] = ()  # written into its directory before it starts
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +81,22 @@ class JobService:
         self.outputs_in_store = outputs_in_store  # scale-out: workers put them in the store
 
     # -- submission -------------------------------------------------------------------------
+    @property
+    def input_limits(self) -> InputLimits:
+        return InputLimits(
+            max_files=self.settings.max_input_files,
+            max_file_bytes=self.settings.max_input_file_bytes,
+            max_total_bytes=self.settings.max_upload_bytes,
+        )
+
     def validate(self, sub: Submission, owner: str | None = None) -> JobRequest:
+        return self._validate(sub, owner)[0]
+
+    def _validate(
+        self, sub: Submission, owner: str | None
+    ) -> tuple[JobRequest, tuple[InputFile, ...]]:
+        """The job's request and its input files (paths made canonical), once both are valid."""
+        inputs = check_input_files(sub.input_files, self.input_limits)
         size = len(sub.code.encode("utf-8", errors="surrogatepass"))
         if size > self.settings.max_code_bytes:
             raise CodeTooLarge(
@@ -107,7 +124,7 @@ class JobService:
             path = named_directory(self.paths.workspace_root, sub.working_directory, owner)
             self.paths.check_named(path)  # refused now if it could never run (where jobs run)
             workdir = str(path)
-        return JobRequest(
+        request = JobRequest(
             code=sub.code,
             language=language.name,
             timeout_s=timeout_s,
@@ -116,13 +133,16 @@ class JobService:
             environment=environment,
             metadata=dict(sub.metadata or {}),
             limits=resolve_limits(self.settings, sub.limits),
+            input_file_count=len(inputs),
         )
+        return request, inputs
 
     async def submit(self, sub: Submission, owner: str | None) -> tuple[Job, datetime]:
         if not self.queue.accepting:
             raise ServiceUnavailable("the server is shutting down and takes no new jobs")
-        request = self.validate(sub, owner)
-        job, estimate = await self.queue.submit(Job(id=new_job_id(), request=request, owner=owner))
+        request, inputs = self._validate(sub, owner)
+        job = Job(id=new_job_id(), request=request, owner=owner)
+        job, estimate = await self.queue.submit(job, inputs)
         self.queue.metrics.jobs_submitted.inc()
         logger.info(
             "job pending",

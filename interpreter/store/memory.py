@@ -7,7 +7,15 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from interpreter.job import CapturedOutput, Job, JobResult, JobStatus, sources_of, utcnow
+from interpreter.job import (
+    CapturedOutput,
+    InputFile,
+    Job,
+    JobResult,
+    JobStatus,
+    sources_of,
+    utcnow,
+)
 from interpreter.store.base import PAGE_SIZE, ExpiredJob, PendingJob
 
 
@@ -15,6 +23,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self.jobs: dict[str, Job] = {}
         self.outputs: dict[str, CapturedOutput] = {}
+        self.inputs: dict[str, tuple[InputFile, ...]] = {}
         self._seq = itertools.count(1)
 
     async def open(self) -> None:
@@ -23,10 +32,18 @@ class MemoryStore:
     async def close(self) -> None:
         return None
 
-    async def create(self, job: Job) -> Job:
+    async def create(self, job: Job, inputs: Sequence[InputFile] = ()) -> Job:
         job = job.evolve(seq=next(self._seq))
         self.jobs[job.id] = job
+        if inputs:
+            self.inputs[job.id] = tuple(inputs)
         return job
+
+    async def get_inputs(self, job_id: str) -> Sequence[InputFile]:
+        return self.inputs.get(job_id, ())
+
+    async def delete_inputs(self, job_id: str) -> None:
+        self.inputs.pop(job_id, None)
 
     async def get(self, job_id: str) -> Job | None:
         return self.jobs.get(job_id)
@@ -142,6 +159,7 @@ class MemoryStore:
         for job_id in job_ids:
             self.jobs.pop(job_id, None)
             self.outputs.pop(job_id, None)
+            self.inputs.pop(job_id, None)
 
     async def count_by_status(self) -> dict[JobStatus, int]:
         counts = dict.fromkeys(JobStatus, 0)

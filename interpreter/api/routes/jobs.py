@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from interpreter.api.deps import OwnerDep, ServiceDep
 from interpreter.api.schemas import (
@@ -17,6 +17,12 @@ from interpreter.api.schemas import (
     StatusResponse,
     StructuredResult,
     WorkerInfo,
+)
+from interpreter.api.uploads import (
+    MULTIPART_OPENAPI,
+    ExecuteRoute,
+    decode_input_files,
+    uploaded_files,
 )
 from interpreter.errors import InvalidRequest
 from interpreter.job import Job, JobResult, JobStatus, termination_reason
@@ -96,22 +102,18 @@ ExecuteWaitQuery = Annotated[
 ]
 
 
-@router.post(
-    "/execute",
-    response_model=FullResult | ExecuteResponse,
-    responses={
-        400: error("The body could not be read"),
-        413: error("Body or code larger than the configured maximum"),
-        422: error("Invalid body, language, timeout, directory, environment or limits"),
-        429: error("Rate limit exceeded, or too many of this key's jobs pending (Retry-After)"),
-        503: error("Shutting down, too many pending jobs, or the job store is unavailable"),
-    },
-)
 async def execute(
-    body: ExecuteRequest, service: ServiceDep, owner: OwnerDep, wait: ExecuteWaitQuery = 0
+    body: ExecuteRequest,
+    service: ServiceDep,
+    owner: OwnerDep,
+    request: Request,
+    wait: ExecuteWaitQuery = 0,
 ) -> FullResult | ExecuteResponse:
     """Submit code to run. Answers at once with the job id while the job runs in the background,
-    or, with `wait`, with the full result of a job that ended within that many seconds."""
+    or, with `wait`, with the full result of a job that ended within that many seconds.
+
+    Input files come base64 in `input_files`, or as file parts of a `multipart/form-data` body
+    beside its `request` part (this JSON body)."""
     job, estimate = await service.submit(
         Submission(
             code=body.code,
@@ -122,6 +124,7 @@ async def execute(
             environment=body.environment_variables,
             metadata=body.metadata,
             limits=body.limits.model_dump(exclude_none=True) if body.limits else None,
+            input_files=decode_input_files(body.input_files) + uploaded_files(request),
         ),
         owner,
     )
@@ -130,6 +133,25 @@ async def execute(
         if job.is_final:
             return await full_view(service, job)
     return ExecuteResponse(job_id=job.id, status=job.status, estimated_start_time=estimate)
+
+
+router.add_api_route(
+    "/execute",
+    execute,
+    methods=["POST"],
+    response_model=FullResult | ExecuteResponse,
+    responses={
+        400: error("The body could not be read"),
+        413: error("Body, code or upload larger than the configured maximum"),
+        422: error(
+            "Invalid body, language, timeout, directory, environment, limits or input files"
+        ),
+        429: error("Rate limit exceeded, or too many of this key's jobs pending (Retry-After)"),
+        503: error("Shutting down, too many pending jobs, or the job store is unavailable"),
+    },
+    openapi_extra=MULTIPART_OPENAPI,
+    route_class_override=ExecuteRoute,
+)
 
 
 @router.get("/jobs/{job_id}/status", response_model=StatusResponse, responses=READ_RESPONSES)
