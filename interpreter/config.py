@@ -88,6 +88,12 @@ class Settings(BaseSettings):
     rate_limit_storage: str = "memory://"  # a `limits` storage URI, e.g. redis://127.0.0.1:6379
     max_pending_per_key: int = Field(1_000, ge=1)
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
+    # Input files of POST /execute: a multipart body may be this large (a JSON one stays within
+    # INTERPRETER_MAX_BODY_BYTES), and a job's files may total this much, each at most
+    # INTERPRETER_MAX_INPUT_FILE_BYTES, at most INTERPRETER_MAX_INPUT_FILES of them.
+    max_upload_bytes: int = Field(64 * 2**20, ge=1024)
+    max_input_file_bytes: int = Field(64 * 2**20, ge=0)
+    max_input_files: int = Field(100, ge=0, le=100_000)
 
     # -- the sandbox and per-job limits (each: a default, and the maximum a request may ask) ----
     sandbox: Literal["bwrap", "none"] = "bwrap"

@@ -10,6 +10,7 @@
     │   ├── UnsafeEnvironment     an environment variable that could weaken the sandbox
     │   ├── CodeTooLarge
     │   │   └── StdinTooLarge
+    │   ├── InvalidInputFile      an input file's path, size or content is refused
     │   ├── BodyTooLarge          the request body is over the limit (refused before it is read)
     │   └── IdempotencyKeyReused  an Idempotency-Key sent again with another request
     ├── AuthenticationFailed
@@ -75,6 +76,8 @@ class CodeTooLarge(InvalidRequest):
 
 class StdinTooLarge(CodeTooLarge):
     """The submitted stdin is larger than the configured maximum."""
+class InvalidInputFile(InvalidRequest):
+    """An input file is invalid."""
 
 
 class BodyTooLarge(InvalidRequest):

@@ -86,6 +86,18 @@ class JobRequest:
     metadata: dict[str, Any] = field(default_factory=dict)
     limits: ResourceLimits | None = None  # None: the server's defaults when it runs
     stdin: str | None = None  # what the code reads on standard input (None: end of file)
+    # Files the store holds for it (``JobStore.get_inputs``), written before it starts: their
+    # number only, so that the request read on every status poll stays small.
+    input_file_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class InputFile:
+    """A file the caller sent with the job: its path relative to the working directory (checked,
+    ``inputs.check_input_files``) and its content."""
+
+    path: str
+    content: bytes
 
 
 @dataclass(frozen=True, slots=True)

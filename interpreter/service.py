@@ -26,7 +26,16 @@ from interpreter.errors import (
     StdinTooLarge,
     UnsafeEnvironment,
 )
-from interpreter.job import Job, JobRequest, JobStatus, idempotency_scope, new_job_id, utcnow
+from interpreter.inputs import InputLimits, check_input_files
+from interpreter.job import (
+    InputFile,
+    Job,
+    JobRequest,
+    JobStatus,
+    idempotency_scope,
+    new_job_id,
+    utcnow,
+)
 from interpreter.jobfiles import DiskFiles, FileSource, NoFiles, StoredFiles
 from interpreter.languages import LanguageRegistry
 from interpreter.limits import resolve_limits
@@ -60,6 +69,7 @@ class Submission:
     metadata: dict[str, Any] | None = None
     limits: dict[str, float | int | None] | None = None  # per-job overrides of the defaults
     stdin: str | None = None
+    input_files: tuple[InputFile, ...] = ()  # written into its directory before it starts
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +111,22 @@ class JobService:
         self.outputs_in_store = outputs_in_store  # scale-out: workers put them in the store
 
     # -- submission -------------------------------------------------------------------------
+    @property
+    def input_limits(self) -> InputLimits:
+        return InputLimits(
+            max_files=self.settings.max_input_files,
+            max_file_bytes=self.settings.max_input_file_bytes,
+            max_total_bytes=self.settings.max_upload_bytes,
+        )
+
     def validate(self, sub: Submission, owner: str | None = None) -> JobRequest:
+        return self._validate(sub, owner)[0]
+
+    def _validate(
+        self, sub: Submission, owner: str | None
+    ) -> tuple[JobRequest, tuple[InputFile, ...]]:
+        """The job's request and its input files (paths made canonical), once both are valid."""
+        inputs = check_input_files(sub.input_files, self.input_limits)
         size = len(sub.code.encode("utf-8", errors="surrogatepass"))
         if size > self.settings.max_code_bytes:
             raise CodeTooLarge(
@@ -135,7 +160,7 @@ class JobService:
             path = named_directory(self.paths.workspace_root, sub.working_directory, owner)
             self.paths.check_named(path)  # refused now if it could never run (where jobs run)
             workdir = str(path)
-        return JobRequest(
+        request = JobRequest(
             code=sub.code,
             language=language.name,
             timeout_s=timeout_s,
@@ -145,7 +170,9 @@ class JobService:
             metadata=dict(sub.metadata or {}),
             limits=resolve_limits(self.settings, sub.limits),
             stdin=sub.stdin,
+            input_file_count=len(inputs),
         )
+        return request, inputs
 
     async def submit(
         self, sub: Submission, owner: str | None, idempotency: Idempotency | None = None
@@ -156,7 +183,7 @@ class JobService:
         makes the job (the store's unique key) and the others answer with it."""
         if not self.queue.accepting:
             raise ServiceUnavailable("the server is shutting down and takes no new jobs")
-        request = self.validate(sub, owner)
+        request, inputs = self._validate(sub, owner)
         job = Job(id=new_job_id(), request=request, owner=owner)
         if idempotency is not None:
             key = idempotency_scope(owner, idempotency.key)
@@ -164,7 +191,7 @@ class JobService:
                 return earlier
             job = job.evolve(idempotency_key=key, request_digest=idempotency.digest)
         try:
-            job, estimate = await self.queue.submit(job)
+            job, estimate = await self.queue.submit(job, inputs)
         except IdempotencyKeyTaken:
             assert idempotency is not None and job.idempotency_key is not None
             earlier = await self._earlier(job.idempotency_key, idempotency)

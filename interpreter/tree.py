@@ -47,6 +47,7 @@ __all__ = [
     "remove_path",
     "remove_tree",
     "walk",
+    "write_file_beneath",
 ]
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -213,6 +214,48 @@ def _open_each(
 
 def _open_dir(name: str, dir_fd: int) -> int:
     return os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+
+
+def write_file_beneath(
+    root_fd: int, relative: str, content: bytes, *, mode: int = 0o644, dir_mode: int = 0o755
+) -> None:
+    """Write ``content`` as file ``relative`` (``mode``) beneath ``root_fd``, making missing
+    parent directories (``dir_mode``, less the umask), replacing a file there.
+
+    Never through a symlink: a parent that is one raises ``UnsafePath``, and so does a symlink
+    at the file's own name (never followed, never replaced). The content goes to a new file
+    that is then renamed over the name: a file already there is replaced, never written into
+    (it could be a hard link to a file elsewhere). A directory at the name raises
+    ``IsADirectoryError``."""
+    parts = _components(relative)
+    if not parts:
+        raise UnsafePath(errno.EINVAL, "the path names no file", relative)
+    parent = open_beneath(root_fd, "/".join(parts[:-1]), create=True, mode=dir_mode)
+    name = parts[-1]
+    try:
+        try:
+            st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            st = None
+        if st is not None and stat.S_ISLNK(st.st_mode):
+            raise UnsafePath(errno.ELOOP, _REASONS[errno.ELOOP], relative)
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), relative)
+        temp, fd = _temp_file(parent)
+        try:
+            try:
+                view = memoryview(content)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fchmod(fd, mode)
+            finally:
+                os.close(fd)
+            os.rename(temp, name, src_dir_fd=parent, dst_dir_fd=parent)
+        except BaseException:
+            _discard(parent, temp)
+            raise
+    finally:
+        os.close(parent)
 
 
 # -- moving through a tree with one descriptor ---------------------------------------------------

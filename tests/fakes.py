@@ -39,9 +39,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from interpreter.job import Job, JobResult, JobStatus, TerminationReason
+from interpreter.job import InputFile, Job, JobResult, JobStatus, TerminationReason
 from interpreter.process.filetrack import ScanLimits
-from interpreter.running.base import RunLimits, Runner
+from interpreter.running.base import InputReader, RunLimits, Runner, no_inputs
 from interpreter.running.ending import CANCELLED_BEFORE_START, Finish
 from interpreter.sandbox.base import NoSandbox, Sandbox
 from interpreter.store.base import JobStore
@@ -84,6 +84,7 @@ class FakeRunner:
         self.sandbox: Sandbox = sandbox or NoSandbox()
         self.started: list[str] = []  # job ids, in the order their runs began
         self.jobs: dict[str, Job] = {}  # every job it ran, as claimed
+        self.inputs: dict[str, tuple[InputFile, ...]] = {}  # the input files each run was given
         self.finishes: dict[str, Finish] = {}  # how each run ended (what it returned)
         self.running: set[str] = set()
         self.peak_running = 0  # the most jobs it ran at once
@@ -117,9 +118,10 @@ class FakeRunner:
         return job_id in self.jobs
 
     # -- the Runner -------------------------------------------------------------------------
-    async def run(self, job: Job, cancel: asyncio.Event) -> Finish:
+    async def run(self, job: Job, cancel: asyncio.Event, inputs: InputReader = no_inputs) -> Finish:
         self.started.append(job.id)
         self.jobs[job.id] = job
+        self.inputs[job.id] = tuple(await inputs())
         self.running.add(job.id)
         self.peak_running = max(self.peak_running, len(self.running))
         self._event(self._started_events, job.id).set()

@@ -206,7 +206,11 @@ def create_app(
     # Outermost last: the access log sees every answer, CORS headers reach the others' answers;
     # a rate-limited submission is refused before any of its body is read, chunked or not, and
     # so is a request without a valid key (after the rate limit, which counts guesses too).
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_body_bytes,
+        upload_max_bytes=max(settings.max_upload_bytes, settings.max_body_bytes),
+    )
     if parts.api_keys:
         app.add_middleware(RequireApiKey, api_keys=parts.api_keys, open_paths=open_paths(app))
         document_api_keys(app, open_paths(app))

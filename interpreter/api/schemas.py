@@ -72,6 +72,20 @@ class LimitsRequest(BaseModel):
         return value
 
 
+class InputFileRequest(BaseModel):
+    """A file written into the job's working directory before it starts, the job's own to
+    read, modify and delete."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(
+        description="Relative to the working directory (no '..', not absolute); missing parent "
+        "directories are made",
+        examples=["data/in.csv"],
+    )
+    content: str = Field(description="The file's bytes, base64", examples=["YSxiCjEsMgo="])
+
+
 class ExecuteRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -86,6 +100,7 @@ class ExecuteRequest(BaseModel):
                     "environment_variables": {"GREETING": "hello"},
                     "metadata": {"user": "orchestrator", "task_id": "12345"},
                     "limits": {"memory_bytes": 268435456, "cpu_time_s": 10},
+                    "input_files": [{"path": "data/in.csv", "content": "YSxiCjEsMgo="}],
                 }
             ]
         },
@@ -115,6 +130,11 @@ class ExecuteRequest(BaseModel):
         None,
         description="What the code reads on standard input (UTF-8; at most "
         "INTERPRETER_MAX_STDIN_BYTES, 1 MiB by default); without it the code reads end of file",
+    )
+    input_files: list[InputFileRequest] = Field(
+        default_factory=list,
+        description="Files written into the working directory before the job starts (larger "
+        "ones: a multipart/form-data body, see the docs)",
     )
 
     @model_validator(mode="after")

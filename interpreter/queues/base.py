@@ -8,12 +8,12 @@ anywhere). Both, and the service's long polls, wait for a final record with ``un
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from interpreter.job import Job
+from interpreter.job import InputFile, Job
 from interpreter.metrics import Metrics
 from interpreter.watch import FinalWatch
 
@@ -73,9 +73,10 @@ class JobQueue(Protocol):
 
     async def stop(self, grace_s: float) -> None: ...
 
-    async def submit(self, job: Job) -> tuple[Job, datetime]:
-        """Persist a new pending job and queue it, within the pending-job caps (raising
-        ``TooManyPendingJobs`` or ``QueueFull``); returns it with its estimated start time."""
+    async def submit(self, job: Job, inputs: Sequence[InputFile] = ()) -> tuple[Job, datetime]:
+        """Persist a new pending job (with its input files, in the store: whoever runs it reads
+        them there) and queue it, within the pending-job caps (raising ``TooManyPendingJobs`` or
+        ``QueueFull``); returns it with its estimated start time."""
 
     async def cancel(self, job_id: str) -> Job | None:
         """Cancel a job and return its final record.

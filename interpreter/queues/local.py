@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from interpreter.errors import QueueFull, StoreError, TooManyPendingJobs
-from interpreter.job import Job, JobStatus, utcnow
+from interpreter.job import InputFile, Job, JobStatus, utcnow
 from interpreter.metrics import Metrics
 from interpreter.queues.base import QueueState, cancel_wait_s
 from interpreter.queues.pending import PendingJobs
@@ -148,11 +149,11 @@ class LocalQueue:
         return self.execution.mean_duration_s
 
     # -- submission and cancel -------------------------------------------------------------
-    async def submit(self, job: Job) -> tuple[Job, datetime]:
+    async def submit(self, job: Job, inputs: Sequence[InputFile] = ()) -> tuple[Job, datetime]:
         estimate = self.estimate_start()
         self._admit(job.id, job.owner)
         try:
-            job = await self.store.create(job)
+            job = await self.store.create(job, inputs)
         except BaseException:
             self.pending.discard(job.id)
             raise

@@ -8,17 +8,25 @@ API reach a runner only through these members.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from interpreter.job import Job
+from interpreter.job import InputFile, Job
 from interpreter.limits import ResourceLimits
 from interpreter.process.filetrack import ScanLimits
 from interpreter.running.ending import Finish
 from interpreter.sandbox.base import Sandbox
 from interpreter.store.base import JobStore
 from interpreter.workspace import JobPaths
+
+# Reads a job's input files from the store (``ExecutionError`` when they are gone): called by the
+# runner once the job's directory is its own, so that their bytes are held only while written.
+InputReader = Callable[[], Awaitable[Sequence[InputFile]]]
+
+
+async def no_inputs() -> Sequence[InputFile]:
+    return ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,10 +52,13 @@ class Runner(Protocol):
     def sandbox(self) -> Sandbox:
         """What confines the jobs (``GET /sandbox`` describes it)."""
 
-    async def run(self, job: Job, cancel: asyncio.Event) -> Finish:
+    async def run(self, job: Job, cancel: asyncio.Event, inputs: InputReader = no_inputs) -> Finish:
         """Run the claimed ``job`` to its end, its output written to ``paths.stdout(job.id)``
-        and ``paths.stderr(job.id)``. ``cancel`` set: stop it, and end it as ``cancelled``
-        unless it had ended by itself first. Raises only for the server's own faults."""
+        and ``paths.stderr(job.id)``. A job with input files (``request.input_file_count``)
+        gets what ``inputs()`` reads written into its working directory before it starts (owned
+        by the job, and not counted as files it created). ``cancel`` set: stop
+        it, and end it as ``cancelled`` unless it had ended by itself first. Raises only for the
+        server's own faults."""
 
     def close(self) -> None:
         """Release what the runner holds, once no job runs (blocking: called in a thread)."""

@@ -17,11 +17,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from interpreter.errors import StoreError
-from interpreter.job import CapturedOutput, Job, JobStatus, utcnow
+from interpreter.errors import ExecutionError, StoreError
+from interpreter.job import CapturedOutput, InputFile, Job, JobStatus, utcnow
 from interpreter.jobfiles import CaptureLimits, FileRow, capture_directory
 from interpreter.metrics import Metrics
 from interpreter.running.base import Runner
@@ -80,13 +80,33 @@ class Execution:
         the cancel came from the server itself (its shutdown) rather than the API (None: by
         request)."""
         try:
-            finish = await self.runner.run(job, cancel)
+            finish = await self.runner.run(job, cancel, lambda: self._inputs(job))
         except Exception as exc:  # our fault, not the job's: say so and free the slot
             logger.exception("runner failed", extra={"job_id": job.id})
             # the exception's text may name host paths: the log has it, the job its kind only
             why = f"internal error ({type(exc).__name__}); the server's log has the details"
             finish = Finish(JobStatus.FAILED, None, why, None)
         await self._finish(job, finish, reason())
+
+    async def _inputs(self, job: Job) -> Sequence[InputFile]:
+        """The job's input files, read from the store (none to read for most jobs);
+        ``ExecutionError`` when some are missing."""
+        if not job.request.input_file_count:
+            return ()
+        inputs = await self.with_retries(job.id, lambda: self.store.get_inputs(job.id))
+        if len(inputs) != job.request.input_file_count:
+            raise ExecutionError("the job's input files are no longer in the job store")
+        return inputs
+
+    async def _drop_inputs(self, job: Job) -> None:
+        """A final job runs no more: its input files leave the store (a failure here only
+        leaves them until the job itself is deleted)."""
+        if not job.request.input_file_count:
+            return
+        try:
+            await self.store.delete_inputs(job.id)
+        except StoreError as exc:
+            logger.warning("input files not deleted: %s", exc, extra={"job_id": job.id})
 
     async def _finish(self, job: Job, finish: Finish, reason: str | None) -> None:
         """Record how the attempt ``job`` (as claimed) ended. Every write expects the attempt to
@@ -133,8 +153,11 @@ class Execution:
             )
             if not attached:
                 await self._stale(job)  # logs it when another attempt owns the job
+            else:
+                await self._drop_inputs(job)
             return
         self.watch.notify(job.id)
+        await self._drop_inputs(job)
         self.processed += 1
         if finish.execution_time_ms is not None:
             seconds = finish.execution_time_ms / 1000

@@ -20,12 +20,14 @@ from interpreter.errors import (
     InvalidWorkingDirectory,
     StoreError,
 )
-from interpreter.job import Job, JobResult, JobStatus, TerminationReason
+from interpreter.inputs import write_input_files
+from interpreter.job import InputFile, Job, JobResult, JobStatus, TerminationReason
 from interpreter.languages import LanguageRegistry
 from interpreter.process.filetrack import ScanLimits
 from interpreter.process.orphans import GUARD, OrphanMarks, kill_leftovers
 from interpreter.process.run import run_process
 from interpreter.process.spec import ProcessSpec
+from interpreter.running.base import InputReader, no_inputs
 from interpreter.running.base import RunLimits as RunLimits
 from interpreter.running.ending import (
     CANCELLED_BEFORE_START,
@@ -60,6 +62,7 @@ class _Setup:
     cwd_fd: int  # the working directory, opened beneath the workspace root
     cwd: Path
     fresh: bool  # its own new directory (not a named one)
+    inputs: bool  # input files were written into it before it starts
     tmpdir: Path | None  # a host TMPDIR (without a private /tmp)
     code_file: Path | None  # a host code file (without a sandbox that takes it as data)
     timeout_s: float  # what is left of the job's timeout once its directory was free
@@ -116,6 +119,11 @@ async def _take_directory(fd: int, timeout_s: float, cancel: asyncio.Event) -> f
         if cancel.is_set() or loop.time() - started >= timeout_s:
             return None
         await asyncio.sleep(DIRECTORY_POLL_S)
+
+
+async def _write_inputs(cwd_fd: int, files: Sequence[InputFile]) -> None:
+    """Write them off the loop; their bytes are let go of once written."""
+    await asyncio.to_thread(write_input_files, cwd_fd, files)
 
 
 class JobRunner:
@@ -244,14 +252,14 @@ class JobRunner:
         except OSError as exc:  # the scratch directory is emptied at the next start anyway
             logger.warning("a job's scratch files not removed: %s", exc)
 
-    async def run(self, job: Job, cancel: asyncio.Event) -> Finish:
+    async def run(self, job: Job, cancel: asyncio.Event, inputs: InputReader = no_inputs) -> Finish:
         try:
-            return await self._run(job, cancel)
+            return await self._run(job, cancel, inputs)
         except InterpreterError as exc:  # it never ran: not the code's doing
             result = JobResult(termination_reason=TerminationReason.SANDBOX_ERROR)
             return Finish(JobStatus.FAILED, result, exc.message, None)
 
-    async def _run(self, job: Job, cancel: asyncio.Event) -> Finish:
+    async def _run(self, job: Job, cancel: asyncio.Event, inputs: InputReader) -> Finish:
         language = self.registry.lookup(job.request.language)
         if not language.available:
             raise ExecutionError(f"the {language.name} interpreter is not available on this host")
@@ -279,6 +287,9 @@ class JobRunner:
             if waited_s is None:
                 return not_started(job, cancel)
             timeout_s -= waited_s
+            with_inputs = job.request.input_file_count > 0
+            if with_inputs:  # beneath its directory, never through a symlink (ExecutionError)
+                await _write_inputs(cwd_fd, await inputs())
             try:
                 if tmpdir is not None:
                     tmpdir.mkdir()
@@ -289,7 +300,9 @@ class JobRunner:
                 self._clean(tmpdir, code_file)
                 raise ExecutionError(f"cannot prepare the job's files: {exc}") from exc
             assert argv is not None
-            setup = _Setup(argv, code, cwd_fd, cwd, fresh, tmpdir, code_file, timeout_s)
+            setup = _Setup(
+                argv, code, cwd_fd, cwd, fresh, with_inputs, tmpdir, code_file, timeout_s
+            )
             return await self._confined(job, language.name, limits, setup, cancel)
         finally:
             os.close(cwd_fd)
@@ -325,6 +338,7 @@ class JobRunner:
                     limits=limits,
                     cwd_fd=setup.cwd_fd,
                     cwd_shared=not setup.fresh,
+                    cwd_inputs=setup.inputs,
                     code=setup.code,
                 ),
             )
@@ -343,7 +357,8 @@ class JobRunner:
             output_limit_bytes=self.limits.output_bytes,
             kill_grace_s=self.limits.kill_grace_s,
             track_files=job.request.capture_files,
-            cwd_is_fresh=setup.fresh,
+            # input files are there before it starts: not files it created
+            cwd_is_fresh=setup.fresh and not setup.inputs,
             scan_limits=self.limits.scan,
             confinement=prepared.confinement,
             workspace=prepared.workspace,

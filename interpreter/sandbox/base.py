@@ -100,6 +100,7 @@ class SandboxJob:
     # a symlink: what the sandbox binds (never ``cwd`` itself, which a job could swap).
     cwd_fd: int | None = None
     cwd_shared: bool = False  # a named directory, which other jobs may use too
+    cwd_inputs: bool = False  # input files written there for it (by the server: not its uid's)
     code: tuple[str, bytes] | None = None  # (path in the sandbox, content): ``code_dir`` only
 
 

@@ -493,7 +493,9 @@ class BwrapSandbox:
                     fds.append(seccomp.memfd(self.seccomp))
                     argv += ["--seccomp", str(fds[-1])]
                 if job.cwd_fd is not None:
-                    if job.cwd_shared:  # what earlier jobs left there belongs to their uids
+                    # what earlier jobs left there belongs to their uids, and its input files
+                    # to the server: the job's own to modify and delete
+                    if job.cwd_shared or job.cwd_inputs:
                         tree.chown_tree(job.cwd_fd, lease.uid, lease.uid)
                     volume = self.volumes.volume(
                         VolumeSize(job.limits.workspace_bytes, self.workspace_files)

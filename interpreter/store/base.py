@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from interpreter.job import CapturedOutput, Job, JobResult, JobStatus
+from interpreter.job import CapturedOutput, InputFile, Job, JobResult, JobStatus
 from interpreter.jobfiles import FileRow
 
 PAGE_SIZE = 1_000  # rows a restart or a retention sweep reads at a time
@@ -47,9 +47,10 @@ class JobStore(Protocol):
 
     async def close(self) -> None: ...
 
-    async def create(self, job: Job) -> Job:
-        """Persist a new pending job; returns it with its ``seq`` (submission order).
-        ``IdempotencyKeyTaken`` when a job with its ``idempotency_key`` exists (none is made)."""
+    async def create(self, job: Job, inputs: Sequence[InputFile] = ()) -> Job:
+        """Persist a new pending job, and its input files with it (one transaction: both or
+        neither); returns it with its ``seq`` (submission order). ``IdempotencyKeyTaken`` when
+        a job with its ``idempotency_key`` exists (none is made)."""
 
     async def get(self, job_id: str) -> Job | None: ...
 
@@ -125,6 +126,13 @@ class JobStore(Protocol):
 
     async def read_file(self, job_id: str, path: str) -> FileRow | None:
         """One row ``put_files`` stored, with its content, or None."""
+
+    async def get_inputs(self, job_id: str) -> Sequence[InputFile]:
+        """The input files stored with the job, in their order (none once deleted)."""
+
+    async def delete_inputs(self, job_id: str) -> None:
+        """Drop the job's input files (once it no longer needs them); ``delete`` drops them
+        with the job too."""
 
     async def list(
         self,

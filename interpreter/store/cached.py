@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from interpreter.job import CapturedOutput, Job, JobResult, JobStatus
+from interpreter.job import CapturedOutput, InputFile, Job, JobResult, JobStatus
 from interpreter.jobfiles import FileRow
 from interpreter.store.base import PAGE_SIZE, ExpiredJob, JobStore, PendingJob
 
@@ -84,8 +84,8 @@ class CachedStore:
         self._bytes = 0
         await self.inner.close()
 
-    async def create(self, job: Job) -> Job:
-        created = await self.inner.create(job)
+    async def create(self, job: Job, inputs: Sequence[InputFile] = ()) -> Job:
+        created = await self.inner.create(job, inputs)
         self._put(created)
         return created
 
@@ -99,6 +99,12 @@ class CachedStore:
                 await self.inner.release_idempotency_key(job_id)
             finally:
                 self._wrote(job_id)
+
+    async def get_inputs(self, job_id: str) -> Sequence[InputFile]:
+        return await self.inner.get_inputs(job_id)  # read once per job: never cached
+
+    async def delete_inputs(self, job_id: str) -> None:
+        await self.inner.delete_inputs(job_id)
 
     async def get(self, job_id: str) -> Job | None:
         if (job := self._jobs.get(job_id)) is not None:

@@ -9,7 +9,15 @@ from datetime import datetime
 from typing import Any
 
 from interpreter.errors import IdempotencyKeyTaken
-from interpreter.job import CapturedOutput, Job, JobResult, JobStatus, sources_of, utcnow
+from interpreter.job import (
+    CapturedOutput,
+    InputFile,
+    Job,
+    JobResult,
+    JobStatus,
+    sources_of,
+    utcnow,
+)
 from interpreter.jobfiles import FileRow
 from interpreter.store.base import PAGE_SIZE, ExpiredJob, PendingJob
 
@@ -19,6 +27,7 @@ class MemoryStore:
         self.jobs: dict[str, Job] = {}
         self.outputs: dict[str, CapturedOutput] = {}
         self.files: dict[str, dict[str, FileRow]] = {}
+        self.inputs: dict[str, tuple[InputFile, ...]] = {}
         self._seq = itertools.count(1)
 
     async def open(self) -> None:
@@ -27,14 +36,22 @@ class MemoryStore:
     async def close(self) -> None:
         return None
 
-    async def create(self, job: Job) -> Job:
+    async def create(self, job: Job, inputs: Sequence[InputFile] = ()) -> Job:
         if job.idempotency_key is not None and await self.find_by_idempotency_key(
             job.idempotency_key
         ):
             raise IdempotencyKeyTaken()
         job = job.evolve(seq=next(self._seq))
         self.jobs[job.id] = job
+        if inputs:
+            self.inputs[job.id] = tuple(inputs)
         return job
+
+    async def get_inputs(self, job_id: str) -> Sequence[InputFile]:
+        return self.inputs.get(job_id, ())
+
+    async def delete_inputs(self, job_id: str) -> None:
+        self.inputs.pop(job_id, None)
 
     async def get(self, job_id: str) -> Job | None:
         return self.jobs.get(job_id)
@@ -177,6 +194,7 @@ class MemoryStore:
             self.jobs.pop(job_id, None)
             self.outputs.pop(job_id, None)
             self.files.pop(job_id, None)
+            self.inputs.pop(job_id, None)
 
     async def count_by_status(self) -> dict[JobStatus, int]:
         counts = dict.fromkeys(JobStatus, 0)

@@ -21,7 +21,7 @@ from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
 from sqlalchemy.engine import Dialect
 
 from interpreter.job import CapturedOutput, JobStatus, sources_of
-from interpreter.store.tables import job_outputs, jobs
+from interpreter.store.tables import job_inputs, job_outputs, jobs
 
 Processors = dict[str, Callable[[Any], Any] | None]
 COLUMNS = tuple(column.name for column in jobs.columns)
@@ -83,6 +83,16 @@ class PlainWrites:
         if returning is not None:
             sql += f" RETURNING {jobs.c[returning].name}"
         return sql, [self._bind(name, values[name]) for name in names]
+
+    def insert_inputs(self, rows: Sequence[Mapping[str, Any]]) -> tuple[str, list[list[Any]]]:
+        """INSERT of ``job_inputs`` rows (``sql.input_rows``), for ``executemany``: the
+        statement and each row's parameters."""
+        names = [column.name for column in job_inputs.columns]
+        sql = (
+            f"INSERT INTO {job_inputs.name} ({', '.join(names)}) "
+            f"VALUES ({', '.join(self.placeholder for _ in names)})"
+        )
+        return sql, [[row[name] for name in names] for row in rows]
 
     def upsert_outputs(
         self, job_id: str, outputs: CapturedOutput, expect: Mapping[str, Any] | None = None

@@ -30,6 +30,7 @@ from sqlalchemy.pool import QueuePool
 from interpreter.errors import IdempotencyKeyTaken, StoreError
 from interpreter.job import (
     CapturedOutput,
+    InputFile,
     Job,
     JobRequest,
     JobResult,
@@ -49,7 +50,14 @@ from interpreter.store.engines import (
     ThreadedEngine,
 )
 from interpreter.store.plain_writes import PlainWrites
-from interpreter.store.tables import IDEMPOTENCY_INDEX, job_files, job_outputs, jobs, metadata
+from interpreter.store.tables import (
+    IDEMPOTENCY_INDEX,
+    job_files,
+    job_inputs,
+    job_outputs,
+    jobs,
+    metadata,
+)
 
 DELETE_CHUNK = 200  # jobs deleted in one transaction
 FILE_ROWS_CHUNK = 100  # a captured job's files inserted in one statement
@@ -79,6 +87,7 @@ def _row_to_job(row: Any) -> Job:
             metadata=req.get("metadata") or {},
             limits=ResourceLimits(**req["limits"]) if req.get("limits") else None,
             stdin=req.get("stdin"),
+            input_file_count=req.get("input_file_count") or 0,
         ),
         status=JobStatus(row.status),
         owner=row.owner,
@@ -122,6 +131,14 @@ def insert_values(job: Job) -> dict[str, Any]:
 def insert_statement(job: Job) -> sa.Insert:
     """The row of a new job (the PostgreSQL queue runs it inside its own transaction)."""
     return jobs.insert().values(**insert_values(job))
+
+
+def input_rows(job_id: str, inputs: Sequence[InputFile]) -> list[dict[str, Any]]:
+    """The ``job_inputs`` rows of a new job's input files, in their order."""
+    return [
+        {"job_id": job_id, "seq": seq, "path": file.path, "content": file.content}
+        for seq, file in enumerate(inputs)
+    ]
 
 
 def add_missing_columns(conn: sa.Connection) -> None:
@@ -300,7 +317,17 @@ class SqlStore:
     async def _rows(self, query: sa.Executable, *, one: bool = False) -> Sequence[sa.Row[Any]]:
         return await self._run(lambda conn: conn.execute(query).all(), one=one)
 
-    async def create(self, job: Job) -> Job:
+    async def create(self, job: Job, inputs: Sequence[InputFile] = ()) -> Job:
+        if inputs:  # the job's row and its files in one transaction
+            insert, rows = insert_statement(job), input_rows(job.id, inputs)
+
+            def create(conn: sa.Connection) -> Any:
+                keys = conn.execute(insert).inserted_primary_key
+                conn.execute(job_inputs.insert(), rows)
+                return keys
+
+            keys = await self._write(create)
+            return job.evolve(seq=keys[0] if keys else None)
         values = insert_values(job)
         plain = await self._plain(lambda w: w.insert(values, returning="seq"), fetch=True)
         if plain is not None:
@@ -460,6 +487,18 @@ class SqlStore:
             row["content"] = bytes(row["content"])
         return FileRow(**row)
 
+    async def get_inputs(self, job_id: str) -> Sequence[InputFile]:
+        query = (
+            sa.select(job_inputs.c.path, job_inputs.c.content)
+            .where(job_inputs.c.job_id == job_id)
+            .order_by(job_inputs.c.seq)
+        )
+        return [InputFile(r.path, bytes(r.content)) for r in await self._rows(query)]
+
+    async def delete_inputs(self, job_id: str) -> None:
+        delete = job_inputs.delete().where(job_inputs.c.job_id == job_id)
+        await self._statement(lambda conn: conn.execute(delete))
+
     async def list(
         self,
         *,
@@ -524,6 +563,7 @@ class SqlStore:
             def delete(conn: sa.Connection, chunk: list[str] = chunk) -> None:
                 conn.execute(job_outputs.delete().where(job_outputs.c.job_id.in_(chunk)))
                 conn.execute(job_files.delete().where(job_files.c.job_id.in_(chunk)))
+                conn.execute(job_inputs.delete().where(job_inputs.c.job_id.in_(chunk)))
                 conn.execute(jobs.delete().where(jobs.c.id.in_(chunk)))
 
             await self._write(delete)

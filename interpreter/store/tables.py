@@ -86,3 +86,16 @@ job_files = sa.Table(
     sa.Column("reason", sa.Text, nullable=True),
     sa.Column("content", sa.LargeBinary, nullable=True),
 )
+
+
+# Files sent with a job, kept until it runs (the runner reads them wherever it runs: workers
+# share no disk with the API replicas). Written with the job's row, deleted with it, and once
+# the job is final. ``seq``: their order in the request.
+job_inputs = sa.Table(
+    "job_inputs",
+    metadata,
+    sa.Column("job_id", sa.String(36), primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("content", sa.LargeBinary, nullable=False),
+)

@@ -310,7 +310,7 @@ async def test_pending_counts_are_rebuilt_from_the_store_at_start(make_api) -> N
 async def test_a_failed_store_write_does_not_count_as_pending(make_api) -> None:
     api = await make_api(max_pending_jobs=1, max_jobs=1)
 
-    async def broken(job: Job) -> Job:
+    async def broken(job: Job, inputs: object = ()) -> Job:
         raise OSError("disk full")
 
     real_create = api.store.create

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from interpreter.errors import IdempotencyKeyTaken, StoreError
 from interpreter.job import (
     CapturedOutput,
+    InputFile,
     Job,
     JobRequest,
     JobResult,
@@ -371,6 +372,30 @@ async def test_outputs_of_a_missing_job_are_not_kept(store: JobStore) -> None:
     missing = new_job_id()
     assert not await store.put_outputs(missing, CapturedOutput(b"x", b""))
     assert await store.get_outputs(missing) is None
+
+
+async def test_input_files_round_trip_in_order_and_go_with_the_job(store: JobStore) -> None:
+    inputs = (
+        InputFile("z/last.csv", b"a,b\n"),
+        InputFile("a.bin", bytes(range(256)) * 1024),
+        InputFile("empty", b""),
+    )
+    job = await store.create(make_job(input_file_count=3), inputs)
+    plain = await store.create(make_job())
+    assert job.seq is not None and plain.seq is not None and plain.seq > job.seq
+
+    got = await store.get(job.id)
+    assert got is not None and got.request.input_file_count == 3
+    assert list(await store.get_inputs(job.id)) == list(inputs)
+    assert list(await store.get_inputs(plain.id)) == []
+
+    await store.delete_inputs(job.id)  # once the job no longer needs them
+    assert list(await store.get_inputs(job.id)) == []
+    assert await store.get(job.id) is not None  # the job stays
+
+    other = await store.create(make_job(input_file_count=1), (InputFile("x", b"1"),))
+    await store.delete([other.id])  # retention: the files go with the job
+    assert list(await store.get_inputs(other.id)) == []
 
 
 async def test_queue_id_is_kept(store: JobStore) -> None:

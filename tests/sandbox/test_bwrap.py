@@ -6,6 +6,7 @@ needs the sandbox is skipped with the reason when this host cannot run it (no bw
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import os
 import shutil
@@ -472,3 +473,29 @@ async def test_a_sparse_file_within_the_limit_keeps_its_holes_on_the_host(
     kept = sandboxed.workspace_root / body["job_id"] / "sparse"
     assert kept.stat().st_size == 200 * MiB + 3
     assert kept.stat().st_blocks * 512 <= 64 * 1024  # a hole, not 200 MiB of zeros
+
+
+# -- input files ----------------------------------------------------------------------------------
+async def test_input_files_are_the_sandboxed_jobs_own_to_modify_and_delete(sandboxed: Any) -> None:
+    inputs = [
+        {"path": "data/in.csv", "content": base64.b64encode(b"a,b\n").decode()},
+        {"path": "sub/gone.txt", "content": base64.b64encode(b"bye").decode()},
+    ]
+    code = (
+        "import os\n"
+        "print(os.stat('data/in.csv').st_uid == os.getuid())\n"
+        "open('data/in.csv', 'a').write('1,2\\n')\n"
+        "os.remove('sub/gone.txt')\n"
+        "os.rmdir('sub')\n"
+        "print(open('data/in.csv').read(), end='')\n"
+    )
+
+    body = await sandboxed.run(code, working_directory="inputs-here", input_files=inputs)
+
+    assert body["status"] == "completed", body
+    assert body["stdout"] == "True\na,b\n1,2\n"
+    workdir = Path(body["working_directory"])
+    assert not (workdir / "sub").exists()
+    kept = workdir / "data" / "in.csv"
+    assert kept.read_text() == "a,b\n1,2\n"
+    assert kept.stat().st_uid != os.getuid()  # the job's uid, not the server's

@@ -6,7 +6,7 @@ import hashlib
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 
 from interpreter.api.deps import OwnerDep, ServiceDep
 from interpreter.api.schemas import (
@@ -20,8 +20,14 @@ from interpreter.api.schemas import (
     StructuredResult,
     WorkerInfo,
 )
+from interpreter.api.uploads import (
+    MULTIPART_OPENAPI,
+    ExecuteRoute,
+    decode_input_files,
+    uploaded_files,
+)
 from interpreter.errors import InvalidRequest
-from interpreter.job import Job, JobResult, JobStatus, termination_reason
+from interpreter.job import InputFile, Job, JobResult, JobStatus, termination_reason
 from interpreter.service import Idempotency, JobService, Submission
 
 router = APIRouter(tags=["jobs"])
@@ -110,34 +116,26 @@ IdempotencyKeyHeader = Annotated[
 ]
 
 
-def idempotency(key: str | None, body: ExecuteRequest) -> Idempotency | None:
-    """The submission's key and its request's digest (the JSON body, keys sorted), or None."""
+def idempotency(
+    key: str | None, body: ExecuteRequest, uploaded: tuple[InputFile, ...]
+) -> Idempotency | None:
+    """The submission's key and its request's digest (the JSON body, keys sorted, and each
+    uploaded file's path and sha256), or None."""
     if key is None:
         return None
     if not (0 < len(key) <= 255 and all(" " <= c <= "~" for c in key)):
         raise InvalidRequest(IDEMPOTENCY_KEY_RULE)
-    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    files = [[f.path, hashlib.sha256(f.content).hexdigest()] for f in uploaded]
+    request = {"body": body.model_dump(mode="json"), "uploaded": files}
+    canonical = json.dumps(request, sort_keys=True, separators=(",", ":"))
     return Idempotency(key, hashlib.sha256(canonical.encode()).hexdigest())
 
 
-@router.post(
-    "/execute",
-    response_model=FullResult | ExecuteResponse,
-    responses={
-        400: error("The body could not be read"),
-        413: error("Body, code or stdin larger than the configured maximum"),
-        422: error(
-            "Invalid body, language, timeout, directory, environment, limits or Idempotency-Key "
-            "(or the key sent again with another request)"
-        ),
-        429: error("Rate limit exceeded, or too many of this key's jobs pending (Retry-After)"),
-        503: error("Shutting down, too many pending jobs, or the job store is unavailable"),
-    },
-)
 async def execute(
     body: ExecuteRequest,
     service: ServiceDep,
     owner: OwnerDep,
+    request: Request,
     response: Response,
     wait: ExecuteWaitQuery = 0,
     idempotency_key: IdempotencyKeyHeader = None,
@@ -145,9 +143,13 @@ async def execute(
     """Submit code to run. Answers at once with the job id while the job runs in the background,
     or, with `wait`, with the full result of a job that ended within that many seconds.
 
+    Input files come base64 in `input_files`, or as file parts of a `multipart/form-data` body
+    beside its `request` part (this JSON body).
+
     With an `Idempotency-Key`, a retry of the same request (same key, same owner, within 24
     hours) answers with the job the first one made, never running the code again
     (`Idempotent-Replayed: true`); the key with another request is a 422."""
+    uploaded = uploaded_files(request)
     submitted = await service.submit(
         Submission(
             code=body.code,
@@ -159,9 +161,10 @@ async def execute(
             metadata=body.metadata,
             limits=body.limits.model_dump(exclude_none=True) if body.limits else None,
             stdin=body.stdin,
+            input_files=decode_input_files(body.input_files) + uploaded,
         ),
         owner,
-        idempotency(idempotency_key, body),
+        idempotency(idempotency_key, body, uploaded),
     )
     job, estimate = submitted.job, submitted.estimate
     if submitted.replayed:
@@ -171,6 +174,26 @@ async def execute(
         if job.is_final:
             return await full_view(service, job)
     return ExecuteResponse(job_id=job.id, status=job.status, estimated_start_time=estimate)
+
+
+router.add_api_route(
+    "/execute",
+    execute,
+    methods=["POST"],
+    response_model=FullResult | ExecuteResponse,
+    responses={
+        400: error("The body could not be read"),
+        413: error("Body, code, stdin or upload larger than the configured maximum"),
+        422: error(
+            "Invalid body, language, timeout, directory, environment, limits, input files or "
+            "Idempotency-Key (or the key sent again with another request)"
+        ),
+        429: error("Rate limit exceeded, or too many of this key's jobs pending (Retry-After)"),
+        503: error("Shutting down, too many pending jobs, or the job store is unavailable"),
+    },
+    openapi_extra=MULTIPART_OPENAPI,
+    route_class_override=ExecuteRoute,
+)
 
 
 @router.get("/jobs/{job_id}/status", response_model=StatusResponse, responses=READ_RESPONSES)

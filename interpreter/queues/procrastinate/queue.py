@@ -1,10 +1,10 @@
 """The PostgreSQL queue: what an API replica does with jobs (a worker may run in the same process).
 
 A submission is one transaction: the pending-job caps checked under an advisory lock (so that
-they hold across replicas), the procrastinate job deferred, our job row inserted. Either both
-rows exist or neither. A pending job's cancel is a compare-and-set on our row (its entry dropped);
-a running job's is procrastinate's abort, which reaches the worker running the job over
-LISTEN/NOTIFY: the worker writes the final record, which the cancel waits for.
+they hold across replicas), the procrastinate job deferred, our job row inserted with its input
+files. Either all rows exist or none. A pending job's cancel is a compare-and-set on our row
+(its entry dropped); a running job's is procrastinate's abort, which reaches the worker running
+the job over LISTEN/NOTIFY: the worker writes the final record, which the cancel waits for.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import math
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from interpreter.config import Settings
 from interpreter.errors import IdempotencyKeyTaken, QueueFull, StoreError, TooManyPendingJobs
-from interpreter.job import Job, JobStatus, utcnow
+from interpreter.job import InputFile, Job, JobStatus, utcnow
 from interpreter.metrics import Metrics
 from interpreter.queues.base import QueueState, cancel_wait_s, until_final
 from interpreter.queues.procrastinate.app import queue_entry
@@ -33,7 +34,7 @@ from interpreter.queues.procrastinate.worker import WorkerNode
 from interpreter.running.lifecycle import cancel_in_store
 from interpreter.store.base import JobStore
 from interpreter.store.plain_writes import POSTGRESQL
-from interpreter.store.sql import describe_db_error, insert_values, key_taken
+from interpreter.store.sql import describe_db_error, input_rows, insert_values, key_taken
 from interpreter.watch import FinalWatch
 
 logger = logging.getLogger("interpreter.queue")
@@ -98,7 +99,7 @@ class PostgresQueue:
         return not self._stopping
 
     # -- submission and cancel --------------------------------------------------------------
-    async def submit(self, job: Job) -> tuple[Job, datetime]:
+    async def submit(self, job: Job, inputs: Sequence[InputFile] = ()) -> tuple[Job, datetime]:
         connector = self.app.connector
         assert isinstance(connector, procrastinate.PsycopgConnector)
         try:  # plain psycopg on procrastinate's pool: a third of SQLAlchemy's cost per statement
@@ -110,6 +111,10 @@ class PostgresQueue:
                 job = job.evolve(queue_id=entry.id)
                 sql, params = POSTGRESQL.insert(insert_values(job), returning="seq")
                 row = await (await conn.execute(sql, params)).fetchone()
+                if inputs:  # kept in the database: whichever worker runs the job reads them
+                    sql, rows = POSTGRESQL.insert_inputs(input_rows(job.id, inputs))
+                    async with conn.cursor() as cursor:
+                        await cursor.executemany(sql, rows)
         except DB_ERRORS as exc:  # a taken key: the transaction, its queue entry too, undone
             if key_taken(exc):
                 raise IdempotencyKeyTaken() from exc
