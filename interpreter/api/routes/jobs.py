@@ -17,6 +17,7 @@ from interpreter.api.schemas import (
     StatusResponse,
     StructuredResult,
     WorkerInfo,
+    whole_ms,
 )
 from interpreter.errors import InvalidRequest
 from interpreter.job import Job, JobResult, JobStatus, termination_reason
@@ -77,7 +78,8 @@ def status_view(job: Job) -> StatusResponse:
         created_at=job.created_at,
         started_at=job.started_at,
         completed_at=job.completed_at,
-        execution_time_ms=job.execution_time_ms,
+        execution_time_ms=whole_ms(job.execution_time_ms),
+        execution_time_precise_ms=job.execution_time_ms,
         error_message=job.error_message,
         metadata=_metadata(job),
     )
@@ -176,7 +178,8 @@ async def full_view(service: JobService, job: Job) -> FullResult:
         files_deleted=list(result.files_deleted),
         files_complete=result.files_complete,
         files_note=result.files_note,
-        execution_time_ms=job.execution_time_ms,
+        execution_time_ms=whole_ms(job.execution_time_ms),
+        execution_time_precise_ms=job.execution_time_ms,
         exit_code=result.exit_code,
         signal=result.signal,
         resource_usage=ResourceUsage.model_validate(result.resource_usage)
