@@ -82,8 +82,9 @@ class Settings(BaseSettings):
     database_timeout_s: float = Field(30.0, gt=0, alias="INTERPRETER_DATABASE_TIMEOUT")
 
     # -- abuse of the API (rate limits, caps) ---------------------------------------------------
+    # auto: none without authentication, 1000/second per key with it (see api/ratelimit.py)
     rate_limit: str = Field(
-        "120/minute", description="POST /execute per API key (per client address without auth)"
+        "auto", description="POST /execute per API key (per client address without auth)"
     )
     rate_limit_storage: str = "memory://"  # a `limits` storage URI, e.g. redis://127.0.0.1:6379
     max_pending_per_key: int = Field(1_000, ge=1)

@@ -119,11 +119,8 @@ class JobService:
             max_total_bytes=self.settings.max_upload_bytes,
         )
 
-    def validate(self, sub: Submission, owner: str | None = None) -> JobRequest:
-        return self._validate(sub, owner)[0]
-
-    def _validate(
-        self, sub: Submission, owner: str | None
+    def validate(
+        self, sub: Submission, owner: str | None = None
     ) -> tuple[JobRequest, tuple[InputFile, ...]]:
         """The job's request and its input files (paths made canonical), once both are valid."""
         inputs = check_input_files(sub.input_files, self.input_limits)
@@ -183,7 +180,7 @@ class JobService:
         makes the job (the store's unique key) and the others answer with it."""
         if not self.queue.accepting:
             raise ServiceUnavailable("the server is shutting down and takes no new jobs")
-        request, inputs = self._validate(sub, owner)
+        request, inputs = self.validate(sub, owner)
         job = Job(id=new_job_id(), request=request, owner=owner)
         if idempotency is not None:
             key = idempotency_scope(owner, idempotency.key)

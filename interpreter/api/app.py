@@ -18,8 +18,8 @@ from interpreter.api import errors
 from interpreter.api.auth import RequireApiKey
 from interpreter.api.bodylimit import BodySizeLimit
 from interpreter.api.deps import AppParts
-from interpreter.api.openapi import document_api_keys
-from interpreter.api.ratelimit import ExecuteRateLimit, RateLimiter
+from interpreter.api.openapi import document
+from interpreter.api.ratelimit import ExecuteRateLimit, rate_limiter
 from interpreter.api.routes import files, jobs, sandbox, system
 from interpreter.config import Settings
 from interpreter.datadir import DataDirLock
@@ -150,7 +150,7 @@ def create_app(
     """The application. ``store``, ``runner`` and ``queue`` replace the ones the settings call
     for (tests pass a MemoryStore, a fake runner or queue)."""
     settings = settings or Settings()
-    limiter = RateLimiter.from_settings(settings)
+    limiter = rate_limiter(settings)
     parts = build_parts(settings, store, runner, queue)
 
     @contextlib.asynccontextmanager
@@ -192,12 +192,16 @@ def create_app(
     app = FastAPI(
         title="Interpreter API",
         version=__version__,
-        description="Runs untrusted code as jobs and answers with structured JSON.",
+        description="Runs untrusted code as jobs and answers with structured JSON. Every error "
+        'is `{"detail": "<one sentence>"}` (a 422 adds `errors`, one per bad field). This '
+        "document describes this server as configured: with authentication on, every operation "
+        "but the open ones needs an API key and may answer 401.",
         lifespan=lifespan,
         # operation ids a generated client turns into method names: execute, get_job_status, ...
         generate_unique_id_function=lambda route: route.name,
     )
     app.state.parts = parts
+    document(app, settings, parts.registry, open_paths(app), bool(parts.api_keys))
     errors.install(app)
     app.include_router(jobs.router)
     app.include_router(files.router)
@@ -213,8 +217,8 @@ def create_app(
     )
     if parts.api_keys:
         app.add_middleware(RequireApiKey, api_keys=parts.api_keys, open_paths=open_paths(app))
-        document_api_keys(app, open_paths(app))
-    app.add_middleware(ExecuteRateLimit, limiter=limiter, api_keys=parts.api_keys)
+    if limiter is not None:
+        app.add_middleware(ExecuteRateLimit, limiter=limiter, api_keys=parts.api_keys)
     if settings.enable_cors:
         origins = settings.cors_origins
         app.add_middleware(

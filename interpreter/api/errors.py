@@ -98,18 +98,46 @@ async def _interpreter_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc)
 
 
-async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
-    """FastAPI's 422 shape, without echoing the submitted input (code, environment values)."""
-    assert isinstance(exc, RequestValidationError)
-    errors = [
+PLACES = {"body": "body field", "query": "query parameter", "path": "path parameter"}
+VALUE_ERROR_PREFIX = "Value error, "
+
+
+def field_errors(exc: RequestValidationError) -> list[dict[str, object]]:
+    """Each reason as ``{loc, msg, type}``, without the submitted input (code, environment
+    values) that pydantic's own errors carry."""
+    return [
         {
             "loc": [p if isinstance(p, int) else safe_text(p) for p in err.get("loc", ())],
-            "msg": safe_text(err.get("msg", "")),
-            "type": err.get("type", ""),
+            "msg": safe_text(err.get("msg", "")).removeprefix(VALUE_ERROR_PREFIX),
+            "type": safe_text(err.get("type", "")),
         }
         for err in exc.errors()
     ]
-    return JSONResponse({"detail": errors}, status_code=422)
+
+
+def validation_sentence(errors: list[dict[str, object]]) -> str:
+    """One sentence: the first bad field and what was wrong with it, and how many more."""
+    if not errors:
+        return "Invalid request"
+    first = errors[0]
+    loc = first["loc"]
+    assert isinstance(loc, list)
+    where, path = (str(loc[0]), ".".join(str(p) for p in loc[1:])) if loc else ("request", "")
+    if first["type"] == "json_invalid":  # its loc ends with a character position
+        path = ""
+    place = f"{PLACES.get(where, where)} '{path}'" if path else f"request {where}"
+    sentence = f"Invalid {place}: {first['msg']}"
+    if len(errors) > 1:
+        more = len(errors) - 1
+        sentence += f" (and {more} more error{'s' if more > 1 else ''}, listed in errors)"
+    return sentence
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """422: ``detail`` the first reason in a sentence, ``errors`` every reason."""
+    assert isinstance(exc, RequestValidationError)
+    errors = field_errors(exc)
+    return JSONResponse({"detail": validation_sentence(errors), "errors": errors}, status_code=422)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -119,8 +147,9 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    detail = exc.detail if isinstance(exc.detail, str) else safe_text(exc.detail)
     return JSONResponse(
-        {"detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None)
+        {"detail": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None)
     )
 
 

@@ -4,6 +4,10 @@ Checked by a pure ASGI middleware before the body is read or parsed, so a refuse
 counter increment (microseconds with the memory storage), never a JSON parse or a store write.
 Only submissions are limited: status polls, results and cancels are not.
 
+``INTERPRETER_RATE_LIMIT=auto`` (the default) limits nothing without authentication and
+``AUTO_PER_KEY`` with it: the pending-job caps are the backpressure, and a limit below what the
+server runs would hold a single orchestrator (one address, or one key) below the server's pace.
+
 A fixed window (``limits``' ``FixedWindowRateLimiter``) rather than a moving one: one counter per
 identity, O(1) on every storage, and an exact Retry-After (when the window resets); the cost is
 that a client may spend two windows' worth in a burst across a window's edge.
@@ -41,6 +45,32 @@ NAMESPACE = "execute"
 STORAGE_WARNING_EVERY_S = 60.0
 SWEEP_EVERY_S = 1.0
 LIMITED_PATH = "/execute"
+
+
+AUTO = "auto"
+OFF = "off"
+# "auto" with authentication: far above what one server runs (85-130 jobs/s measured on 2 cores,
+# /work/shared/notes/PEERS.md), so one client is never held below the server's pace; it bounds a
+# runaway loop and key guessing per address. The pending-job caps are the backpressure.
+AUTO_PER_KEY = "1000/second"
+
+
+def effective_rate_limit(settings: Settings) -> str | None:
+    """The limit INTERPRETER_RATE_LIMIT sets, None for none: ``off``, or ``auto`` (the
+    default) without authentication, where the pending-job caps bound a client; ``auto`` with
+    authentication is ``AUTO_PER_KEY``."""
+    value = settings.rate_limit.strip()
+    if value.lower() == OFF:
+        return None
+    if value.lower() == AUTO:
+        return AUTO_PER_KEY if settings.authentication else None
+    return value
+
+
+def rate_limiter(settings: Settings) -> RateLimiter | None:
+    """The limiter of ``POST /execute`` these settings ask for, if any."""
+    limit = effective_rate_limit(settings)
+    return None if limit is None else RateLimiter.from_settings(settings, limit)
 
 
 class MemoryCounters(Storage):
@@ -98,17 +128,19 @@ class RateLimiter:
         self._warned_at_s = -math.inf
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> RateLimiter:
-        """The limiter of INTERPRETER_RATE_LIMIT and _STORAGE; a bad value refuses to start."""
+    def from_settings(cls, settings: Settings, limit: str | None = None) -> RateLimiter:
+        """The limiter of ``limit`` (default: INTERPRETER_RATE_LIMIT) and
+        INTERPRETER_RATE_LIMIT_STORAGE; a bad value refuses to start."""
+        limit = settings.rate_limit if limit is None else limit
         try:
-            items = parse_many(settings.rate_limit)
+            items = parse_many(limit)
         except ValueError:
             items = []
         if not items or any(item.amount < 1 for item in items):
             raise ConfigurationError(
-                f"INTERPRETER_RATE_LIMIT={settings.rate_limit!r} is not a rate limit: write a "
-                "positive number of requests per period, e.g. '120/minute', '10 per second' or "
-                "'10/second;1000/hour'"
+                f"INTERPRETER_RATE_LIMIT={settings.rate_limit!r} is not a rate limit: write "
+                f"'{AUTO}', '{OFF}' or a positive number of requests per period, e.g. "
+                "'120/minute', '10 per second' or '10/second;1000/hour'"
             )
         uri = settings.rate_limit_storage
         if uri in ("memory://", "async+memory://"):

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from interpreter.environment import REFUSED_NAMES, REFUSED_PREFIXES, VALID_NAME
 from interpreter.job import JobStatus, TerminationReason
 from interpreter.limits import MIN_PROCESSES, below_minimum
+from interpreter.workspace import MAX_WORKING_DIRECTORY_CHARS
 
 MAX_METADATA_DEPTH = 32
 MAX_METADATA_BYTES = 64 * 1024
@@ -38,11 +41,41 @@ def _check_json(value: Any, field: str, depth: int) -> None:
             _check_json(item, field, depth + 1)
 
 
+# Request bodies are read strictly: "5" is not a number, 0 is not a boolean, 1.5 is not an
+# integer. As in JSON Schema, 5 is a number (a timeout of 5 is 5.0 seconds) and 5.0 an integer.
+STRICT = ConfigDict(extra="forbid", strict=True)
+
+# What the server refuses of environment_variables, said in the schema (JSON Schema 2020-12,
+# which OpenAPI 3.1 uses): the names a job can be given, and values without NUL bytes.
+ENVIRONMENT_SCHEMA: dict[str, Any] = {
+    "propertyNames": {
+        "pattern": VALID_NAME.pattern,
+        "not": {
+            "anyOf": [
+                {"enum": sorted(REFUSED_NAMES)},
+                {"pattern": "^(" + "|".join(sorted(REFUSED_PREFIXES)) + ")"},
+            ]
+        },
+    },
+    "additionalProperties": {"type": "string", "pattern": "^[^\\u0000]*$"},
+}
+
+# What the server refuses of a working_directory that the text alone shows (an absolute path
+# outside the root, or one naming the root itself, is refused too).
+WORKING_DIRECTORY_SCHEMA: dict[str, Any] = {
+    "maxLength": MAX_WORKING_DIRECTORY_CHARS,
+    "pattern": "^[^\\u0000]*$",
+    "not": {"pattern": "(^|/)\\.\\.(/|$)"},
+}
+
+WorkingDirectory = Annotated[str, Field(json_schema_extra=WORKING_DIRECTORY_SCHEMA)]
+
+
 class LimitsRequest(BaseModel):
     """Per-job limits; each one left out takes the server's default. A value above the
     server's maximum is refused with 422 (``GET /sandbox`` lists defaults and maximums)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     cpu_time_s: float | None = Field(
         None, gt=0, description="CPU time of all the job's processes together, in seconds"
@@ -62,6 +95,22 @@ class LimitsRequest(BaseModel):
         None, ge=2**20, description="Disk used in the working directory"
     )
 
+    @field_validator(
+        "memory_bytes",
+        "processes",
+        "file_size_bytes",
+        "open_files",
+        "workspace_bytes",
+        mode="before",
+    )
+    @classmethod
+    def _whole_number(cls, value: Any) -> Any:
+        """A float that is a whole number (``268435456.0``) is an integer, as in JSON Schema;
+        ``1.5``, ``"5"`` and ``true`` stay refused."""
+        if type(value) is float and value.is_integer():
+            return int(value)
+        return value
+
     @field_validator("processes", mode="before")
     @classmethod
     def _enough_processes(cls, value: Any) -> Any:
@@ -79,16 +128,25 @@ class InputFileRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     path: str = Field(
-        description="Relative to the working directory (no '..', not absolute); missing parent "
-        "directories are made",
+        description="Relative to the working directory (no '..' component, not absolute, no two "
+        "files at one path, names of at most 255 bytes); missing parent directories are made",
         examples=["data/in.csv"],
+        # stated, not enforced here: the server's own check names the file it refuses
+        json_schema_extra={"maxLength": 4095, "pattern": r"^[^/\x00]([^\x00]*[^/\x00])?$"},
     )
-    content: str = Field(description="The file's bytes, base64", examples=["YSxiCjEsMgo="])
+    content: str = Field(
+        description="The file's bytes, base64 (standard alphabet, padded; whitespace such as "
+        "the line breaks of `base64` is ignored)",
+        examples=["YSxiCjEsMgo="],
+        json_schema_extra={
+            "pattern": r"^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+        },
+    )
 
 
 class ExecuteRequest(BaseModel):
     model_config = ConfigDict(
-        extra="forbid",
+        **STRICT,
         json_schema_extra={
             "examples": [
                 {
@@ -107,17 +165,29 @@ class ExecuteRequest(BaseModel):
     )
 
     code: str = Field(description="Source code to run")
-    language: str = Field("python", description="python, shell, javascript or an alias")
+    language: str = Field(
+        "python",
+        description="python, shell, javascript or an alias (the document lists those available "
+        "on this server; GET /languages says more)",
+    )
     timeout: float | None = Field(
-        None, description="Wall-time limit in seconds (default and maximum are configurable)"
+        None,
+        description="Wall-time limit in seconds, above 0 and at most the server's maximum "
+        "(INTERPRETER_MAX_TIMEOUT); default INTERPRETER_DEFAULT_TIMEOUT",
     )
     capture_files: bool = Field(True, description="Track files created, modified and deleted")
-    working_directory: str | None = Field(
+    working_directory: WorkingDirectory | None = Field(
         None,
         description="Directory inside the workspace root (relative paths are taken from the "
         "root); default: a fresh directory per job",
     )
-    environment_variables: dict[str, str] = Field(default_factory=dict)
+    environment_variables: dict[str, str] = Field(
+        default_factory=dict,
+        description="Variables added to the job's environment: names of letters, digits and _ "
+        "(not starting with a digit); names that could weaken the sandbox (LD_*, BASH_ENV, ...) "
+        "are refused; values without NUL bytes",
+        json_schema_extra=ENVIRONMENT_SCHEMA,
+    )
     metadata: dict[str, Any] = Field(
         default_factory=dict,
         description=f"Kept with the job and returned with it (JSON, at most {MAX_METADATA_DEPTH} "
@@ -163,13 +233,23 @@ class ExecuteResponse(BaseModel):
     estimated_start_time: datetime
 
 
+EXECUTION_TIME = "Wall time from start to end, in whole milliseconds (null until it ran)"
+EXECUTION_TIME_PRECISE = "The same wall time, in milliseconds with a fraction"
+
+
+def whole_ms(value: float | None) -> int | None:
+    """``execution_time_ms`` as the API shows it: whole milliseconds, rounded half up."""
+    return None if value is None else math.floor(value + 0.5)
+
+
 class StatusResponse(BaseModel):
     job_id: str
     status: JobStatus
     created_at: datetime
     started_at: datetime | None
     completed_at: datetime | None
-    execution_time_ms: float | None
+    execution_time_ms: int | None = Field(description=EXECUTION_TIME)
+    execution_time_precise_ms: float | None = Field(description=EXECUTION_TIME_PRECISE)
     error_message: str | None
     metadata: dict[str, Any]
 
@@ -229,7 +309,8 @@ class FullResult(BaseModel):
     files_deleted: list[str]
     files_complete: bool = Field(description="False when file tracking hit its bound")
     files_note: str | None
-    execution_time_ms: float | None
+    execution_time_ms: int | None = Field(description=EXECUTION_TIME)
+    execution_time_precise_ms: float | None = Field(description=EXECUTION_TIME_PRECISE)
     exit_code: int | None
     signal: int | None
     resource_usage: ResourceUsage | None
@@ -297,8 +378,24 @@ class HealthResponse(BaseModel):
     queue: QueueReport
 
 
+class FieldError(BaseModel):
+    """One reason a request was invalid (the input itself is never echoed)."""
+
+    loc: list[str | int] = Field(
+        description="Where: body, query, path or header, then the field's path",
+        examples=[["body", "limits", "memory_bytes"]],
+    )
+    msg: str = Field(examples=["Input should be a valid integer"])
+    type: str = Field(examples=["int_type"])
+
+
 class ErrorResponse(BaseModel):
-    detail: Any = Field(examples=["Job not found: 550e8400-e29b-41d4-a716-446655440000"])
+    """Every error: one sentence; a request that failed validation also lists each reason."""
+
+    detail: str = Field(examples=["Job not found: 550e8400-e29b-41d4-a716-446655440000"])
+    errors: list[FieldError] | None = Field(
+        None, description="422 for an invalid request only: every field that was wrong"
+    )
 
 
 class JobFile(BaseModel):

@@ -41,6 +41,7 @@ MULTIPART_OPENAPI: dict[str, Any] = {
                 "schema": {
                     "type": "object",
                     "required": [REQUEST_PART],
+                    "additionalProperties": False,
                     "properties": {
                         REQUEST_PART: {"$ref": "#/components/schemas/ExecuteRequest"},
                         FILES_PART: {

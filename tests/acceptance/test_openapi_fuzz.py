@@ -3,7 +3,9 @@
 The real application runs in process (a MemoryStore, authentication on, no sandbox) and its
 schema comes from its own ``GET /openapi.json``. Every operation is called with generated
 requests, fitting the schema and not, with a valid API key and without one; no answer may be a
-server error, and each must be documented: its status code, its content type and its body.
+server error, and each must be documented: its status code, its content type and its body. And
+the other way round: every submission that fits the schema is accepted, so the document states
+each reason the server would refuse one.
 
 The fuzzed code really runs (no sandbox), so every language of this server is ``/bin/true``:
 a submitted job executes nothing. Failures are collected rather than raised, so that one run
@@ -39,6 +41,8 @@ from schemathesis.specs.openapi.checks import (
 
 from interpreter.api.app import create_app
 from interpreter.config import Settings
+from interpreter.errors import InvalidInputFile
+from interpreter.inputs import normalize_path
 from interpreter.store.memory import MemoryStore
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.timeout(120)]
@@ -173,3 +177,53 @@ def test_fuzzed_requests_get_no_server_error_and_documented_answers(
     elapsed_s = time.monotonic() - started
     assert findings.cases >= len(operations) * 10, findings.cases
     assert not findings.seen, f"{findings.report()}\n({elapsed_s:.1f} s)"
+
+
+def paths_a_schema_states(body: Any) -> bool:
+    """Whether every input file's path in the JSON ``body`` passes the server's path rules."""
+    files = body.get("input_files") if isinstance(body, dict) else None
+    paths = [f.get("path") for f in files or () if isinstance(f, dict)]
+    try:
+        normalized = [normalize_path(p) for p in paths if isinstance(p, str)]
+    except InvalidInputFile:
+        return False
+    return len(set(normalized)) == len(normalized)
+
+
+def test_every_submission_that_fits_the_schema_is_accepted(schema: schemathesis.BaseSchema) -> None:
+    """The document states what the server refuses (timeout maximum, languages, limits' bounds,
+    environment names, working directory text): a body that fits it is never a 4xx."""
+    [execute] = [
+        result.ok()
+        for result in schema.get_all_operations()
+        if isinstance(result, Ok) and result.ok().label == "POST /execute"
+    ]
+    refused: dict[int, list[str]] = {}
+
+    @hypothesis.settings(
+        max_examples=200,
+        deadline=None,
+        database=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=execute.as_strategy(GenerationMode.POSITIVE))
+    def call(case: Any) -> None:
+        # An input file's path rules that JSON Schema cannot state ('..' or '.'-only parts, two
+        # files at one path, 255-byte names) are in its description; such cases are skipped, as
+        # are multipart bodies, whose file parts' names the generator makes up (the fuzz above
+        # covers them).
+        hypothesis.assume(case.media_type == "application/json")
+        hypothesis.assume(paths_a_schema_states(case.body))
+        # a key of its own per body: one key sent again with another body is rightly a 422
+        key = {"Idempotency-Key": uuid.uuid4().hex}
+        response = case.call(headers={**HEADERS["with_a_valid_key"](), **key})
+        if response.status_code != 200:
+            refused.setdefault(response.status_code, []).append(
+                f"{response.text[:300]}\n    request: {request(case)}"
+            )
+
+    call()
+    assert not refused, "\n".join(
+        f"{code} x{len(seen)}: {seen[0]}" for code, seen in refused.items()
+    )

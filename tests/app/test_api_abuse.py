@@ -198,7 +198,8 @@ def test_a_bad_rate_limit_refuses_to_start_the_server(tmp_path) -> None:
 def test_an_unknown_rate_limit_storage_refuses_to_start(tmp_path) -> None:
     with pytest.raises(ConfigurationError, match="INTERPRETER_RATE_LIMIT_STORAGE='nosuch://x'"):
         create_app(
-            Settings(data_dir=tmp_path, rate_limit_storage="nosuch://x"), store=MemoryStore()
+            Settings(data_dir=tmp_path, rate_limit="10/minute", rate_limit_storage="nosuch://x"),
+            store=MemoryStore(),
         )
 
 

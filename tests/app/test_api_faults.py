@@ -7,12 +7,13 @@ transient failure at one step, to exercise the races and error paths a real stor
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
 
 from interpreter.errors import ExecutionError, StoreError
-from interpreter.job import Job, JobStatus
+from interpreter.job import InputFile, Job, JobStatus
 from interpreter.store.memory import MemoryStore
 
 
@@ -99,7 +100,7 @@ async def test_transient_store_failure_when_finishing_does_not_leave_it_running(
 class CreateFails(MemoryStore):
     """The database is down (or locked by another process) when a job is submitted."""
 
-    async def create(self, job: Job) -> Job:
+    async def create(self, job: Job, inputs: Sequence[InputFile] = ()) -> Job:
         raise StoreError("job store error: OperationalError: database is locked")
 
 

@@ -18,11 +18,13 @@ async def test_processes_below_what_a_job_needs_is_422_saying_the_minimum(
     )
 
     assert response.status_code == 422
-    [error] = response.json()["detail"]
-    assert error["loc"] == ["body", "limits", "processes"]
-    assert error["msg"].endswith(
+    why = (
         f"limits.processes must be at least 3 (the sandbox's own processes need 2); got {processes}"
     )
+    [error] = response.json()["errors"]
+    assert error["loc"] == ["body", "limits", "processes"]
+    assert error["msg"] == why
+    assert response.json()["detail"] == f"Invalid body field 'limits.processes': {why}"
     assert api.store.jobs == {}
 
 
@@ -40,7 +42,7 @@ async def test_the_openapi_document_gives_the_processes_minimum(api) -> None:
 
     processes = schemas["LimitsRequest"]["properties"]["processes"]
 
-    assert {"type": "integer", "minimum": 3} in processes["anyOf"]
+    assert {"type": "integer", "minimum": 3, "maximum": 1024} in processes["anyOf"]
 
 
 @pytest.mark.parametrize("field", ["process_limit", "max_process_limit"])

@@ -62,7 +62,8 @@ async def test_wait_out_of_range_is_422(api, wait: str) -> None:
     response = await api.client.get(f"/jobs/{job_id}/status", params={"wait": wait})
 
     assert response.status_code == 422
-    assert response.json()["detail"][0]["loc"] == ["query", "wait"]
+    assert response.json()["errors"][0]["loc"] == ["query", "wait"]
+    assert response.json()["detail"].startswith("Invalid query parameter 'wait': ")
 
 
 @pytest.mark.parametrize("wait", ["nan", "inf", "-inf", "1e999"])
@@ -72,9 +73,12 @@ async def test_wait_that_is_not_a_finite_number_is_422_saying_so(api, wait: str)
     response = await api.client.get(f"/jobs/{job_id}/status", params={"wait": wait})
 
     assert response.status_code == 422
-    [error] = response.json()["detail"]
+    [error] = response.json()["errors"]
     assert error["loc"] == ["query", "wait"]
     assert error["msg"] == "Input should be a finite number"
+    assert response.json()["detail"] == (
+        "Invalid query parameter 'wait': Input should be a finite number"
+    )
 
 
 async def test_wait_on_an_unknown_job_is_404_at_once(api) -> None:

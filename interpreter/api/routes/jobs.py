@@ -19,6 +19,7 @@ from interpreter.api.schemas import (
     StatusResponse,
     StructuredResult,
     WorkerInfo,
+    whole_ms,
 )
 from interpreter.api.uploads import (
     MULTIPART_OPENAPI,
@@ -85,7 +86,8 @@ def status_view(job: Job) -> StatusResponse:
         created_at=job.created_at,
         started_at=job.started_at,
         completed_at=job.completed_at,
-        execution_time_ms=job.execution_time_ms,
+        execution_time_ms=whole_ms(job.execution_time_ms),
+        execution_time_precise_ms=job.execution_time_ms,
         error_message=job.error_message,
         metadata=_metadata(job),
     )
@@ -240,7 +242,8 @@ async def full_view(service: JobService, job: Job) -> FullResult:
         files_deleted=list(result.files_deleted),
         files_complete=result.files_complete,
         files_note=result.files_note,
-        execution_time_ms=job.execution_time_ms,
+        execution_time_ms=whole_ms(job.execution_time_ms),
+        execution_time_precise_ms=job.execution_time_ms,
         exit_code=result.exit_code,
         signal=result.signal,
         resource_usage=ResourceUsage.model_validate(result.resource_usage)
