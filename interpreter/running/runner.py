@@ -25,7 +25,7 @@ from interpreter.languages import LanguageRegistry
 from interpreter.process.filetrack import ScanLimits
 from interpreter.process.orphans import GUARD, OrphanMarks, kill_leftovers
 from interpreter.process.run import run_process
-from interpreter.process.spec import ProcessSpec
+from interpreter.process.spec import OutputListener, ProcessSpec
 from interpreter.running.base import RunLimits as RunLimits
 from interpreter.running.ending import (
     CANCELLED_BEFORE_START,
@@ -35,6 +35,7 @@ from interpreter.running.ending import (
     read_ending,
     usage_of,
 )
+from interpreter.running.live import LiveOutput
 from interpreter.sandbox import (
     NoSandbox,
     Prepared,
@@ -126,8 +127,10 @@ class JobRunner:
         limits: RunLimits,
         job_path: str,
         sandbox: Sandbox | None = None,
+        live: LiveOutput | None = None,
     ):
         self.registry = registry
+        self.live = live  # told of the output as it arrives (GET /jobs/{id}/stream follows it)
         self.paths = paths
         self.limits = limits
         self.job_path = job_path
@@ -138,7 +141,11 @@ class JobRunner:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, registry: LanguageRegistry, paths: JobPaths
+        cls,
+        settings: Settings,
+        registry: LanguageRegistry,
+        paths: JobPaths,
+        live: LiveOutput | None = None,
     ) -> JobRunner:
         """The runner this server's settings describe (the sandbox checked: fails closed)."""
         executables = [lang.executable for lang in registry.languages.values() if lang.executable]
@@ -153,7 +160,14 @@ class JobRunner:
             ),
             job_path=settings.job_path,
             sandbox=create_sandbox(settings, executables),
+            live=live,
         )
+
+    def _listener(self, job_id: str) -> OutputListener | None:
+        live = self.live
+        if live is None:
+            return None
+        return lambda stream, start, data: live.write(job_id, stream, start, data)
 
     def close(self) -> None:
         self._janitor.shutdown(wait=True)
@@ -355,11 +369,16 @@ class JobRunner:
                 tmpdir=None if tmpdir is None else str(tmpdir),
                 workdir=str(cwd) if setup.fresh else None,
             ),
+            on_output=self._listener(job.id),
         )
         try:
             if cancel.is_set():
                 return CANCELLED_BEFORE_START
-            outcome = await run_process(spec, cancel)
+            try:
+                outcome = await run_process(spec, cancel)
+            finally:
+                if self.live is not None:
+                    self.live.forget(job.id)
             not_kept = await _collect(self.sandbox, prepared)
         finally:
             self.sandbox.release(prepared)

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from interpreter.job import CapturedOutput, Job, JobResult, JobStatus
+from interpreter.job import CapturedOutput, Job, JobResult, JobStatus, OutputChunk
 
 PAGE_SIZE = 1_000  # rows a restart or a retention sweep reads at a time
+CHUNK_PAGE = 200  # output chunks a stream reads at a time
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +102,20 @@ class JobStore(Protocol):
 
     async def get_outputs(self, job_id: str) -> CapturedOutput | None:
         """What ``put_outputs`` stored, or None."""
+
+    async def add_chunks(self, job_id: str, chunks: Sequence[OutputChunk]) -> None:
+        """Keep pieces of a running job's output (scale-out: its worker publishes them), in
+        one write. Deleted with ``delete_chunks`` or with the job."""
+
+    async def get_chunks(
+        self, job_id: str, stdout_from: int, stderr_from: int, limit: int = CHUNK_PAGE
+    ) -> Sequence[OutputChunk]:
+        """Up to ``limit`` stored chunks of the job that end past ``stdout_from`` (its stdout)
+        or ``stderr_from`` (its stderr), by stream then start (the caller keeps what is
+        contiguous from its offsets)."""
+
+    async def delete_chunks(self, job_id: str) -> None:
+        """Drop the job's chunks (it is final: its outputs are stored whole)."""
 
     async def list(
         self,

@@ -7,14 +7,23 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from interpreter.job import CapturedOutput, Job, JobResult, JobStatus, sources_of, utcnow
-from interpreter.store.base import PAGE_SIZE, ExpiredJob, PendingJob
+from interpreter.job import (
+    CapturedOutput,
+    Job,
+    JobResult,
+    JobStatus,
+    OutputChunk,
+    sources_of,
+    utcnow,
+)
+from interpreter.store.base import CHUNK_PAGE, PAGE_SIZE, ExpiredJob, PendingJob
 
 
 class MemoryStore:
     def __init__(self) -> None:
         self.jobs: dict[str, Job] = {}
         self.outputs: dict[str, CapturedOutput] = {}
+        self.chunks: dict[str, list[OutputChunk]] = {}
         self._seq = itertools.count(1)
 
     async def open(self) -> None:
@@ -77,6 +86,19 @@ class MemoryStore:
 
     async def get_outputs(self, job_id: str) -> CapturedOutput | None:
         return self.outputs.get(job_id)
+
+    async def add_chunks(self, job_id: str, chunks: Sequence[OutputChunk]) -> None:
+        self.chunks.setdefault(job_id, []).extend(chunks)
+
+    async def get_chunks(
+        self, job_id: str, stdout_from: int, stderr_from: int, limit: int = CHUNK_PAGE
+    ) -> Sequence[OutputChunk]:
+        start = {"stdout": stdout_from, "stderr": stderr_from}
+        found = [c for c in self.chunks.get(job_id, ()) if c.end > start[c.stream]]
+        return sorted(found, key=lambda c: (c.stream, c.start))[:limit]
+
+    async def delete_chunks(self, job_id: str) -> None:
+        self.chunks.pop(job_id, None)
 
     async def attach_result(
         self,
@@ -142,6 +164,7 @@ class MemoryStore:
         for job_id in job_ids:
             self.jobs.pop(job_id, None)
             self.outputs.pop(job_id, None)
+            self.chunks.pop(job_id, None)
 
     async def count_by_status(self) -> dict[JobStatus, int]:
         counts = dict.fromkeys(JobStatus, 0)
