@@ -144,6 +144,21 @@ class CapturedOutput:
 
 
 @dataclass(frozen=True, slots=True)
+class OutputChunk:
+    """A piece of a running job's output as a worker publishes it (scale-out): ``data`` is the
+    bytes of ``stream`` ("stdout" or "stderr") from byte ``start`` of what the job's output
+    file holds."""
+
+    stream: str
+    start: int
+    data: bytes
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.data)
+
+
+@dataclass(frozen=True, slots=True)
 class Job:
     id: str
     request: JobRequest

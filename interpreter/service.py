@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,10 +29,12 @@ from interpreter.errors import (
 )
 from interpreter.inputs import InputLimits, check_input_files
 from interpreter.job import (
+    CapturedOutput,
     InputFile,
     Job,
     JobRequest,
     JobStatus,
+    OutputChunk,
     idempotency_scope,
     new_job_id,
     utcnow,
@@ -47,6 +50,7 @@ logger = logging.getLogger(__name__)
 
 INLINE_READ_BYTES = 256 * 1024
 IDEMPOTENCY_WINDOW = timedelta(hours=24)  # an Idempotency-Key answers with its job this long
+STREAM_READ_BYTES = 1024 * 1024  # of a stream's output file per read of a live stream
 
 
 def _is_uuid(value: str) -> bool:
@@ -255,6 +259,27 @@ class JobService:
             return self._read_outputs(job.id)  # a page-cache read of a few KiB: no thread hop
         return await asyncio.to_thread(self._read_outputs, job.id)
 
+    async def output_since(self, job: Job, stdout_from: int, stderr_from: int) -> CapturedOutput:
+        """The bytes of the job's output from the given offsets on (in what its output holds:
+        the head as it is written, then, once the job ended, the marker and the tail when it was
+        truncated). Embedded: its output files, up to ``STREAM_READ_BYTES`` a stream. Scale-out:
+        while it runs, the chunks its worker published (as far as they are contiguous); once it
+        is final, ``job_outputs``."""
+        if not self.outputs_in_store:
+            return CapturedOutput(
+                _read_from(self.paths.stdout(job.id), stdout_from),
+                _read_from(self.paths.stderr(job.id), stderr_from),
+            )
+        if job.is_final:
+            stored = await self.store.get_outputs(job.id)
+            if stored is None:  # final before it ran, or its worker could not store them
+                return CapturedOutput()
+            return CapturedOutput(stored.stdout[stdout_from:], stored.stderr[stderr_from:])
+        chunks = await self.store.get_chunks(job.id, stdout_from, stderr_from)
+        return CapturedOutput(
+            _contiguous(chunks, "stdout", stdout_from), _contiguous(chunks, "stderr", stderr_from)
+        )
+
     def _read_outputs(self, job_id: str) -> Outputs:
         return Outputs(_read_text(self.paths.stdout(job_id)), _read_text(self.paths.stderr(job_id)))
 
@@ -345,6 +370,34 @@ def _already_finished(job: Job) -> JobAlreadyFinished:
 
 def _decode(data: bytes) -> str:
     return data.decode("utf-8", errors="replace")
+
+
+def _read_from(path: Path, offset: int) -> bytes:
+    """Up to ``STREAM_READ_BYTES`` of the file from ``offset`` (nothing if it is missing); never
+    following a symlink (the files are ours, in the data directory: this is belt and braces)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return b""
+    try:
+        return os.pread(fd, STREAM_READ_BYTES, offset)
+    finally:
+        os.close(fd)
+
+
+def _contiguous(chunks: Sequence[OutputChunk], stream: str, offset: int) -> bytes:
+    """The bytes of ``stream`` from ``offset`` on, as far as ``chunks`` (sorted by start) hold
+    them without a gap (a batch still being written is read next time)."""
+    out = bytearray()
+    position = offset
+    for chunk in chunks:
+        if chunk.stream != stream or chunk.end <= position:
+            continue
+        if chunk.start > position:
+            break
+        out += chunk.data[position - chunk.start :]
+        position = chunk.end
+    return bytes(out)
 
 
 def _read_text(path: Path) -> str:

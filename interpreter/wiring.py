@@ -18,6 +18,7 @@ from interpreter.metrics import Metrics
 from interpreter.queues.base import JobQueue
 from interpreter.queues.local import LocalQueue, PendingCaps
 from interpreter.running.base import Runner
+from interpreter.running.live import ChunkPublisher, WakeStreams
 from interpreter.running.runner import JobRunner
 from interpreter.store import CachedStore, SqlStore
 from interpreter.store.base import JobStore
@@ -68,13 +69,17 @@ def build(
         app = postgres_app(settings)
         worker = None
         if settings.inprocess_worker:
-            runner = runner or JobRunner.from_settings(settings, registry, paths)
+            runner = runner or JobRunner.from_settings(
+                settings, registry, paths, live=ChunkPublisher(store)
+            )
             worker = WorkerNode(settings, app, store, runner, metrics, watch)
         queue = queue or PostgresQueue(settings, engine, store, app, metrics, watch, worker)
     else:
         if store is None:  # embedded: this process is the database's only writer
             store = CachedStore(SqlStore.sqlite(settings.database_path))
-        runner = runner or JobRunner.from_settings(settings, registry, paths)
+        runner = runner or JobRunner.from_settings(
+            settings, registry, paths, live=WakeStreams(watch)
+        )
         caps = PendingCaps(settings.max_pending_per_key, settings.max_pending_jobs)
         queue = queue or LocalQueue(store, runner, settings.max_jobs, metrics, watch, caps)
     return Parts(store, queue, runner, registry, paths, metrics, watch, outputs_in_store=scale_out)
@@ -126,6 +131,6 @@ def build_worker(settings: Settings) -> WorkerParts:
     paths = JobPaths(settings.data_dir, settings.workspaces)
     store, _ = postgres_store(settings)
     app = postgres_app(settings)
-    runner = JobRunner.from_settings(settings, registry, paths)
+    runner = JobRunner.from_settings(settings, registry, paths, live=ChunkPublisher(store))
     node = WorkerNode(settings, app, store, runner, Metrics(), FinalWatch())
     return WorkerParts(store, app, runner, node, registry, paths)

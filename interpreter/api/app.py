@@ -20,7 +20,7 @@ from interpreter.api.bodylimit import BodySizeLimit
 from interpreter.api.deps import AppParts
 from interpreter.api.openapi import document
 from interpreter.api.ratelimit import ExecuteRateLimit, rate_limiter
-from interpreter.api.routes import files, jobs, sandbox, system
+from interpreter.api.routes import files, jobs, sandbox, stream, system
 from interpreter.config import Settings
 from interpreter.datadir import DataDirLock
 from interpreter.errors import ConfigurationError, InterpreterError
@@ -205,6 +205,7 @@ def create_app(
     errors.install(app)
     app.include_router(jobs.router)
     app.include_router(files.router)
+    app.include_router(stream.router)
     app.include_router(system.router)
     app.include_router(sandbox.router)
     # Outermost last: the access log sees every answer, CORS headers reach the others' answers;

@@ -17,7 +17,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -84,9 +84,13 @@ class Child:
             raise ExecutionError("cannot start a process: argv is empty")
         with contextlib.ExitStack() as undo:
             try:
-                stdout = StreamCapture(spec.stdout_path, spec.output_limit_bytes)
+                stdout = StreamCapture(
+                    spec.stdout_path, spec.output_limit_bytes, _listener(spec, "stdout")
+                )
                 undo.callback(stdout.close)
-                stderr = StreamCapture(spec.stderr_path, spec.output_limit_bytes)
+                stderr = StreamCapture(
+                    spec.stderr_path, spec.output_limit_bytes, _listener(spec, "stderr")
+                )
                 undo.callback(stderr.close)
             except OSError as exc:
                 message = f"cannot open output file {exc.filename}: {exc.strerror}"
@@ -619,3 +623,11 @@ def _status_bytes(
             name, _, value = line.partition(b":")
             found[name.decode()] = int(value.split()[0]) * 1024
     return found
+
+
+def _listener(spec: ProcessSpec, stream: str) -> Callable[[int, bytes], None] | None:
+    """``spec.on_output`` for one stream, if any."""
+    on_output = spec.on_output
+    if on_output is None:
+        return None
+    return lambda offset, data: on_output(stream, offset, data)

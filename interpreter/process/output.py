@@ -6,6 +6,10 @@ half (the tail) lives in a bounded ring buffer of at most ``limit_bytes - limit_
 bytes. ``finish()`` appends, when the stream was longer than the limit, a marker line and the
 tail. Memory stays bounded however much the process writes, and the pipe is always drained, so
 the writer never blocks on a full pipe. Bytes are stored as written; decoding is the caller's job.
+
+``on_head`` (optional) is told of every piece of the head as it reaches the file, with its offset
+in the file: what a live stream of the output follows. The tail is not announced live: it reaches
+the file (after the marker) when the stream ends.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -30,8 +35,14 @@ def truncation_marker(dropped_bytes: int) -> bytes:
 class StreamCapture:
     """Capture one stream into ``path``, keeping its head and tail within ``limit_bytes``."""
 
-    def __init__(self, path: Path, limit_bytes: int) -> None:
+    def __init__(
+        self,
+        path: Path,
+        limit_bytes: int,
+        on_head: Callable[[int, bytes], None] | None = None,
+    ) -> None:
         self.path = path
+        self._on_head = on_head
         self.total_bytes = 0
         self._head_cap = max(limit_bytes, 0) // 2
         self._tail_cap = max(limit_bytes, 0) - self._head_cap
@@ -103,6 +114,11 @@ class StreamCapture:
         if self._head_len < self._head_cap:
             take = min(self._head_cap - self._head_len, len(view))
             self._write(view[:take])
+            if self._on_head is not None:
+                try:
+                    self._on_head(self._head_len, bytes(view[:take]))
+                except Exception:  # a listener's fault never costs the job its output
+                    logger.exception("output listener failed")
             self._head_len += take
             view = view[take:]
         if view:

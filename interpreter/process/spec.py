@@ -7,7 +7,7 @@ it used. Plain frozen values: nothing here starts or watches a process.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -16,6 +16,9 @@ from typing import Literal
 from interpreter.process.filetrack import ScanLimits
 from interpreter.process.orphans import OrphanMarks
 from interpreter.sandbox.base import CgroupUsage, Confinement, WorkspaceMeter
+
+# Told of each piece of output as it reaches its file: (stream, offset in the file, bytes).
+OutputListener = Callable[[str, int, bytes], None]
 
 # How a process ended, as seen by its supervision.
 Termination = Literal["exit", "timeout", "cancelled", "cpu_limit", "workspace_limit"]
@@ -42,6 +45,8 @@ class ProcessSpec:
     # Nothing takes this job down with us (no sandbox): the watcher of ``orphans.GUARD`` will
     orphan_marks: OrphanMarks | None = None
     stdin: bytes | None = None  # what the process reads on stdin (None: /dev/null)
+    # Told of the output's head as it arrives (a live stream follows it); see output.StreamCapture
+    on_output: OutputListener | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,6 +70,7 @@ class Execution:
         store says "running" for as long as the code runs. None: not pending any more."""
         job = await self.store.transition(job_id, JobStatus.RUNNING, started_at=utcnow(), **changes)
         if job is not None:
+            self.watch.wake(job_id)  # its streams say "running" (scale-out: the database does)
             log_transition(job, JobStatus.RUNNING)
         return job
 
@@ -112,6 +113,15 @@ class Execution:
         """Record how the attempt ``job`` (as claimed) ended. Every write expects the attempt to
         still own the job (its fencing token): an attempt whose worker was declared lost, its
         job queued and run again since, writes nothing, and it is not retried."""
+        recorded = await self._record(job, finish, reason)
+        if self.outputs_in_store and recorded:  # final: streams read job_outputs, not chunks
+            try:
+                await self.store.delete_chunks(job.id)
+            except StoreError as exc:  # retention deletes them with the job
+                logger.warning("live output not deleted: %s", exc, extra={"job_id": job.id})
+
+    async def _record(self, job: Job, finish: Finish, reason: str | None) -> bool:
+        """False when the attempt was stale (another one owns the job): it wrote nothing."""
         # The runner ends a job as cancelled only when it killed it for ``cancel``: by request,
         # unless the server said otherwise (its shutdown).
         error = (
@@ -126,14 +136,14 @@ class Execution:
                 job.id, lambda: self.store.put_outputs(job.id, outputs, expect=token)
             )
             if not kept and await self._stale(job):
-                return
+                return False
             files = await self._capture_files(job)
             if files is not None:
                 kept = await self.with_retries(
                     job.id, lambda: self.store.put_files(job.id, files, expect=token)
                 )
                 if not kept and await self._stale(job):
-                    return
+                    return False
         done = await self.with_retries(
             job.id,
             lambda: self.store.transition(
@@ -152,10 +162,9 @@ class Execution:
                 job.id, finish.result, finish.execution_time_ms, expect=token
             )
             if not attached:
-                await self._stale(job)  # logs it when another attempt owns the job
-            else:
-                await self._drop_inputs(job)
-            return
+                return not await self._stale(job)  # logs it when another attempt owns the job
+            await self._drop_inputs(job)
+            return True
         self.watch.notify(job.id)
         await self._drop_inputs(job)
         self.processed += 1
@@ -165,6 +174,7 @@ class Execution:
             self.metrics.job_duration.labels(language=job.request.language).observe(seconds)
         self.metrics.jobs_finished.labels(status=done.status.value).inc()
         log_transition(done, done.status)
+        return True
 
     async def _stale(self, job: Job) -> bool:
         """Whether the attempt ``job`` lost the job to another one (or the job is gone): then

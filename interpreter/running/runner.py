@@ -26,7 +26,7 @@ from interpreter.languages import LanguageRegistry
 from interpreter.process.filetrack import ScanLimits
 from interpreter.process.orphans import GUARD, OrphanMarks, kill_leftovers
 from interpreter.process.run import run_process
-from interpreter.process.spec import ProcessSpec
+from interpreter.process.spec import OutputListener, ProcessSpec
 from interpreter.running.base import InputReader, no_inputs
 from interpreter.running.base import RunLimits as RunLimits
 from interpreter.running.ending import (
@@ -37,6 +37,7 @@ from interpreter.running.ending import (
     read_ending,
     usage_of,
 )
+from interpreter.running.live import LiveOutput
 from interpreter.sandbox import (
     NoSandbox,
     Prepared,
@@ -134,8 +135,10 @@ class JobRunner:
         limits: RunLimits,
         job_path: str,
         sandbox: Sandbox | None = None,
+        live: LiveOutput | None = None,
     ):
         self.registry = registry
+        self.live = live  # told of the output as it arrives (GET /jobs/{id}/stream follows it)
         self.paths = paths
         self.limits = limits
         self.job_path = job_path
@@ -146,7 +149,11 @@ class JobRunner:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, registry: LanguageRegistry, paths: JobPaths
+        cls,
+        settings: Settings,
+        registry: LanguageRegistry,
+        paths: JobPaths,
+        live: LiveOutput | None = None,
     ) -> JobRunner:
         """The runner this server's settings describe (the sandbox checked: fails closed)."""
         executables = [lang.executable for lang in registry.languages.values() if lang.executable]
@@ -161,7 +168,14 @@ class JobRunner:
             ),
             job_path=settings.job_path,
             sandbox=create_sandbox(settings, executables),
+            live=live,
         )
+
+    def _listener(self, job_id: str) -> OutputListener | None:
+        live = self.live
+        if live is None:
+            return None
+        return lambda stream, start, data: live.write(job_id, stream, start, data)
 
     def close(self) -> None:
         self._janitor.shutdown(wait=True)
@@ -371,11 +385,16 @@ class JobRunner:
                 tmpdir=None if tmpdir is None else str(tmpdir),
                 workdir=str(cwd) if setup.fresh else None,
             ),
+            on_output=self._listener(job.id),
         )
         try:
             if cancel.is_set():
                 return CANCELLED_BEFORE_START
-            outcome = await run_process(spec, cancel)
+            try:
+                outcome = await run_process(spec, cancel)
+            finally:
+                if self.live is not None:
+                    self.live.forget(job.id)
             not_kept = await _collect(self.sandbox, prepared)
         finally:
             self.sandbox.release(prepared)

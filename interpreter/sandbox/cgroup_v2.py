@@ -129,9 +129,7 @@ class CgroupV2(CgroupDriver):
                 "on a cgroup v2 host) or set INTERPRETER_CGROUP_PARENT to a cgroup that has them"
             )
         try:
-            cgroupfs.write(
-                cgroup / "cgroup.subtree_control", ENABLE
-            )
+            cgroupfs.write(cgroup / "cgroup.subtree_control", ENABLE)
         except OSError as exc:
             if exc.errno != errno.EBUSY or not self._leave(cgroup):
                 raise ConfigurationError(
@@ -141,9 +139,7 @@ class CgroupV2(CgroupDriver):
                     f"into {SERVER_LEAF}), or set INTERPRETER_CGROUP_PARENT to an empty cgroup "
                     "with memory and pids enabled"
                 ) from exc
-            cgroupfs.write(
-                cgroup / "cgroup.subtree_control", ENABLE
-            )
+            cgroupfs.write(cgroup / "cgroup.subtree_control", ENABLE)
 
     @staticmethod
     def _leave(cgroup: Path) -> bool:

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from interpreter.job import CapturedOutput, InputFile, Job, JobResult, JobStatus
+from interpreter.job import CapturedOutput, InputFile, Job, JobResult, JobStatus, OutputChunk
 from interpreter.jobfiles import FileRow
 
 PAGE_SIZE = 1_000  # rows a restart or a retention sweep reads at a time
+CHUNK_PAGE = 200  # output chunks a stream reads at a time
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +134,20 @@ class JobStore(Protocol):
     async def delete_inputs(self, job_id: str) -> None:
         """Drop the job's input files (once it no longer needs them); ``delete`` drops them
         with the job too."""
+
+    async def add_chunks(self, job_id: str, chunks: Sequence[OutputChunk]) -> None:
+        """Keep pieces of a running job's output (scale-out: its worker publishes them), in
+        one write. Deleted with ``delete_chunks`` or with the job."""
+
+    async def get_chunks(
+        self, job_id: str, stdout_from: int, stderr_from: int, limit: int = CHUNK_PAGE
+    ) -> Sequence[OutputChunk]:
+        """Up to ``limit`` stored chunks of the job that end past ``stdout_from`` (its stdout)
+        or ``stderr_from`` (its stderr), by stream then start (the caller keeps what is
+        contiguous from its offsets)."""
+
+    async def delete_chunks(self, job_id: str) -> None:
+        """Drop the job's chunks (it is final: its outputs are stored whole)."""
 
     async def list(
         self,

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from interpreter.job import CapturedOutput, InputFile, Job, JobResult, JobStatus
+from interpreter.job import CapturedOutput, InputFile, Job, JobResult, JobStatus, OutputChunk
 from interpreter.jobfiles import FileRow
-from interpreter.store.base import PAGE_SIZE, ExpiredJob, JobStore, PendingJob
+from interpreter.store.base import CHUNK_PAGE, PAGE_SIZE, ExpiredJob, JobStore, PendingJob
 
 
 def _cost(job: Job) -> int:
@@ -181,6 +181,17 @@ class CachedStore:
 
     async def read_file(self, job_id: str, path: str) -> FileRow | None:
         return await self.inner.read_file(job_id, path)
+
+    async def add_chunks(self, job_id: str, chunks: Sequence[OutputChunk]) -> None:
+        await self.inner.add_chunks(job_id, chunks)
+
+    async def get_chunks(
+        self, job_id: str, stdout_from: int, stderr_from: int, limit: int = CHUNK_PAGE
+    ) -> Sequence[OutputChunk]:
+        return await self.inner.get_chunks(job_id, stdout_from, stderr_from, limit)
+
+    async def delete_chunks(self, job_id: str) -> None:
+        await self.inner.delete_chunks(job_id)
 
     async def attach_result(
         self,

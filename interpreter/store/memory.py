@@ -15,11 +15,12 @@ from interpreter.job import (
     Job,
     JobResult,
     JobStatus,
+    OutputChunk,
     sources_of,
     utcnow,
 )
 from interpreter.jobfiles import FileRow
-from interpreter.store.base import PAGE_SIZE, ExpiredJob, PendingJob
+from interpreter.store.base import CHUNK_PAGE, PAGE_SIZE, ExpiredJob, PendingJob
 
 
 class MemoryStore:
@@ -28,6 +29,7 @@ class MemoryStore:
         self.outputs: dict[str, CapturedOutput] = {}
         self.files: dict[str, dict[str, FileRow]] = {}
         self.inputs: dict[str, tuple[InputFile, ...]] = {}
+        self.chunks: dict[str, list[OutputChunk]] = {}
         self._seq = itertools.count(1)
 
     async def open(self) -> None:
@@ -129,6 +131,19 @@ class MemoryStore:
     async def read_file(self, job_id: str, path: str) -> FileRow | None:
         return self.files.get(job_id, {}).get(path)
 
+    async def add_chunks(self, job_id: str, chunks: Sequence[OutputChunk]) -> None:
+        self.chunks.setdefault(job_id, []).extend(chunks)
+
+    async def get_chunks(
+        self, job_id: str, stdout_from: int, stderr_from: int, limit: int = CHUNK_PAGE
+    ) -> Sequence[OutputChunk]:
+        start = {"stdout": stdout_from, "stderr": stderr_from}
+        found = [c for c in self.chunks.get(job_id, ()) if c.end > start[c.stream]]
+        return sorted(found, key=lambda c: (c.stream, c.start))[:limit]
+
+    async def delete_chunks(self, job_id: str) -> None:
+        self.chunks.pop(job_id, None)
+
     async def attach_result(
         self,
         job_id: str,
@@ -195,6 +210,7 @@ class MemoryStore:
             self.outputs.pop(job_id, None)
             self.files.pop(job_id, None)
             self.inputs.pop(job_id, None)
+            self.chunks.pop(job_id, None)
 
     async def count_by_status(self) -> dict[JobStatus, int]:
         counts = dict.fromkeys(JobStatus, 0)

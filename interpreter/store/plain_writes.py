@@ -20,8 +20,8 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
 from sqlalchemy.engine import Dialect
 
-from interpreter.job import CapturedOutput, JobStatus, sources_of
-from interpreter.store.tables import job_inputs, job_outputs, jobs
+from interpreter.job import CapturedOutput, JobStatus, OutputChunk, sources_of
+from interpreter.store.tables import job_chunks, job_inputs, job_outputs, jobs
 
 Processors = dict[str, Callable[[Any], Any] | None]
 COLUMNS = tuple(column.name for column in jobs.columns)
@@ -110,6 +110,15 @@ class PlainWrites:
             "SET stdout = excluded.stdout, stderr = excluded.stderr",
             [job_id, outputs.stdout, outputs.stderr, *params],
         )
+
+    def insert_chunks(self, job_id: str, chunks: Sequence[OutputChunk]) -> tuple[str, list[Any]]:
+        """A running job's output pieces, in one statement (one transaction: one NOTIFY)."""
+        p = self.placeholder
+        rows = ", ".join(f"({p}, {p}, {p}, {p})" for _ in chunks)
+        params: list[Any] = []
+        for chunk in chunks:
+            params += [job_id, chunk.stream, chunk.start, chunk.data]
+        return f"INSERT INTO {job_chunks.name} (job_id, stream, start, data) VALUES {rows}", params
 
     def expected(
         self, job_id: str, expect: Mapping[str, Any] | None

@@ -35,12 +35,13 @@ from interpreter.job import (
     JobRequest,
     JobResult,
     JobStatus,
+    OutputChunk,
     sources_of,
     utcnow,
 )
 from interpreter.jobfiles import FileRow
 from interpreter.limits import ResourceLimits
-from interpreter.store.base import PAGE_SIZE, ExpiredJob, PendingJob
+from interpreter.store.base import CHUNK_PAGE, PAGE_SIZE, ExpiredJob, PendingJob
 from interpreter.store.engines import (
     AsyncEngineRunner,
     Operation,
@@ -52,6 +53,7 @@ from interpreter.store.engines import (
 from interpreter.store.plain_writes import PlainWrites
 from interpreter.store.tables import (
     IDEMPOTENCY_INDEX,
+    job_chunks,
     job_files,
     job_inputs,
     job_outputs,
@@ -499,6 +501,40 @@ class SqlStore:
         delete = job_inputs.delete().where(job_inputs.c.job_id == job_id)
         await self._statement(lambda conn: conn.execute(delete))
 
+    async def add_chunks(self, job_id: str, chunks: Sequence[OutputChunk]) -> None:
+        if not chunks:
+            return
+        if await self._plain(lambda w: w.insert_chunks(job_id, chunks)) is not None:
+            return
+        rows = [
+            {"job_id": job_id, "stream": c.stream, "start": c.start, "data": c.data} for c in chunks
+        ]
+        # one transaction: the database announces the job once (NOTIFY, schema.OUTPUT_TRIGGER)
+        await self._write(lambda conn: conn.execute(job_chunks.insert(), rows).rowcount)
+
+    async def get_chunks(
+        self, job_id: str, stdout_from: int, stderr_from: int, limit: int = CHUNK_PAGE
+    ) -> Sequence[OutputChunk]:
+        c = job_chunks.c
+        end = c.start + sa.func.length(c.data)
+        query = (
+            sa.select(c.stream, c.start, c.data)
+            .where(
+                c.job_id == job_id,
+                sa.or_(
+                    sa.and_(c.stream == "stdout", end > stdout_from),
+                    sa.and_(c.stream == "stderr", end > stderr_from),
+                ),
+            )
+            .order_by(c.stream, c.start, c.seq)
+            .limit(limit)
+        )
+        return [OutputChunk(r.stream, r.start, bytes(r.data)) for r in await self._rows(query)]
+
+    async def delete_chunks(self, job_id: str) -> None:
+        delete = job_chunks.delete().where(job_chunks.c.job_id == job_id)
+        await self._statement(lambda conn: conn.execute(delete).rowcount)
+
     async def list(
         self,
         *,
@@ -564,6 +600,7 @@ class SqlStore:
                 conn.execute(job_outputs.delete().where(job_outputs.c.job_id.in_(chunk)))
                 conn.execute(job_files.delete().where(job_files.c.job_id.in_(chunk)))
                 conn.execute(job_inputs.delete().where(job_inputs.c.job_id.in_(chunk)))
+                conn.execute(job_chunks.delete().where(job_chunks.c.job_id.in_(chunk)))
                 conn.execute(jobs.delete().where(jobs.c.id.in_(chunk)))
 
             await self._write(delete)

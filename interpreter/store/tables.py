@@ -99,3 +99,20 @@ job_inputs = sa.Table(
     sa.Column("path", sa.Text, nullable=False),
     sa.Column("content", sa.LargeBinary, nullable=False),
 )
+
+
+# A running job's output as its worker publishes it (scale-out: any replica streams it live). Only
+# each stream's head (the first max_output_bytes // 2 bytes) is published, so a job keeps at most
+# max_output_bytes here; the rows are deleted once the job is final (its outputs are then in
+# job_outputs) and with the job. ``seq`` orders the rows; a job re-run after its worker was lost
+# publishes from offset 0 again.
+job_chunks = sa.Table(
+    "job_chunks",
+    metadata,
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("job_id", sa.String(36), nullable=False),
+    sa.Column("stream", sa.String(6), nullable=False),
+    sa.Column("start", sa.BigInteger, nullable=False),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+    sa.Index("ix_job_chunks_job_stream_start", "job_id", "stream", "start"),
+)

@@ -19,6 +19,7 @@ from interpreter.job import (
     JobRequest,
     JobResult,
     JobStatus,
+    OutputChunk,
     new_job_id,
     utcnow,
 )
@@ -280,6 +281,37 @@ async def test_outputs_round_trip_as_bytes_and_go_with_the_job(store: JobStore) 
     assert await store.get_outputs(job.id) == CapturedOutput(b"out\x00\xff", b"err\n")
     await store.delete([job.id])
     assert await store.get_outputs(job.id) is None
+
+
+async def test_live_output_chunks_are_read_from_an_offset_and_go_with_the_job(
+    store: JobStore,
+) -> None:
+    job = await store.create(make_job())
+    other = await store.create(make_job())
+    await store.add_chunks(
+        job.id, [OutputChunk("stdout", 0, b"ab"), OutputChunk("stderr", 0, b"E")]
+    )
+    await store.add_chunks(job.id, [OutputChunk("stdout", 2, b"c\x00\xff")])  # NUL, not UTF-8
+    await store.add_chunks(other.id, [OutputChunk("stdout", 0, b"other")])
+
+    assert await store.get_chunks(job.id, 0, 0) == [
+        OutputChunk("stderr", 0, b"E"),
+        OutputChunk("stdout", 0, b"ab"),
+        OutputChunk("stdout", 2, b"c\x00\xff"),
+    ]
+    # from inside a chunk: that chunk too; the stderr one is behind its offset
+    assert await store.get_chunks(job.id, 1, 1) == [
+        OutputChunk("stdout", 0, b"ab"),
+        OutputChunk("stdout", 2, b"c\x00\xff"),
+    ]
+    assert await store.get_chunks(job.id, 5, 1) == []
+    assert await store.get_chunks(job.id, 0, 0, limit=1) == [OutputChunk("stderr", 0, b"E")]
+
+    await store.delete_chunks(job.id)
+    assert await store.get_chunks(job.id, 0, 0) == []
+    assert await store.get_chunks(other.id, 0, 0) == [OutputChunk("stdout", 0, b"other")]
+    await store.delete([other.id])
+    assert await store.get_chunks(other.id, 0, 0) == []
 
 
 async def claim(store: JobStore, job_id: str, worker_id: str, attempts: int) -> Job:

@@ -26,6 +26,7 @@ from fastapi import FastAPI
 
 from interpreter.api.app import create_app
 from interpreter.api.deps import AppParts
+from interpreter.api.sse import KEEPALIVE, Offsets, job_events
 from interpreter.config import Settings
 from interpreter.running.lifecycle import CANCEL_MESSAGE
 from interpreter.store.memory import MemoryStore
@@ -421,6 +422,7 @@ async def test_operation_ids_read_as_method_names(api: Api) -> None:
         "GET /jobs/{job_id}/status": "get_job_status",
         "GET /results/{job_id}": "get_result",
         "GET /jobs/{job_id}/results": "get_full_result",
+        "GET /jobs/{job_id}/stream": "stream_job",
         "POST /jobs/{job_id}/cancel": "cancel_job",
         "DELETE /jobs/{job_id}": "delete_job",
         "GET /jobs": "list_jobs",
@@ -444,3 +446,20 @@ async def test_the_callers_metadata_keys_are_kept_beside_the_servers(api: Api) -
     assert full["metadata"]["stdout_length"] == "mine"
     assert full["metadata"]["task"] == 7
     assert full["metadata"]["stderr_length"] == 0 and full["metadata"]["files_created_count"] == 0
+
+
+async def test_a_quiet_stream_sends_keep_alive_comments_and_ends_with_the_job(api: Api) -> None:
+    job_id = await api.submit("block")
+    await api.runner.wait_started(job_id)
+    parts: AppParts = api.app.state.parts
+    stream = job_events(parts.service, job_id, None, Offsets(), keepalive_s=0.05)
+
+    assert b'"status":"running"' in await anext(stream)
+    assert await asyncio.wait_for(anext(stream), 2) == KEEPALIVE
+    assert parts.queue.watch.streams(job_id) == 1
+    api.runner.release(job_id)
+    rest = [item async for item in stream]
+
+    assert rest[-1].startswith(b"event: end\nid: 0:0\n")
+    assert b'"status":"completed"' in rest[-1]
+    assert parts.queue.watch.streams(job_id) == 0

@@ -29,7 +29,7 @@ from interpreter.job import InputFile, Job, JobStatus, utcnow
 from interpreter.metrics import Metrics
 from interpreter.queues.base import QueueState, cancel_wait_s, until_final
 from interpreter.queues.procrastinate.app import queue_entry
-from interpreter.queues.procrastinate.schema import FINAL_CHANNEL
+from interpreter.queues.procrastinate.schema import FINAL_CHANNEL, OUTPUT_CHANNEL
 from interpreter.queues.procrastinate.worker import WorkerNode
 from interpreter.running.lifecycle import cancel_in_store
 from interpreter.store.base import JobStore
@@ -300,16 +300,22 @@ class PostgresQueue:
                 logger.warning("queue monitor cannot reach the database")
 
     async def _listen_final(self) -> None:
-        """Wake this replica's long polls when any process makes a job final (NOTIFY from the
-        schema's trigger); reconnects after a failure. Long polls also re-read on their own."""
+        """Wake this replica's long polls when any process makes a job final, and its output
+        streams when a job starts or publishes output (NOTIFY from the schema's triggers), on
+        one connection; reconnects after a failure. Long polls and streams also re-read on
+        their own."""
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(
                     self.settings.postgres_dsn, autocommit=True
                 ) as conn:
                     await conn.execute(f"LISTEN {FINAL_CHANNEL}")
+                    await conn.execute(f"LISTEN {OUTPUT_CHANNEL}")
                     async for notice in conn.notifies():
-                        self.watch.notify(notice.payload)
+                        if notice.channel == OUTPUT_CHANNEL:
+                            self.watch.wake(notice.payload)
+                        else:
+                            self.watch.notify(notice.payload)
             except psycopg.Error:
                 logger.warning("lost the final-status listener; reconnecting")
                 await asyncio.sleep(1.0)
