@@ -35,32 +35,30 @@ class FinalWatch:
         """How many streams follow the job now."""
         return len(self._streams.get(job_id, ()))
 
-    @contextlib.contextmanager
-    def subscribe(self, job_id: str) -> Iterator[asyncio.Event]:
+    def subscribe(self, job_id: str) -> contextlib.AbstractContextManager[asyncio.Event]:
         """An event set by every ``wake`` and ``notify`` of ``job_id`` while the block runs."""
-        event = asyncio.Event()
-        self._streams[job_id].add(event)
-        try:
-            yield event
-        finally:
-            streams = self._streams.get(job_id)
-            if streams is not None:
-                streams.discard(event)
-                if not streams:
-                    del self._streams[job_id]
+        return _member(self._streams, job_id)
 
     async def wait(self, job_id: str, timeout_s: float) -> bool:
         """Until ``notify(job_id)`` or the timeout; True if notified."""
-        event = asyncio.Event()
-        self._waiters[job_id].add(event)
-        try:
-            await asyncio.wait_for(event.wait(), timeout_s)
-            return True
-        except TimeoutError:
-            return False
-        finally:
-            waiters = self._waiters.get(job_id)
-            if waiters is not None:
-                waiters.discard(event)
-                if not waiters:
-                    del self._waiters[job_id]
+        with _member(self._waiters, job_id) as event:
+            try:
+                await asyncio.wait_for(event.wait(), timeout_s)
+                return True
+            except TimeoutError:
+                return False
+
+
+@contextlib.contextmanager
+def _member(table: defaultdict[str, set[asyncio.Event]], job_id: str) -> Iterator[asyncio.Event]:
+    """A new event in ``table[job_id]`` while the block runs (the entry goes with its last)."""
+    event = asyncio.Event()
+    table[job_id].add(event)
+    try:
+        yield event
+    finally:
+        events = table.get(job_id)
+        if events is not None:
+            events.discard(event)
+            if not events:
+                del table[job_id]
