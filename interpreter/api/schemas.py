@@ -60,12 +60,13 @@ ENVIRONMENT_SCHEMA: dict[str, Any] = {
     "additionalProperties": {"type": "string", "pattern": "^[^\\u0000]*$"},
 }
 
-# What the server refuses of a working_directory that the text alone shows (an absolute path
-# outside the root, or one naming the root itself, is refused too).
+# What the server refuses of a working_directory, as the document states it: relative, no '..'
+# component, not only dots and slashes (the root itself). The server also takes an absolute path
+# inside the workspace root, which the document leaves out: one outside it is refused.
 WORKING_DIRECTORY_SCHEMA: dict[str, Any] = {
     "maxLength": MAX_WORKING_DIRECTORY_CHARS,
-    "pattern": "^[^\\u0000]*$",
-    "not": {"pattern": "(^|/)\\.\\.(/|$)"},
+    "pattern": "^[^/\\u0000][^\\u0000]*$",
+    "not": {"anyOf": [{"pattern": "(^|/)\\.\\.(/|$)"}, {"pattern": "^[./]*$"}]},
 }
 
 WorkingDirectory = Annotated[str, Field(json_schema_extra=WORKING_DIRECTORY_SCHEMA)]
