@@ -34,7 +34,11 @@ KEEPALIVE_S = 15.0
 RECHECK_S = 1.0  # re-read the job this often anyway, in case a wake-up was missed
 EVENT_BYTES = 64 * 1024  # of output in one event at most
 EVENT_ID = re.compile(r"^([0-9]{1,19}):([0-9]{1,19})$")
-EVENT_ID_RULE = "Last-Event-ID must be <stdout offset>:<stderr offset>, two whole numbers of bytes"
+MAX_OFFSET = 2**62  # far past any output a job keeps; a file offset the kernel takes
+EVENT_ID_RULE = (
+    "Last-Event-ID must be <stdout offset>:<stderr offset>, two whole numbers of bytes "
+    f"from 0 to {MAX_OFFSET}"
+)
 KEEPALIVE = b": keep-alive\n\n"
 
 
@@ -51,7 +55,7 @@ class Offsets:
         if event_id is None or event_id == "":
             return cls()
         match = EVENT_ID.match(event_id)
-        if match is None:
+        if match is None or max(int(match.group(1)), int(match.group(2))) > MAX_OFFSET:
             raise InvalidRequest(EVENT_ID_RULE)
         return cls(int(match.group(1)), int(match.group(2)))
 

@@ -27,8 +27,14 @@ from interpreter.store.base import CHUNK_PAGE, PAGE_SIZE, ExpiredJob, JobStore, 
 
 
 def _cost(job: Job) -> int:
-    """Roughly what an entry holds in memory: its code dominates (up to the code size limit)."""
-    return len(job.request.code) + 1024
+    """Roughly what an entry holds in memory: what the caller sent (code, stdin, environment and
+    metadata, each up to its limit) and a fixed part."""
+    request = job.request
+    sent = len(request.code) + len(request.stdin or "")
+    sent += sum(len(name) + len(value) for name, value in request.environment.items())
+    if request.metadata:
+        sent += len(str(request.metadata))
+    return sent + 1024
 
 
 @dataclass

@@ -197,12 +197,24 @@ async def test_another_keys_job_and_an_unknown_job_are_404(make_api) -> None:
     assert nobody.status_code == 401
 
 
-@pytest.mark.parametrize("bad", ["12", "a:b", "-1:0", "1:2:3", "1" * 20 + ":0"])
+@pytest.mark.parametrize(
+    "bad", ["12", "a:b", "-1:0", "1:2:3", "1" * 20 + ":0", f"{2**63 - 1}:0", f"0:{2**62 + 1}"]
+)
 async def test_a_malformed_last_event_id_is_422(api, bad: str) -> None:
     job_id = await api.submit("print(1)")
     response = await api.client.get(f"/jobs/{job_id}/stream", headers={"Last-Event-ID": bad})
     assert response.status_code == 422
     assert "detail" in response.json()
+
+
+async def test_offsets_past_the_output_end_the_stream_cleanly(api, http) -> None:
+    job_id = await api.submit("print('out')")
+    await api.wait(job_id)
+
+    received = await read_all(http, job_id, **{"Last-Event-ID": f"{2**62}:{2**62}"})
+
+    assert [e.name for e in received] == ["status", "end"]
+    assert received[-1].json["status"] == "completed"
 
 
 async def test_past_the_output_cap_the_stream_is_the_stored_output(make_api) -> None:

@@ -565,6 +565,24 @@ async def test_cached_store_serves_reads_without_the_database_within_its_budget(
     await store.close()
 
 
+@pytest.mark.parametrize(
+    "sent",
+    [{"stdin": "x" * 1000}, {"environment": {"A": "x" * 1000}}, {"metadata": {"m": "x" * 1000}}],
+)
+async def test_cached_store_counts_what_the_caller_sent_in_its_budget(
+    tmp_path: Path, sent: dict[str, object]
+) -> None:
+    inner = SqlStore.sqlite(tmp_path / "jobs.db")
+    store = CachedStore(inner, max_bytes=3 * (1024 + 1000))
+    await store.open()
+    jobs = [await store.create(make_job(code="", **sent)) for _ in range(4)]
+    await inner.close()
+    assert await store.get(jobs[-1].id) is not None
+    with pytest.raises(StoreError):  # four jobs of ~2 KiB do not fit in three
+        await store.get(jobs[0].id)
+    await store.close()
+
+
 async def test_expired_comes_in_pages_with_the_named_working_directory(store: JobStore) -> None:
     long_ago = utcnow() - timedelta(days=2)
     jobs = []
