@@ -27,7 +27,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY interpreter/ ./interpreter/
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir '.[server]'
 
 # The server runs as root (there is no USER): it makes a cgroup per job, mounts each job's
 # filesystem (a loop device, ext4, an overlay) and switches each job to a uid of its own, which

@@ -3,7 +3,8 @@
 processes), `checks` (the repository's files: docs, Dockerfile, manifests), `integration` (the
 store and queue on real databases), `acceptance` (real server processes over HTTP), `sandbox`,
 `security`, `scaleout` (replicas and workers on PostgreSQL), `faults` (a private PostgreSQL
-stopped under load). The README's test command runs them all."""
+stopped under load), `client` (the Python SDK, interpreter.client, against real server
+processes). The README's test command runs them all."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 TIERS = ("unit", "app", "checks", "integration", "acceptance", "sandbox", "security", "scaleout")
-TIERS += ("faults",)
+TIERS += ("faults", "client")
 HERE = Path(__file__).parent
 
 

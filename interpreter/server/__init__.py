@@ -6,13 +6,19 @@ import logging
 import sys
 from typing import Any
 
-import uvicorn
-from pydantic import ValidationError
+from interpreter.extras import require_server_extra
 
-from interpreter.api.app import create_app
-from interpreter.config import Settings
-from interpreter.errors import ConfigurationError
-from interpreter.logs import configure as configure_logging
+try:
+    import uvicorn
+    from pydantic import ValidationError
+
+    from interpreter.api.app import create_app
+    from interpreter.config import Settings
+    from interpreter.errors import ConfigurationError
+    from interpreter.logs import configure as configure_logging
+except ModuleNotFoundError as exc:  # no `server` extra: say so in one line
+    require_server_extra(exc, __name__)
+    raise
 
 __all__ = ["EnhancedInterpreterServer", "main"]
 

@@ -19,17 +19,23 @@ import logging
 import signal
 import sys
 
-import psycopg
-from procrastinate.exceptions import ConnectorException
-from pydantic import ValidationError
-from sqlalchemy.exc import SQLAlchemyError
+from interpreter.extras import require_server_extra
 
-from interpreter.config import Settings
-from interpreter.datadir import DataDirLock
-from interpreter.errors import ConfigurationError, StoreError
-from interpreter.logs import configure as configure_logging
-from interpreter.queues.procrastinate.schema import ensure_schema, schema_ready
-from interpreter.wiring import build_worker, postgres_store
+try:
+    import psycopg
+    from procrastinate.exceptions import ConnectorException
+    from pydantic import ValidationError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from interpreter.config import Settings
+    from interpreter.datadir import DataDirLock
+    from interpreter.errors import ConfigurationError, StoreError
+    from interpreter.logs import configure as configure_logging
+    from interpreter.queues.procrastinate.schema import ensure_schema, schema_ready
+    from interpreter.wiring import build_worker, postgres_store
+except ModuleNotFoundError as exc:  # no `server` extra: say so in one line
+    require_server_extra(exc, __name__)
+    raise
 
 __all__ = ["main"]
 

@@ -1,0 +1,43 @@
+"""The Python SDK of the server: ``Client`` (and ``AsyncClient``) run code as jobs and answer
+typed results, retrying safely. It needs httpx only, nothing of the server's dependencies::
+
+    from interpreter.client import Client
+
+    with Client("http://127.0.0.1:8000") as client:
+        result = client.run("print(6 * 7)")
+        print(result.stdout)  # 42
+"""
+
+from __future__ import annotations
+
+from interpreter.client._async import AsyncClient, AsyncJob
+from interpreter.client._errors import (
+    AuthenticationError,
+    ClientError,
+    InvalidRequest,
+    JobConflict,
+    JobNotFound,
+    RateLimited,
+    ServerUnavailable,
+    WaitTimeout,
+)
+from interpreter.client._models import FileInfo, OutputEvent, Result
+from interpreter.client._sync import Client, Job
+
+__all__ = [
+    "AsyncClient",
+    "AsyncJob",
+    "AuthenticationError",
+    "Client",
+    "ClientError",
+    "FileInfo",
+    "InvalidRequest",
+    "Job",
+    "JobConflict",
+    "JobNotFound",
+    "OutputEvent",
+    "RateLimited",
+    "Result",
+    "ServerUnavailable",
+    "WaitTimeout",
+]

@@ -1,0 +1,364 @@
+"""What the sync and async clients share, with no I/O: building requests, reading answers
+into results or typed errors, the retry policy and the Server-Sent Events parser."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import pathlib
+import random
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from interpreter import __version__
+from interpreter.client._errors import (
+    AuthenticationError,
+    ClientError,
+    InvalidRequest,
+    JobConflict,
+    JobNotFound,
+    RateLimited,
+    ServerUnavailable,
+)
+from interpreter.client._models import OutputEvent
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+MAX_WAIT_S = 60.0  # the server's cap on ?wait=
+WAIT_MARGIN_S = 5.0  # beyond a job's timeout: its start, its kill grace, its result
+MULTIPART_ABOVE_BYTES = 1024 * 1024  # input files over this total go as multipart
+MAX_RETRY_AFTER_S = 30.0
+BACKOFF_BASE_S = 0.25
+BACKOFF_MAX_S = 8.0
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+STREAM_READ_TIMEOUT_S = 45.0  # the server sends a keep-alive comment every 15 s
+
+FileContent = bytes | str | pathlib.Path
+Files = Mapping[str, FileContent]
+
+
+def base_url(given: str | None) -> str:
+    return (given or os.environ.get("INTERPRETER_URL") or DEFAULT_URL).rstrip("/")
+
+
+def api_key(given: str | None) -> str | None:
+    return given if given is not None else (os.environ.get("INTERPRETER_API_KEY") or None)
+
+
+def default_headers(key: str | None) -> dict[str, str]:
+    headers = {"User-Agent": f"interpreter-client/{__version__}", "Accept": "application/json"}
+    if key:
+        headers["X-API-Key"] = key
+    return headers
+
+
+# -- requests ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Call:
+    """One HTTP request, as both transports send it (``retry_reads``: whether a request that may
+    have reached the server can be sent again: GETs and keyed submissions)."""
+
+    method: str
+    path: str
+    params: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    json: dict[str, Any] | None = None
+    files: list[tuple[str, tuple[str | None, bytes | str, str | None]]] | None = None
+    wait_s: float = 0.0  # how long the server may hold the answer (added to the read timeout)
+    retry_reads: bool = True
+
+    def kwargs(self, timeout: float) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "params": self.params or None,
+            "headers": self.headers or None,
+            "timeout": httpx.Timeout(timeout, read=timeout + self.wait_s),
+        }
+        if self.json is not None:
+            out["json"] = self.json
+        if self.files is not None:
+            out["files"] = self.files
+        return out
+
+
+def file_bytes(content: FileContent) -> bytes:
+    if isinstance(content, bytes):
+        return content
+    if isinstance(content, str):
+        return content.encode()
+    return pathlib.Path(content).read_bytes()
+
+
+def execute_body(
+    code: str,
+    *,
+    language: str,
+    timeout: float | None,
+    stdin: str | None,
+    environment: Mapping[str, str] | None,
+    working_directory: str | None,
+    limits: Mapping[str, float] | None,
+    metadata: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"code": code, "language": language}
+    optional = {
+        "timeout": timeout,
+        "stdin": stdin,
+        "environment_variables": dict(environment) if environment is not None else None,
+        "working_directory": working_directory,
+        "limits": dict(limits) if limits is not None else None,
+        "metadata": dict(metadata) if metadata is not None else None,
+    }
+    body.update({name: value for name, value in optional.items() if value is not None})
+    return body
+
+
+def execute_call(
+    body: dict[str, Any], files: Files | None, *, wait_s: float, idempotency_key: str
+) -> Call:
+    """``POST /execute``: small files in the JSON body, multipart past ~1 MiB in all."""
+    params = {"wait": _seconds(wait_s)} if wait_s > 0 else {}
+    headers = {"Idempotency-Key": idempotency_key}
+    contents = {path: file_bytes(content) for path, content in (files or {}).items()}
+    if sum(len(data) for data in contents.values()) <= MULTIPART_ABOVE_BYTES:
+        if contents:
+            body = {
+                **body,
+                "input_files": [
+                    {"path": path, "content": base64.b64encode(data).decode("ascii")}
+                    for path, data in contents.items()
+                ],
+            }
+        return Call("POST", "/execute", params, headers, json=body, wait_s=wait_s)
+    parts: list[tuple[str, tuple[str | None, bytes | str, str | None]]] = [
+        ("request", (None, json.dumps(body), "application/json"))
+    ]
+    parts += [
+        ("files", (path, data, "application/octet-stream")) for path, data in contents.items()
+    ]
+    return Call("POST", "/execute", params, headers, files=parts, wait_s=wait_s)
+
+
+def new_idempotency_key() -> str:
+    return str(uuid.uuid4())
+
+
+def execute_wait_s(timeout: float | None) -> float:
+    """``?wait=`` of ``run``: the job's timeout and a margin, at most the server's 60 s."""
+    if timeout is None:
+        return MAX_WAIT_S
+    return min(MAX_WAIT_S, float(timeout) + WAIT_MARGIN_S)
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}"
+
+
+def get(path: str, *, wait_s: float = 0.0, **params: Any) -> Call:
+    query = {name: value for name, value in params.items() if value is not None}
+    if wait_s > 0:
+        query["wait"] = _seconds(wait_s)
+    return Call("GET", path, query, wait_s=wait_s)
+
+
+def job_path(job_id: str, *rest: str) -> str:
+    return "/".join([f"/jobs/{quote(job_id, safe='')}", *rest])
+
+
+def file_path(job_id: str, path: str) -> str:
+    return job_path(job_id, "files", quote(path.lstrip("/"), safe="/"))
+
+
+def results_call(job_id: str, wait_s: float) -> Call:
+    return get(job_path(job_id, "results"), wait_s=min(MAX_WAIT_S, max(0.0, wait_s)))
+
+
+def cancel_call(job_id: str) -> Call:
+    return Call("POST", job_path(job_id, "cancel"), retry_reads=False)
+
+
+def stream_headers(last_event_id: str | None) -> dict[str, str]:
+    headers = {"Accept": "text/event-stream"}
+    if last_event_id:
+        headers["Last-Event-ID"] = last_event_id
+    return headers
+
+
+def stream_timeout(timeout: float) -> httpx.Timeout:
+    return httpx.Timeout(timeout, read=max(timeout, STREAM_READ_TIMEOUT_S))
+
+
+def is_execute_answer_final(body: dict[str, Any]) -> bool:
+    """Whether ``POST /execute?wait=`` answered with a full result (it carries ``stdout``)."""
+    return "stdout" in body
+
+
+# -- answers -------------------------------------------------------------------------------------
+
+
+def retry_after_s(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+def error_for(status: int, headers: Mapping[str, str], content: bytes) -> ClientError:
+    """The typed error of an answer that is not 2xx, from its JSON ``detail``."""
+    detail = f"the server answered {status}"
+    errors: list[dict[str, Any]] | None = None
+    try:
+        body = json.loads(content)
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        if isinstance(body.get("detail"), str):
+            detail = body["detail"]
+        elif body.get("detail") is not None:
+            detail = json.dumps(body["detail"])
+        if isinstance(body.get("errors"), list):
+            errors = body["errors"]
+    elif content:
+        detail = f"{detail}: {content[:200].decode('utf-8', errors='replace')}"
+    if status == 401:
+        return AuthenticationError(detail, status, errors=errors)
+    if status == 404:
+        return JobNotFound(detail, status, errors=errors)
+    if status == 409:
+        return JobConflict(detail, status, errors=errors)
+    if status in (400, 413, 416, 422):
+        return InvalidRequest(detail, status, errors=errors)
+    if status == 429:
+        return RateLimited(detail, status, retry_after=retry_after_s(headers), errors=errors)
+    if status in (502, 503, 504):
+        return ServerUnavailable(detail, status, retry_after=retry_after_s(headers), errors=errors)
+    return ClientError(detail, status, errors=errors)
+
+
+def json_body(content: bytes, status: int) -> Any:
+    try:
+        return json.loads(content)
+    except ValueError as exc:
+        raise ClientError(f"the server's answer is not JSON: {content[:200]!r}", status) from exc
+
+
+def unreachable(url: str, exc: Exception) -> ServerUnavailable:
+    return ServerUnavailable(f"could not reach {url}: {exc!r}", None)
+
+
+# -- retries -------------------------------------------------------------------------------------
+
+
+def backoff_s(attempt: int) -> float:
+    """The pause before retry ``attempt`` (1, 2, ...) of a request that got no answer."""
+    delay: float = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (attempt - 1))
+    return delay * (0.5 + random.random() / 2)
+
+
+def retry_delay_s(error: ClientError, attempt: int) -> float:
+    """The pause before retry ``attempt`` after ``error`` (a retryable status)."""
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after is not None:
+        return float(min(MAX_RETRY_AFTER_S, retry_after))
+    return backoff_s(attempt)
+
+
+def retryable_status(status: int) -> bool:
+    return status in RETRY_STATUSES
+
+
+def retryable_exception(exc: Exception, call_retry_reads: bool) -> bool:
+    """A transport error worth another try: one that never reached the server always; one that
+    may have (a dropped connection, a read timeout) only when sending again is safe."""
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+        return True
+    return call_retry_reads and isinstance(exc, httpx.TransportError)
+
+
+# -- Server-Sent Events --------------------------------------------------------------------------
+
+
+class EventParser:
+    """Lines of a ``text/event-stream`` in, events out (``feed`` answers one at a blank line)."""
+
+    def __init__(self) -> None:
+        self._event = "message"
+        self._id: str | None = None
+        self._data: list[str] = []
+
+    def feed(self, line: str) -> OutputEvent | None:
+        line = line.rstrip("\r\n")
+        if not line:
+            return self._dispatch()
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "event":
+            self._event = value
+        elif name == "data":
+            self._data.append(value)
+        elif name == "id" and "\0" not in value:
+            self._id = value
+        return None
+
+    def _dispatch(self) -> OutputEvent | None:
+        if not self._data:
+            self._event = "message"
+            return None
+        text = "\n".join(self._data)
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = {"text": text}
+        event = OutputEvent(self._event, self._id, data if isinstance(data, dict) else {})
+        self._event, self._data = "message", []
+        return event
+
+
+class StreamState:
+    """Where a stream is, across reconnections: the last id to resume from, and whether the
+    status event a resumed stream opens with repeats the last one seen (then it is skipped)."""
+
+    def __init__(self) -> None:
+        self.last_id: str | None = None
+        self.last_status: str | None = None
+        self.resumed = False
+        self.done = False
+
+    def accept(self, event: OutputEvent) -> bool:
+        """Whether to hand ``event`` to the caller; keeps the state up to date."""
+        opening_status = self.resumed
+        self.resumed = False
+        if event.id is not None:
+            self.last_id = event.id
+        if event.event == "end":
+            self.done = True
+        if event.event == "status":
+            status = event.data.get("status")
+            repeated = opening_status and status == self.last_status
+            self.last_status = status if isinstance(status, str) else None
+            return not repeated
+        return True
+
+    def reconnect(self) -> None:
+        self.resumed = True
+
+
+def ended_early(job_id: str) -> ServerUnavailable:
+    return ServerUnavailable(f"the stream of job {job_id} kept ending before its end event", None)

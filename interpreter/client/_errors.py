@@ -1,0 +1,84 @@
+"""The client's errors: one class per kind of refusal, each with the server's ``detail``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AuthenticationError",
+    "ClientError",
+    "InvalidRequest",
+    "JobConflict",
+    "JobNotFound",
+    "RateLimited",
+    "ServerUnavailable",
+    "WaitTimeout",
+]
+
+
+class ClientError(Exception):
+    """Any error the client raises: ``status_code`` (None without an HTTP answer) and ``detail``
+    (the server's one-sentence ``detail``, or what went wrong); ``errors`` for a 422's list."""
+
+    def __init__(
+        self,
+        detail: str,
+        status_code: int | None = None,
+        *,
+        errors: list[dict[str, Any]] | None = None,
+    ) -> None:
+        super().__init__(detail if status_code is None else f"HTTP {status_code}: {detail}")
+        self.detail = detail
+        self.status_code = status_code
+        self.errors = errors or []
+
+
+class AuthenticationError(ClientError):
+    """401: no valid API key."""
+
+
+class JobNotFound(ClientError):
+    """404: no such job for this key (another key's job too), or no such file of a job."""
+
+
+class InvalidRequest(ClientError):
+    """400, 413, 416 or 422: the server refused the request as written."""
+
+
+class JobConflict(ClientError):
+    """409: the job's state forbids it (cancelling a finished job, files of a running one)."""
+
+
+class RateLimited(ClientError):
+    """429: over the rate limit or the key's pending-job cap, still so after the retries."""
+
+    def __init__(
+        self,
+        detail: str,
+        status_code: int | None = 429,
+        *,
+        retry_after: float | None = None,
+        errors: list[dict[str, Any]] | None = None,
+    ) -> None:
+        super().__init__(detail, status_code, errors=errors)
+        self.retry_after = retry_after
+
+
+class ServerUnavailable(ClientError):
+    """503 (shutting down, pending-job cap, store unavailable), a gateway error, or no
+    connection at all (``status_code`` None), still so after the retries."""
+
+    def __init__(
+        self,
+        detail: str,
+        status_code: int | None = 503,
+        *,
+        retry_after: float | None = None,
+        errors: list[dict[str, Any]] | None = None,
+    ) -> None:
+        super().__init__(detail, status_code, errors=errors)
+        self.retry_after = retry_after
+
+
+class WaitTimeout(ClientError, TimeoutError):
+    """``Job.wait(timeout=...)`` gave up before the job was final (the job goes on)."""

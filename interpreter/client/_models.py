@@ -1,0 +1,121 @@
+"""What the client returns: a job's result, a file of its directory, an event of its stream."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["FINAL_STATUSES", "FileInfo", "OutputEvent", "Result"]
+
+FINAL_STATUSES = frozenset({"completed", "failed", "timeout", "cancelled"})
+
+
+@dataclass(frozen=True)
+class Result:
+    """A job's result (the body of ``GET /jobs/{id}/results``; ``raw`` holds all of it)."""
+
+    job_id: str
+    status: str
+    stdout: str
+    stderr: str
+    exit_code: int | None
+    signal: int | None
+    termination_reason: str | None
+    execution_time_ms: int | None
+    files_created: list[str]
+    files_modified: list[str]
+    files_deleted: list[str]
+    error_message: str | None
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        """Completed with exit code 0."""
+        return self.status == "completed" and self.exit_code == 0
+
+    @property
+    def timed_out(self) -> bool:
+        return self.status == "timeout" or self.termination_reason == "timeout"
+
+    @property
+    def final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+    @classmethod
+    def from_dict(cls, body: dict[str, Any]) -> Result:
+        return cls(
+            job_id=str(body["job_id"]),
+            status=str(body["status"]),
+            stdout=body.get("stdout") or "",
+            stderr=body.get("stderr") or "",
+            exit_code=body.get("exit_code"),
+            signal=body.get("signal"),
+            termination_reason=body.get("termination_reason"),
+            execution_time_ms=body.get("execution_time_ms"),
+            files_created=list(body.get("files_created") or []),
+            files_modified=list(body.get("files_modified") or []),
+            files_deleted=list(body.get("files_deleted") or []),
+            error_message=body.get("error_message"),
+            raw=body,
+        )
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """A regular file of a finished job's working directory (``GET /jobs/{id}/files``)."""
+
+    path: str
+    size: int
+    sha256: str | None
+    created_at: str
+    modified_at: str
+
+    @classmethod
+    def from_dict(cls, body: dict[str, Any]) -> FileInfo:
+        return cls(
+            path=str(body["path"]),
+            size=int(body["size"]),
+            sha256=body.get("sha256"),
+            created_at=str(body.get("created_at")),
+            modified_at=str(body.get("modified_at")),
+        )
+
+
+@dataclass(frozen=True)
+class OutputEvent:
+    """One Server-Sent Event of ``GET /jobs/{id}/stream``: ``event`` is ``stdout``, ``stderr``,
+    ``status`` or ``end``; ``id`` the resume point; ``data`` its JSON."""
+
+    event: str
+    id: str | None
+    data: dict[str, Any]
+
+    @property
+    def bytes(self) -> bytes:
+        """The exact output bytes of a ``stdout`` / ``stderr`` event (b"" for the others)."""
+        if self.event not in ("stdout", "stderr"):
+            return b""
+        encoded = self.data.get("base64")
+        if isinstance(encoded, str):
+            try:
+                return base64.b64decode(encoded)
+            except (binascii.Error, ValueError):
+                pass
+        return str(self.data.get("text", "")).encode()
+
+    @property
+    def text(self) -> str:
+        """The output text of a ``stdout`` / ``stderr`` event ("" for the others): bytes that
+        are not UTF-8 (sent in base64) become U+FFFD."""
+        if self.event not in ("stdout", "stderr"):
+            return ""
+        if "base64" in self.data:
+            return self.bytes.decode("utf-8", errors="replace")
+        return str(self.data.get("text", ""))
+
+    @property
+    def offset(self) -> int | None:
+        value = self.data.get("offset")
+        return value if isinstance(value, int) else None
