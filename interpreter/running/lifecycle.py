@@ -255,6 +255,11 @@ async def cancel_in_store(
     if cancelled is not None:
         watch.notify(job_id)
         metrics.jobs_finished.labels(status="cancelled").inc()
+        if cancelled.request.input_file_count:  # it will never read them
+            try:
+                await store.delete_inputs(job_id)
+            except StoreError as exc:  # retention deletes them with the job
+                logger.warning("input files not deleted: %s", exc, extra={"job_id": job_id})
     return cancelled
 
 

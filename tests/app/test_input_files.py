@@ -379,3 +379,16 @@ async def test_a_job_whose_input_files_are_gone_from_the_store_fails_saying_so(
     assert body["stdout"] == ""
     assert body["error_message"] == "the job's input files are no longer in the job store"
     assert body["termination_reason"] == "sandbox_error"
+
+
+async def test_the_files_of_a_job_cancelled_before_it_ran_leave_the_store(make_api) -> None:
+    api = await make_api(max_jobs=1)
+    busy = await api.submit("import time; time.sleep(30)")
+    await api.wait_for(busy, {"running"})
+    job_id = await api.submit("print(1)", input_files=files(("a.txt", b"1" * 1024)))
+
+    cancelled = await api.client.post(f"/jobs/{job_id}/cancel")
+
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    assert job_id not in api.store.inputs
+    await api.client.post(f"/jobs/{busy}/cancel")
