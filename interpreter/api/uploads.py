@@ -104,7 +104,9 @@ async def _as_json(request: Request, settings: Settings) -> Request:
         request.stream(),
         max_files=settings.max_input_files + 1,  # the request part may come as a file
         max_fields=MAX_FIELDS,
-        max_part_size=settings.max_upload_bytes,  # the body's cap bounds it; checked below
+        # a field (the request part, unless it comes as a file) is held in memory: at most the
+        # JSON body's own limit; file parts are spooled to disk by the parser
+        max_part_size=settings.max_body_bytes,
     )
     try:
         form = await parser.parse()
@@ -112,6 +114,10 @@ async def _as_json(request: Request, settings: Settings) -> Request:
         if exc.message.startswith("Too many files"):
             raise InvalidInputFile(
                 f"too many input files; the maximum is {settings.max_input_files} per job"
+            ) from None
+        if exc.message.startswith("Part exceeded maximum size"):
+            raise BodyTooLarge(
+                f"the 'request' part is larger than the maximum of {settings.max_body_bytes} bytes"
             ) from None
         raise InvalidRequest(f"the multipart body could not be read: {exc.message}") from None
     try:
@@ -135,6 +141,11 @@ async def _parts(form: FormData, settings: Settings) -> tuple[bytes, tuple[Input
         if name == REQUEST_PART:
             if body is not None:
                 raise InvalidRequest("the multipart body holds more than one 'request' part")
+            if isinstance(value, UploadFile) and (value.size or 0) > settings.max_body_bytes:
+                raise BodyTooLarge(
+                    f"the 'request' part is {value.size} bytes; the maximum is "
+                    f"{settings.max_body_bytes} bytes"
+                )
             body = await value.read() if isinstance(value, UploadFile) else value.encode()
             if len(body) > settings.max_body_bytes:
                 raise BodyTooLarge(

@@ -351,11 +351,13 @@ async def test_a_chunked_multipart_body_has_the_upload_cap(make_api: Any) -> Non
     assert over.json()["detail"] == "request body is larger than the maximum of 65536 bytes"
 
 
-async def test_a_request_part_over_the_body_cap_is_413(make_api: Any) -> None:
+@pytest.mark.parametrize("as_file", [False, True])
+async def test_a_request_part_over_the_body_cap_is_413(make_api: Any, as_file: bool) -> None:
     api = await make_api(max_body_bytes=16 * 1024)
     request = {"code": "print(1)", "metadata": {"pad": "x" * 20_000}}
+    filename = "request.json" if as_file else None
 
-    response = await api.client.post("/execute", files={"request": (None, json.dumps(request))})
+    response = await api.client.post("/execute", files={"request": (filename, json.dumps(request))})
 
     assert response.status_code == 413
     assert "the 'request' part is" in response.json()["detail"]
