@@ -19,11 +19,13 @@ holds '..' or goes through a symlink is simply not found.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import mimetypes
 import os
 import stat
 import tarfile
+import time
 import zlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +39,9 @@ from interpreter.job import Job
 from interpreter.workspace import JobPaths
 
 CHUNK_BYTES = 256 * 1024  # read (and sent) at a time
-HASH_BUDGET_BYTES = 2 * 2**30  # bytes a listing on disk hashes; files past it get no sha256
+# Bytes a listing on disk hashes (and no longer than its scan's time bound): files past it get no
+# sha256. Counted by size, not by blocks: a sparse file costs what it seems to hold.
+HASH_BUDGET_BYTES = 256 * 2**20
 FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 TAR_BLOCK = tarfile.BLOCKSIZE
 UNOPENED = "could not be opened as a regular file (changed meanwhile, or not readable)"
@@ -309,8 +313,10 @@ def scan(
     max_seconds: float,
     hash_budget: int = HASH_BUDGET_BYTES,
 ) -> Listing:
-    """What the directory holds now, each file hashed while the hashing budget lasts."""
+    """What the directory holds now, each file hashed while the hashing budget (bytes, and
+    ``max_seconds`` of hashing) lasts."""
     survey = _survey(root_fd, max_entries, max_seconds)
+    hash_until = time.monotonic() + max_seconds
     files = []
     skipped = list(survey.skipped)
     for path, _ in survey.files:
@@ -321,7 +327,7 @@ def scan(
             continue
         try:
             sha256 = None
-            if st.st_size <= hash_budget:
+            if st.st_size <= hash_budget and time.monotonic() < hash_until:
                 hash_budget -= st.st_size
                 sha256 = _hash(fd, st.st_size)
         finally:
@@ -441,7 +447,8 @@ class FileSource(Protocol):
     def source(self) -> str:
         """Where the files are read: "directory", "store" or "none"."""
 
-    async def listing(self) -> Listing: ...
+    async def listing(self, hashed: bool = True) -> Listing:
+        """What the job's directory holds (``hashed=False``: no file read for its sha256)."""
 
     async def open(self, path: str) -> OpenFile:
         """``JobFileNotFound`` unless ``path`` is a regular file of the listing."""
@@ -497,17 +504,17 @@ class DiskFiles:
         self.max_entries = max_entries
         self.max_seconds = max_seconds
 
-    def _listing(self) -> Listing:
+    def _listing(self, hash_budget: int) -> Listing:
         root = open_directory(self.paths, self.job) if self.job.result is not None else None
         if root is None:
             return EMPTY
         try:
-            return scan(root, self.max_entries, self.max_seconds)
+            return scan(root, self.max_entries, self.max_seconds, hash_budget)
         finally:
             os.close(root)
 
-    async def listing(self) -> Listing:
-        return await asyncio.to_thread(self._listing)
+    async def listing(self, hashed: bool = True) -> Listing:
+        return await asyncio.to_thread(self._listing, HASH_BUDGET_BYTES if hashed else -1)
 
     def _open(self, path: str) -> _DiskFile:
         path_parts(path)
@@ -547,7 +554,7 @@ class StoredFiles:
         self.store = store
         self.job_id = job_id
 
-    async def listing(self) -> Listing:
+    async def listing(self, hashed: bool = True) -> Listing:
         return listing_of(await self.store.list_files(self.job_id))
 
     async def open(self, path: str) -> OpenFile:
@@ -563,7 +570,7 @@ class NoFiles:
 
     source = "none"
 
-    async def listing(self) -> Listing:
+    async def listing(self, hashed: bool = True) -> Listing:
         return EMPTY
 
     async def open(self, path: str) -> OpenFile:
@@ -579,6 +586,19 @@ def _header(name: str, kind: bytes, size: int, mode: int, mtime: datetime) -> by
     info.mode = mode
     info.mtime = int(mtime.timestamp())
     return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "strict")
+
+
+def within(listing: Listing, max_bytes: int) -> tuple[Listing, int]:
+    """``listing`` with its files in path order while their sizes add up to at most
+    ``max_bytes`` (an archive's budget: sparse files cost their size), and how many were left
+    out."""
+    kept: list[FileInfo] = []
+    for info in listing.files:
+        if info.size > max_bytes:
+            continue
+        max_bytes -= info.size
+        kept.append(info)
+    return dataclasses.replace(listing, files=tuple(kept)), len(listing.files) - len(kept)
 
 
 async def archive(source: FileSource, listing: Listing, now: datetime) -> AsyncIterator[bytes]:

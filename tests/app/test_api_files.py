@@ -299,3 +299,34 @@ async def test_a_named_working_directorys_files_are_served(api) -> None:
     assert page.headers["content-security-policy"] == "sandbox"
     assert page.headers["x-content-type-options"] == "nosniff"
     assert page.headers["content-disposition"] == "attachment; filename*=UTF-8''report.html"
+
+
+SPARSE = """
+open('small.txt', 'w').write('small')
+for name in ('a.sparse', 'b.sparse', 'c.sparse'):
+    with open(name, 'wb') as f:
+        f.truncate(200 * 2**20)  # 200 MiB that take no disk
+"""
+
+
+async def test_sparse_files_cost_a_listing_their_size_within_its_budget(api) -> None:
+    job_id = await finished(api, SPARSE)
+
+    body = await listing(api, job_id)
+
+    hashed = {f["path"]: f["sha256"] for f in body["files"]}
+    assert hashed["small.txt"] == sha(b"small")
+    # 256 MiB of hashing a listing: the first sparse file, not the others
+    assert sum(value is not None for name, value in hashed.items() if name.endswith(".sparse")) == 1
+
+
+async def test_the_archive_stops_at_the_captured_bytes_cap(make_api) -> None:
+    api = await make_api(max_captured_bytes=2**20)
+    job_id = await finished(api, SPARSE)
+
+    response = await api.client.get(f"/jobs/{job_id}/archive")
+
+    assert response.status_code == 200
+    assert response.headers["X-Archive-Omitted"] == "3"
+    with tarfile.open(fileobj=io.BytesIO(response.content), mode="r:gz") as tar:
+        assert [m.name for m in tar.getmembers() if m.isfile()] == ["small.txt"]

@@ -19,7 +19,7 @@ from interpreter.api.routes.jobs import NOT_FOUND, STORE_DOWN, Responses, error
 from interpreter.api.schemas import JobFile, JobFilesResponse, SkippedEntry
 from interpreter.errors import RangeNotSatisfiable
 from interpreter.job import utcnow
-from interpreter.jobfiles import archive, content_type, parse_range
+from interpreter.jobfiles import archive, content_type, parse_range, within
 
 router = APIRouter(tags=["files"])
 
@@ -112,11 +112,18 @@ async def get_job_file(
 @router.get("/jobs/{job_id}/archive", response_class=StreamingResponse, responses=ARCHIVE_RESPONSES)
 async def get_job_archive(job_id: str, service: ServiceDep, owner: OwnerDep) -> StreamingResponse:
     """The finished job's working directory as a .tar.gz: its directories and regular files
-    (never a symlink, nor what one points to; nothing the listing skipped)."""
+    (never a symlink, nor what one points to; nothing the listing skipped), in path order while
+    their sizes add up to at most INTERPRETER_MAX_CAPTURED_BYTES; `X-Archive-Omitted` counts the
+    files left out past it (fetch them one by one)."""
     source = await service.files(job_id, owner)
-    listing = await source.listing()
+    listing, omitted = within(
+        await source.listing(hashed=False), service.settings.max_captured_bytes
+    )
     return StreamingResponse(
         archive(source, listing, utcnow()),
         media_type="application/gzip",
-        headers={"Content-Disposition": f'attachment; filename="{job_id}.tar.gz"'},
+        headers={
+            "Content-Disposition": f'attachment; filename="{job_id}.tar.gz"',
+            "X-Archive-Omitted": str(omitted),
+        },
     )
