@@ -182,14 +182,16 @@ class JobService:
         with that key made instead, when there is one (``replayed``), and it is not older than
         ``IDEMPOTENCY_WINDOW``. Of concurrent submissions with one key, on any replica, one
         makes the job (the store's unique key) and the others answer with it."""
+        key = None if idempotency is None else idempotency_scope(owner, idempotency.key)
+        if key is not None and idempotency is not None:  # a retry answers as the first one did,
+            # even while the server shuts down or after its settings changed
+            if (earlier := await self._earlier(key, idempotency)) is not None:
+                return earlier
         if not self.queue.accepting:
             raise ServiceUnavailable("the server is shutting down and takes no new jobs")
         request, inputs = self.validate(sub, owner)
         job = Job(id=new_job_id(), request=request, owner=owner)
-        if idempotency is not None:
-            key = idempotency_scope(owner, idempotency.key)
-            if (earlier := await self._earlier(key, idempotency)) is not None:
-                return earlier
+        if key is not None and idempotency is not None:
             job = job.evolve(idempotency_key=key, request_digest=idempotency.digest)
         try:
             job, estimate = await self.queue.submit(job, inputs)

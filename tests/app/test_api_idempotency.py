@@ -117,3 +117,16 @@ async def test_a_malformed_key_is_refused(api) -> None:
         )
         assert response.status_code == 422, key
         assert "Idempotency-Key" in response.json()["detail"]
+
+
+async def test_a_retry_answers_with_its_job_while_the_server_shuts_down(api, monkeypatch) -> None:
+    body = {"code": "print(1)"}
+    first = await api.client.post("/execute", json=body, headers={"Idempotency-Key": "late"})
+    queue = api.app.state.parts.queue
+    monkeypatch.setattr(type(queue), "accepting", property(lambda self: False))
+
+    again = await api.client.post("/execute", json=body, headers={"Idempotency-Key": "late"})
+    new = await api.client.post("/execute", json=body, headers={"Idempotency-Key": "new"})
+
+    assert again.status_code == 200 and again.json()["job_id"] == first.json()["job_id"]
+    assert new.status_code == 503
