@@ -120,8 +120,8 @@ class CaptureLimits:
 # -- pure pieces ---------------------------------------------------------------------------------
 def path_parts(path: str) -> list[str]:
     """The components of a requested relative path; ``JobFileNotFound`` when it is absolute,
-    holds '..' or a NUL byte, or names nothing."""
-    if not path or "\x00" in path or path.startswith("/"):
+    holds '..' or a NUL byte, ends with '/' (a directory), or names nothing."""
+    if not path or "\x00" in path or path.startswith("/") or path.endswith("/"):
         raise JobFileNotFound()
     parts = [part for part in path.split("/") if part not in ("", ".")]
     if not parts or ".." in parts:

@@ -50,7 +50,7 @@ LIMITED_PATH = "/execute"
 AUTO = "auto"
 OFF = "off"
 # "auto" with authentication: far above what one server runs (85-130 jobs/s measured on 2 cores,
-# /work/shared/notes/PEERS.md), so one client is never held below the server's pace; it bounds a
+# docs/benchmarks.md), so one client is never held below the server's pace; it bounds a
 # runaway loop and key guessing per address. The pending-job caps are the backpressure.
 AUTO_PER_KEY = "1000/second"
 

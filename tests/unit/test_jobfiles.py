@@ -29,13 +29,15 @@ from interpreter.store import MemoryStore
 
 @pytest.mark.parametrize(
     ("path", "parts"),
-    [("a.txt", ["a.txt"]), ("d/e/f", ["d", "e", "f"]), ("./d//f/", ["d", "f"])],
+    [("a.txt", ["a.txt"]), ("d/e/f", ["d", "e", "f"]), ("./d//f", ["d", "f"])],
 )
 def test_a_relative_path_is_its_components(path: str, parts: list[str]) -> None:
     assert path_parts(path) == parts
 
 
-@pytest.mark.parametrize("path", ["", "/etc/passwd", "..", "a/../b", "a/..", ".", "a\x00b", "//x"])
+@pytest.mark.parametrize(
+    "path", ["", "/etc/passwd", "..", "a/../b", "a/..", ".", "a\x00b", "//x", "a.txt/", "d/"]
+)
 def test_a_path_that_leaves_or_names_nothing_is_not_found(path: str) -> None:
     with pytest.raises(JobFileNotFound):
         path_parts(path)
