@@ -13,6 +13,7 @@ PACKAGE = Path(interpreter.__file__).parent
 
 # Highest first. A module belongs to the first entry that is a prefix of its dotted name.
 LAYERS: list[tuple[str, ...]] = [
+    ("interpreter.cli",),  # the console script: starts the server, or calls it as a client
     ("interpreter.server", "interpreter.worker"),
     ("interpreter.api",),
     ("interpreter.service", "interpreter.wiring"),

@@ -1,0 +1,5 @@
+import sys
+
+from interpreter.cli.main import main
+
+sys.exit(main())
