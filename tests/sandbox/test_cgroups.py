@@ -361,8 +361,10 @@ def test_cpu_time_is_accounted_for_the_whole_tree(driver: cgroups.CgroupDriver) 
         proc = run_in(cgroup, "sh", "-c", f"python3 -c '{spin}' & python3 -c '{spin}'; wait")
         proc.wait(20)
         usage = cgroup.usage()
-        assert usage.cpu_total_s >= 0.55
-        assert usage.cpu_user_s + usage.cpu_system_s > 0.4
+        assert usage.cpu_total_s >= 0.55  # the kernel's exact figure
+        # user and system are sampled at each tick: on a busy (virtual) machine they miss ticks
+        # (0.37 s of 0.63 s in one CI run), so only their presence is certain
+        assert usage.cpu_user_s + usage.cpu_system_s > 0
     finally:
         cgroup.kill_all()
         Remover._try(cgroup)
