@@ -9,7 +9,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 
 
-class FinalWatch:
+class JobWatch:
     """Who writes a final status calls ``notify``; waiters wake at once instead of polling.
 
     A stream holds a ``subscribe``d event for as long as it runs: ``wake`` (new output, a status

@@ -22,7 +22,7 @@ from interpreter.running.live import ChunkPublisher, WakeStreams
 from interpreter.running.runner import JobRunner
 from interpreter.store import CachedStore, SqlStore
 from interpreter.store.base import JobStore
-from interpreter.watch import FinalWatch
+from interpreter.watch import JobWatch
 from interpreter.workspace import JobPaths
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ class Parts:
     registry: LanguageRegistry
     paths: JobPaths
     metrics: Metrics
-    watch: FinalWatch
+    watch: JobWatch
     outputs_in_store: bool  # scale-out: every replica reads outputs from the store
 
 
@@ -58,7 +58,7 @@ def build(
     # an injected runner's outputs are where the service reads them
     paths = runner.paths if runner is not None else JobPaths(settings.data_dir, settings.workspaces)
     metrics = Metrics()
-    watch = FinalWatch()
+    watch = JobWatch()
     scale_out = settings.database_kind == "postgresql"
     if scale_out:
         from interpreter.queues.procrastinate.queue import PostgresQueue
@@ -132,5 +132,5 @@ def build_worker(settings: Settings) -> WorkerParts:
     store, _ = postgres_store(settings)
     app = postgres_app(settings)
     runner = JobRunner.from_settings(settings, registry, paths, live=ChunkPublisher(store))
-    node = WorkerNode(settings, app, store, runner, Metrics(), FinalWatch())
+    node = WorkerNode(settings, app, store, runner, Metrics(), JobWatch())
     return WorkerParts(store, app, runner, node, registry, paths)

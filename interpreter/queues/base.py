@@ -15,7 +15,7 @@ from typing import Protocol
 
 from interpreter.job import InputFile, Job
 from interpreter.metrics import Metrics
-from interpreter.watch import FinalWatch
+from interpreter.watch import JobWatch
 
 CANCEL_SLACK_S = 5.0
 
@@ -28,7 +28,7 @@ def cancel_wait_s(kill_grace_s: float, scan_max_s: float) -> float:
 
 async def until_final(
     read: Callable[[], Awaitable[Job | None]],
-    watch: FinalWatch,
+    watch: JobWatch,
     job_id: str,
     wait_s: float,
     recheck_s: float,
@@ -61,7 +61,7 @@ class QueueState:
 
 
 class JobQueue(Protocol):
-    watch: FinalWatch  # woken when a job this process knows of reaches a final status
+    watch: JobWatch  # woken when a job this process knows of reaches a final status
     metrics: Metrics
     recheck_s: float  # how often a long poll re-reads the store anyway, in case it missed one
 

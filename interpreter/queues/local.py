@@ -31,7 +31,7 @@ from interpreter.running.lifecycle import (
     cancel_in_store,
 )
 from interpreter.store.base import JobStore
-from interpreter.watch import FinalWatch
+from interpreter.watch import JobWatch
 
 logger = logging.getLogger(__name__)
 
@@ -54,11 +54,11 @@ class LocalQueue:
         runner: Runner,
         max_jobs: int,
         metrics: Metrics | None = None,
-        watch: FinalWatch | None = None,
+        watch: JobWatch | None = None,
         caps: PendingCaps | None = None,
     ) -> None:
         self.store = store
-        self.watch = watch or FinalWatch()
+        self.watch = watch or JobWatch()
         self.runner = runner
         self.max_jobs = max_jobs
         self.metrics = metrics or Metrics()

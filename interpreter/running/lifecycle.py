@@ -27,7 +27,7 @@ from interpreter.metrics import Metrics
 from interpreter.running.base import Runner
 from interpreter.running.ending import Finish
 from interpreter.store.base import JobStore, fencing_token
-from interpreter.watch import FinalWatch
+from interpreter.watch import JobWatch
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class Execution:
         store: JobStore,
         runner: Runner,
         metrics: Metrics,
-        watch: FinalWatch,
+        watch: JobWatch,
         outputs_in_store: bool = False,
         capture: CaptureLimits | None = None,
     ) -> None:
@@ -235,7 +235,7 @@ class Execution:
 
 async def cancel_in_store(
     store: JobStore,
-    watch: FinalWatch,
+    watch: JobWatch,
     metrics: Metrics,
     job_id: str,
     source: JobStatus | None = None,

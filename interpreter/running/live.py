@@ -4,7 +4,7 @@ The runner tells a ``LiveOutput`` of each piece of a job's output head as its ca
 to the job's output file (``process.output.StreamCapture``), with its offset in that file.
 
 - ``WakeStreams`` (embedded): the streams of this process read the output file itself; they are
-  only woken (``FinalWatch.wake``), a dict look-up per piece when nobody streams the job.
+  only woken (``JobWatch.wake``), a dict look-up per piece when nobody streams the job.
 - ``ChunkPublisher`` (scale-out, in a worker): the pieces go into the store (``job_chunks``),
   any API replica reads them there, woken by the database (NOTIFY from the table's trigger).
   Writes are batched: at most one insert of every job's pieces per ``window_s`` (adjacent
@@ -23,7 +23,7 @@ from typing import Protocol
 from interpreter.errors import StoreError
 from interpreter.job import OutputChunk
 from interpreter.store.base import JobStore
-from interpreter.watch import FinalWatch
+from interpreter.watch import JobWatch
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class LiveOutput(Protocol):
 class WakeStreams:
     """Embedded: the streams read the output files; wake them."""
 
-    def __init__(self, watch: FinalWatch) -> None:
+    def __init__(self, watch: JobWatch) -> None:
         self.watch = watch
 
     def write(self, job_id: str, stream: str, start: int, data: bytes) -> None:

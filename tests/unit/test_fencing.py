@@ -14,7 +14,7 @@ from interpreter.metrics import Metrics
 from interpreter.running.lifecycle import Execution
 from interpreter.running.runner import Finish, JobRunner
 from interpreter.store import MemoryStore
-from interpreter.watch import FinalWatch
+from interpreter.watch import JobWatch
 from interpreter.workspace import JobPaths
 
 
@@ -38,7 +38,7 @@ class Runner:
         self.paths = Paths(root)
 
 
-class CountingWatch(FinalWatch):
+class CountingWatch(JobWatch):
     def __init__(self) -> None:
         super().__init__()
         self.notified: list[str] = []

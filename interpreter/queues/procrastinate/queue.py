@@ -35,7 +35,7 @@ from interpreter.running.lifecycle import cancel_in_store
 from interpreter.store.base import JobStore
 from interpreter.store.plain_writes import POSTGRESQL
 from interpreter.store.sql import describe_db_error, input_rows, insert_values, key_taken
-from interpreter.watch import FinalWatch
+from interpreter.watch import JobWatch
 
 logger = logging.getLogger("interpreter.queue")
 
@@ -55,7 +55,7 @@ class PostgresQueue:
         store: JobStore,
         app: procrastinate.App,
         metrics: Metrics,
-        watch: FinalWatch,
+        watch: JobWatch,
         worker: WorkerNode | None,
     ) -> None:
         self.settings = settings

@@ -52,7 +52,7 @@ from interpreter.queues.procrastinate.steady import SteadyWorker
 from interpreter.running.base import Runner
 from interpreter.running.lifecycle import SHUTDOWN_MESSAGE, Execution
 from interpreter.store.base import JobStore, fencing_token
-from interpreter.watch import FinalWatch
+from interpreter.watch import JobWatch
 
 logger = logging.getLogger("interpreter.worker")
 
@@ -135,7 +135,7 @@ class WorkerNode:
         store: JobStore,
         runner: Runner,
         metrics: Metrics,
-        watch: FinalWatch,
+        watch: JobWatch,
     ) -> None:
         self.settings = settings
         self.app = app
