@@ -76,6 +76,8 @@ class CodeTooLarge(InvalidRequest):
 
 class StdinTooLarge(CodeTooLarge):
     """The submitted stdin is larger than the configured maximum."""
+
+
 class InvalidInputFile(InvalidRequest):
     """An input file is invalid."""
 
