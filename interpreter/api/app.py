@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from interpreter import __version__, wiring
 from interpreter.api import errors
-from interpreter.api.auth import RequireApiKey
+from interpreter.api.auth import RequireApiKey, presented_key
 from interpreter.api.bodylimit import BodySizeLimit
 from interpreter.api.deps import AppParts
 from interpreter.api.openapi import document
@@ -24,6 +24,7 @@ from interpreter.api.routes import files, jobs, sandbox, stream, system
 from interpreter.config import Settings
 from interpreter.datadir import DataDirLock
 from interpreter.errors import ConfigurationError, InterpreterError
+from interpreter.mcp import mount
 from interpreter.metrics import Metrics
 from interpreter.queues.base import JobQueue
 from interpreter.running.base import Runner
@@ -178,7 +179,8 @@ def create_app(
             extra={"data_dir": str(settings.data_dir), "max_jobs": settings.max_jobs},
         )
         try:
-            yield
+            async with mcp.lifespan() if mcp is not None else contextlib.nullcontext():
+                yield
         finally:
             retention.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -208,6 +210,10 @@ def create_app(
     app.include_router(stream.router)
     app.include_router(system.router)
     app.include_router(sandbox.router)
+    # MCP over streamable HTTP; its tool calls are requests of this app, with the caller's key.
+    mcp = mount.endpoint(app, presented_key, settings.max_body_bytes)
+    if mcp is not None:
+        app.router.routes.append(mcp.route)
     # Outermost last: the access log sees every answer, CORS headers reach the others' answers;
     # a rate-limited submission is refused before any of its body is read, chunked or not, and
     # so is a request without a valid key (after the rate limit, which counts guesses too).

@@ -1,0 +1,291 @@
+"""The tools, whatever the transport: ``run_code``, ``read_file`` and ``list_files``.
+
+Each call gets an ``AsyncClient`` from ``connect`` (the transport decides which server and which
+key) and goes through the SDK: the server's checks all apply, and its refusals (an unknown
+language, another key's job, a file that is not there) come back as tool errors carrying the
+server's one-sentence ``detail``.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, replace
+from typing import Annotated, Any, Literal
+
+import anyio
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from pydantic import BaseModel, Field
+
+from interpreter import __version__
+from interpreter.client import AsyncClient, AsyncJob, ClientError, InvalidRequest, Result
+from interpreter.client import _core as core
+
+Connect = Callable[[Context], AbstractAsyncContextManager[AsyncClient]]
+
+READ_MAX_BYTES = 100_000  # read_file returns at most this much of a file
+OUTPUT_MAX_CHARS = 50_000  # run_code returns at most this much of stdout, and of stderr
+PROGRESS_EVERY_S = 1.0
+PROGRESS_TAIL_CHARS = 300  # output so far, in a progress message
+
+INSTRUCTIONS = (
+    "Runs code (python, shell, javascript) in a sandbox, one job per run_code call, and reads "
+    "back the files a job left in its working directory (list_files, read_file)."
+)
+
+RUN_CODE = f"""Run code in a fresh sandboxed job and return once it has finished.
+
+Returns the job's stdout and stderr (each cut to {OUTPUT_MAX_CHARS} characters, head and tail
+kept), its exit code, its status (completed, failed, timeout, cancelled) and termination reason
+(exit, timeout, memory_limit, cpu_limit, signal, ...), and the files its working directory holds
+afterwards (path and size), with the job id: pass it to read_file to read one of them.
+A job that fails or times out is a normal result (read stderr and termination_reason); a tool
+error means the job could not be run (e.g. an unsupported language).
+Each call starts from an empty directory: put input files in `files`. Nothing persists between
+calls except through the files you pass in."""
+
+READ_FILE = f"""Read one file that a finished job left in its working directory.
+
+`path` is relative to the job's directory, as list_files or run_code report it. UTF-8 content
+comes back as text (encoding "utf-8"), anything else base64-encoded (encoding "base64"). At most
+{READ_MAX_BYTES} bytes are returned: `truncated` is true when the file is longer (`size` is the
+whole file's size)."""
+
+LIST_FILES = """List the files a finished job left in its working directory: each file's path
+(relative to the directory, for read_file) and size in bytes."""
+
+
+class FileEntry(BaseModel):
+    path: str = Field(description="relative to the job's working directory")
+    size: int = Field(description="bytes")
+
+
+class RunResult(BaseModel):
+    job_id: str = Field(description="pass it to read_file or list_files")
+    status: str = Field(description="completed, failed, timeout or cancelled")
+    exit_code: int | None
+    termination_reason: str | None = Field(
+        description="exit, timeout, cpu_limit, memory_limit, workspace_limit, signal, "
+        "cancelled or sandbox_error"
+    )
+    stdout: str
+    stderr: str
+    error_message: str | None = Field(description="why the job failed, in one line")
+    execution_time_ms: int | None
+    files: list[FileEntry] = Field(description="what the job's directory holds after the run")
+    note: str | None = Field(default=None, description="set when stdout or stderr was cut")
+
+
+class FileList(BaseModel):
+    job_id: str
+    files: list[FileEntry]
+
+
+class FileContent(BaseModel):
+    job_id: str
+    path: str
+    size: int = Field(description="the whole file's size in bytes")
+    encoding: Literal["utf-8", "base64"]
+    content: str
+    truncated: bool = Field(description=f"true when only the first {READ_MAX_BYTES} bytes came")
+
+
+def build_server(connect: Connect) -> MCPServer[Any]:
+    """The MCP server with the three tools, each calling the API through ``connect``."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    server: MCPServer[Any] = MCPServer(
+        "interpreter", instructions=INSTRUCTIONS, version=__version__
+    )
+    # MCPServer() calls logging.basicConfig: the host process configures its own logging.
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+    @server.tool(description=RUN_CODE)
+    async def run_code(
+        code: Annotated[str, Field(description="the program's source")],
+        ctx: Context,
+        language: Annotated[
+            str, Field(description="python, shell (bash) or javascript (node)")
+        ] = "python",
+        timeout: Annotated[
+            float | None,
+            Field(description="seconds before the job is killed (the server's default if unset)"),
+        ] = None,
+        files: Annotated[
+            dict[str, str] | None,
+            Field(description="input files to write first: relative path -> text content"),
+        ] = None,
+    ) -> RunResult:
+        async with connect(ctx) as client:
+            try:
+                job = await client.submit(code, language=language, timeout=timeout, files=files)
+                result = await finish(job, ctx)
+                listing = await job.files()
+            except ClientError as exc:
+                raise ToolError(exc.detail) from None
+        return run_result(result, [FileEntry(path=f.path, size=f.size) for f in listing])
+
+    @server.tool(description=READ_FILE)
+    async def read_file(
+        job_id: Annotated[str, Field(description="the job id run_code returned")],
+        path: Annotated[str, Field(description="relative to the job's working directory")],
+        ctx: Context,
+    ) -> FileContent:
+        async with connect(ctx) as client:
+            try:
+                data, size = await read_head(client, job_id, path, READ_MAX_BYTES)
+            except ClientError as exc:
+                raise ToolError(exc.detail) from None
+        truncated = size > len(data)
+        encoding, content = encode(data, truncated)
+        return FileContent(
+            job_id=job_id,
+            path=path,
+            size=size,
+            encoding=encoding,
+            content=content,
+            truncated=truncated,
+        )
+
+    @server.tool(description=LIST_FILES)
+    async def list_files(
+        job_id: Annotated[str, Field(description="the job id run_code returned")],
+        ctx: Context,
+    ) -> FileList:
+        async with connect(ctx) as client:
+            try:
+                listing = await client.job(job_id).files()
+            except ClientError as exc:
+                raise ToolError(exc.detail) from None
+        return FileList(job_id=job_id, files=[FileEntry(path=f.path, size=f.size) for f in listing])
+
+    return server
+
+
+# -- run_code ------------------------------------------------------------------------------------
+
+
+def progress_requested(ctx: Context) -> bool:
+    meta = ctx.request_context.meta
+    return meta is not None and meta.get("progress_token") is not None
+
+
+@dataclass
+class Watch:
+    """What a running job showed so far: its last status and the tail of its output."""
+
+    started: float
+    status: str = "pending"
+    tail: str = ""
+
+    def add(self, text: str) -> None:
+        self.tail = (self.tail + text)[-PROGRESS_TAIL_CHARS:]
+
+    def message(self) -> str:
+        elapsed = time.monotonic() - self.started
+        said = f"{self.status}, {elapsed:.1f} s"
+        return f"{said}; output so far: {self.tail}" if self.tail else said
+
+
+async def finish(job: AsyncJob, ctx: Context) -> Result:
+    """The job's result once final; meanwhile progress notifications (when the client asked
+    for them) with the elapsed time and the output so far. A call cancelled by the client
+    cancels the job."""
+    watch = Watch(started=time.monotonic())
+
+    async def follow_output() -> None:
+        with contextlib.suppress(ClientError):  # progress is best effort; the result is not
+            async for event in job.stream():
+                if event.event == "status":
+                    watch.status = str(event.data.get("status"))
+                elif event.event in ("stdout", "stderr"):
+                    watch.add(event.text)
+
+    async def report() -> None:
+        while True:
+            await anyio.sleep(PROGRESS_EVERY_S)
+            elapsed = round(time.monotonic() - watch.started, 1)
+            await ctx.report_progress(elapsed, None, watch.message())
+
+    try:
+        if not progress_requested(ctx):
+            return await job.wait()
+        async with anyio.create_task_group() as group:
+            group.start_soon(follow_output)
+            group.start_soon(report)
+            try:
+                result = await job.wait()
+            finally:
+                group.cancel_scope.cancel()
+        return result
+    except anyio.get_cancelled_exc_class():
+        with anyio.CancelScope(shield=True), contextlib.suppress(ClientError):
+            await job.cancel()
+        raise
+
+
+def cut(text: str, limit: int) -> tuple[str, int]:
+    """``text`` within ``limit`` characters, its head and tail kept; and how many were cut."""
+    if len(text) <= limit:
+        return text, 0
+    half = limit // 2
+    dropped = len(text) - 2 * half
+    return f"{text[:half]}\n[... {dropped} characters cut ...]\n{text[-half:]}", dropped
+
+
+def run_result(result: Result, files: list[FileEntry]) -> RunResult:
+    stdout, stdout_cut = cut(result.stdout, OUTPUT_MAX_CHARS)
+    stderr, stderr_cut = cut(result.stderr, OUTPUT_MAX_CHARS)
+    notes = [
+        f"{name}: {dropped} characters cut in the middle"
+        for name, dropped in (("stdout", stdout_cut), ("stderr", stderr_cut))
+        if dropped
+    ]
+    return RunResult(
+        job_id=result.job_id,
+        status=result.status,
+        exit_code=result.exit_code,
+        termination_reason=result.termination_reason,
+        stdout=stdout,
+        stderr=stderr,
+        error_message=result.error_message,
+        execution_time_ms=result.execution_time_ms,
+        files=files,
+        note="; ".join(notes) or None,
+    )
+
+
+# -- read_file -----------------------------------------------------------------------------------
+
+
+async def read_head(client: AsyncClient, job_id: str, path: str, limit: int) -> tuple[bytes, int]:
+    """The first ``limit`` bytes of a job's file (one ranged ``GET``) and the file's size."""
+    # The SDK's download() reads a file whole; a range keeps a huge file off the wire.
+    ranged = {"Range": f"bytes=0-{limit - 1}"}
+    call = replace(core.get(core.file_path(job_id, path)), headers=ranged)
+    try:
+        response = await client._send(call)
+    except InvalidRequest as exc:
+        if exc.status_code == 416:  # a range of an empty file
+            return b"", 0
+        raise
+    data = response.content[:limit]
+    _, _, total = response.headers.get("content-range", "").rpartition("/")
+    return data, int(total) if total.isdigit() else len(response.content)
+
+
+def encode(data: bytes, truncated: bool) -> tuple[Literal["utf-8", "base64"], str]:
+    """UTF-8 text as is, else base64; a character cut by the truncation is dropped."""
+    try:
+        return "utf-8", data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if truncated and exc.reason == "unexpected end of data":
+            with contextlib.suppress(UnicodeDecodeError):
+                return "utf-8", data[: exc.start].decode("utf-8")
+        return "base64", base64.b64encode(data).decode("ascii")
