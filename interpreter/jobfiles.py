@@ -30,7 +30,6 @@ import zlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Protocol
 
 from interpreter import tree
@@ -207,7 +206,8 @@ def open_directory(paths: JobPaths, job: Job) -> int | None:
         relative = job.id
     else:
         try:
-            relative = str(Path(job.request.working_directory).relative_to(paths.workspace_root))
+            named = paths.named(job.request.working_directory)
+            relative = str(named.relative_to(paths.workspace_root))
         except ValueError:
             return None
     try:

@@ -160,7 +160,8 @@ class JobService:
         if sub.working_directory:
             path = named_directory(self.paths.workspace_root, sub.working_directory, owner)
             self.paths.check_named(path)  # refused now if it could never run (where jobs run)
-            workdir = str(path)
+            # kept relative to the root: a worker opens it beneath its own workspace root
+            workdir = str(path.relative_to(self.paths.workspace_root))
         request = JobRequest(
             code=sub.code,
             language=language.name,

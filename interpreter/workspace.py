@@ -124,6 +124,13 @@ class JobPaths:
         """The fresh directory of a job that named no working_directory."""
         return self.workspace_root / job_id
 
+    def named(self, stored: str) -> Path:
+        """Where a job's named working directory is on this machine: the request holds it
+        relative to the workspace root (each server or worker has its own root: the same
+        shared directory may be mounted anywhere); an absolute path is an older version's."""
+        path = Path(stored)
+        return path if path.is_absolute() else self.workspace_root / path
+
     def check_named(self, path: Path) -> None:
         """``InvalidWorkingDirectory`` if what is at ``path`` now could never be a working
         directory (a symlink or a file on the way); a missing directory is fine."""

@@ -305,7 +305,8 @@ class FakeRunner:
         self.paths.stderr(job_id).write_bytes(bytes(streams.stderr[:cap]))
 
     def _workdir(self, job: Job) -> str:
-        return job.request.working_directory or str(self.paths.workspace(job.id))
+        named = job.request.working_directory
+        return str(self.paths.named(named) if named else self.paths.workspace(job.id))
 
     @staticmethod
     def _event(events: dict[str, asyncio.Event], job_id: str) -> asyncio.Event:

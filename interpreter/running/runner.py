@@ -189,7 +189,7 @@ class JobRunner:
             if job.request.working_directory is None:
                 path = self.paths.workspace(job.id)
                 return self.paths.open_fresh(job.id, again=job.attempts > 1), path
-            path = Path(job.request.working_directory)
+            path = self.paths.named(job.request.working_directory)
             return self.paths.open_named(path), path
         except InvalidWorkingDirectory as exc:
             raise ExecutionError(f"working directory refused at start: {exc.message}") from exc
@@ -238,7 +238,8 @@ class JobRunner:
         head_bytes = self.limits.output_bytes // 2
         stdout_bytes = _keep_output(self.paths.stdout(job.id), self.limits.output_bytes)
         stderr_bytes = _keep_output(self.paths.stderr(job.id), self.limits.output_bytes)
-        workdir = job.request.working_directory or str(self.paths.workspace(job.id))
+        named = job.request.working_directory
+        workdir = str(self.paths.named(named) if named else self.paths.workspace(job.id))
         return JobResult(
             stdout_bytes=stdout_bytes,
             stderr_bytes=stderr_bytes,

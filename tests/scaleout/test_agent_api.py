@@ -47,3 +47,32 @@ def test_one_idempotency_key_on_two_replicas_makes_one_job_run_once(cluster: Clu
         "/execute", json={**body, "stdin": "twice"}, headers={"Idempotency-Key": "agent-call-7"}
     )
     assert other.status_code == 422
+
+
+def test_a_named_directory_works_when_the_worker_has_its_own_workspace_root(
+    cluster: Cluster, tmp_path
+) -> None:
+    """The API checks the name under its root; the worker opens it under its own (a worker
+    on another machine mounts the shared directory wherever it likes)."""
+    api = cluster.api(INTERPRETER_WORKSPACE_ROOT=str(tmp_path / "api-root"))
+    cluster.worker(INTERPRETER_WORKSPACE_ROOT=str(tmp_path / "worker-root"))
+    cluster.wait_workers(1)
+    client = api.client()
+
+    def run(code: str) -> dict:
+        response = client.post(
+            "/execute",
+            params={"wait": 30},
+            json={"code": code, "working_directory": "project-a"},
+            timeout=40,
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    wrote = run("open('notes.txt', 'w').write('kept')")
+    read = run("print(open('notes.txt').read())")
+
+    assert wrote["status"] == "completed", wrote["error_message"]
+    assert read["stdout"] == "kept\n"
+    assert (tmp_path / "worker-root" / "project-a" / "notes.txt").read_text() == "kept"
+    assert read["working_directory"] == str(tmp_path / "worker-root" / "project-a")

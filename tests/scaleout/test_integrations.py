@@ -1,6 +1,6 @@
-"""The framework adapters on the scale-out: an API replica and a worker (named working
-directories need one INTERPRETER_WORKSPACE_ROOT for both); the Deep Agents sandbox reads its
-files back from the copy the worker captured into PostgreSQL."""
+"""The framework adapters on the scale-out: an API replica and a worker, each with a workspace
+root of its own (a named working directory is opened beneath the worker's); the Deep Agents
+sandbox reads its files back from the copy the worker captured into PostgreSQL."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from tests.scaleout.conftest import Cluster
 
 
 async def test_adapters_through_an_api_replica_and_a_worker(cluster: Cluster) -> None:
-    root = str(cluster.directory / "workspaces")
-    api = cluster.api(INTERPRETER_RATE_LIMIT="off", INTERPRETER_WORKSPACE_ROOT=root)
-    cluster.worker(INTERPRETER_WORKSPACE_ROOT=root)
+    api_root, worker_root = (str(cluster.directory / name) for name in ("api-root", "worker-root"))
+    api = cluster.api(INTERPRETER_RATE_LIMIT="off", INTERPRETER_WORKSPACE_ROOT=api_root)
+    cluster.worker(INTERPRETER_WORKSPACE_ROOT=worker_root)
     cluster.wait_workers(1)
 
     with InterpreterSandbox(api.url) as sandbox:
