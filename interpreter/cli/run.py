@@ -14,6 +14,7 @@ from interpreter.cli.progress import Progress
 from interpreter.client import Client, ClientError, Job, JobConflict
 
 __all__ = [
+    "EXIT_BROKEN_PIPE",
     "EXIT_CANCELLED",
     "EXIT_SANDBOX_ERROR",
     "EXIT_TIMEOUT",
@@ -25,6 +26,7 @@ __all__ = [
 EXIT_TIMEOUT = 124  # as timeout(1)
 EXIT_SANDBOX_ERROR = 125  # the job failed for a reason not its own
 EXIT_CANCELLED = 130  # as a shell after Ctrl-C
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: as a program whose reader went away (`| head -1`)
 EXIT_FAILED = 1  # failed with neither an exit code nor a signal
 
 EXTENSIONS = {".py": "python", ".sh": "shell", ".bash": "shell", ".js": "javascript"}
@@ -141,6 +143,8 @@ def run_command(client: Client, args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         _cancel(job)
         return EXIT_CANCELLED
+    except BrokenPipeError:
+        return _reader_gone(job)
 
 
 def _follow(job: Job, *, progress: bool) -> int:
@@ -179,6 +183,20 @@ def _cancel(job: Job) -> None:
             print(f"interpreter: could not cancel job {job.id}: {exc.detail}", file=sys.stderr)
             return
         print(f"interpreter: cancelled job {job.id}", file=sys.stderr)
+
+
+def _reader_gone(job: Job) -> int:
+    """Our stdout or stderr is a pipe nobody reads any more (``| head -1``): cancel the job,
+    quietly, and exit as a program killed by SIGPIPE would."""
+    # Python flushes both at exit: on devnull, no "Exception ignored ... BrokenPipeError"
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            os.dup2(devnull, stream.fileno())
+    os.close(devnull)
+    with contextlib.suppress(ClientError, KeyboardInterrupt):
+        job.cancel()  # JobConflict (409) when it ended meanwhile: nothing to do
+    return EXIT_BROKEN_PIPE
 
 
 def _is_terminal(stream: Any) -> bool:

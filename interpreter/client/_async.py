@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from interpreter.client import _core as core
-from interpreter.client._errors import WaitTimeout
+from interpreter.client._errors import InvalidRequest, WaitTimeout
 from interpreter.client._models import FINAL_STATUSES, FileInfo, OutputEvent, Result
 
 __all__ = ["AsyncClient", "AsyncJob"]
@@ -210,9 +210,23 @@ class AsyncJob:
         answer = await self.client._json(core.get(core.job_path(self.id, "files")))
         return [FileInfo.from_dict(entry) for entry in answer["files"]]
 
-    async def download(self, path: str) -> bytes:
-        """One file of the finished job's directory (``path`` relative to it)."""
-        return (await self.client._send(core.get(core.file_path(self.id, path)))).content
+    async def download(self, path: str, *, max_bytes: int | None = None) -> bytes:
+        """One file of the finished job's directory (``path`` relative to it); with
+        ``max_bytes``, only its first ``max_bytes`` bytes (one ranged request)."""
+        if max_bytes is not None:
+            return (await self.download_head(path, max_bytes))[0]
+        return (await self.client._send(core.download_call(self.id, path, None))).content
+
+    async def download_head(self, path: str, max_bytes: int) -> tuple[bytes, int]:
+        """The first ``max_bytes`` bytes of a file of the job's directory and the file's size
+        in bytes, from one ranged request (an empty file: ``(b"", 0)``)."""
+        try:
+            response = await self.client._send(core.download_call(self.id, path, max_bytes))
+        except InvalidRequest as exc:
+            if exc.status_code == 416:  # bytes=0-... of an empty file
+                return b"", 0
+            raise
+        return core.file_head(response.content, response.headers, max_bytes)
 
     async def archive(self) -> bytes:
         """The finished job's directory as a ``.tar.gz``."""

@@ -177,6 +177,23 @@ def file_path(job_id: str, path: str) -> str:
     return job_path(job_id, "files", quote(path.lstrip("/"), safe="/"))
 
 
+def download_call(job_id: str, path: str, max_bytes: int | None) -> Call:
+    """``GET`` of a job's file: whole, or its first ``max_bytes`` (one ``Range``)."""
+    call = get(file_path(job_id, path))
+    if max_bytes is None:
+        return call
+    if max_bytes < 1:
+        raise ValueError(f"max_bytes must be at least 1, not {max_bytes}")
+    return Call("GET", call.path, headers={"Range": f"bytes=0-{max_bytes - 1}"})
+
+
+def file_head(content: bytes, headers: Mapping[str, str], max_bytes: int) -> tuple[bytes, int]:
+    """The first ``max_bytes`` of a ranged answer and the file's size (from ``Content-Range``;
+    a server that ignored the range sent it all)."""
+    _, _, total = headers.get("content-range", "").rpartition("/")
+    return content[:max_bytes], int(total) if total.isdigit() else len(content)
+
+
 def results_call(job_id: str, wait_s: float) -> Call:
     return get(job_path(job_id, "results"), wait_s=min(MAX_WAIT_S, max(0.0, wait_s)))
 

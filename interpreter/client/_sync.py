@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from interpreter.client import _core as core
-from interpreter.client._errors import WaitTimeout
+from interpreter.client._errors import InvalidRequest, WaitTimeout
 from interpreter.client._models import FINAL_STATUSES, FileInfo, OutputEvent, Result
 
 __all__ = ["Client", "Job"]
@@ -209,9 +209,23 @@ class Job:
         answer = self.client._json(core.get(core.job_path(self.id, "files")))
         return [FileInfo.from_dict(entry) for entry in answer["files"]]
 
-    def download(self, path: str) -> bytes:
-        """One file of the finished job's directory (``path`` relative to it)."""
-        return self.client._send(core.get(core.file_path(self.id, path))).content
+    def download(self, path: str, *, max_bytes: int | None = None) -> bytes:
+        """One file of the finished job's directory (``path`` relative to it); with
+        ``max_bytes``, only its first ``max_bytes`` bytes (one ranged request)."""
+        if max_bytes is not None:
+            return self.download_head(path, max_bytes)[0]
+        return self.client._send(core.download_call(self.id, path, None)).content
+
+    def download_head(self, path: str, max_bytes: int) -> tuple[bytes, int]:
+        """The first ``max_bytes`` bytes of a file of the job's directory and the file's size
+        in bytes, from one ranged request (an empty file: ``(b"", 0)``)."""
+        try:
+            response = self.client._send(core.download_call(self.id, path, max_bytes))
+        except InvalidRequest as exc:
+            if exc.status_code == 416:  # bytes=0-... of an empty file
+                return b"", 0
+            raise
+        return core.file_head(response.content, response.headers, max_bytes)
 
     def archive(self) -> bytes:
         """The finished job's directory as a ``.tar.gz``."""

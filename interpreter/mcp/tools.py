@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import anyio
@@ -23,8 +23,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field
 
 from interpreter import __version__
-from interpreter.client import AsyncClient, AsyncJob, ClientError, InvalidRequest, Result
-from interpreter.client import _core as core
+from interpreter.client import AsyncClient, AsyncJob, ClientError, Result
 
 Connect = Callable[[Context], AbstractAsyncContextManager[AsyncClient]]
 
@@ -139,7 +138,7 @@ def build_server(connect: Connect) -> MCPServer[Any]:
     ) -> FileContent:
         async with connect(ctx) as client:
             try:
-                data, size = await read_head(client, job_id, path, READ_MAX_BYTES)
+                data, size = await client.job(job_id).download_head(path, READ_MAX_BYTES)
             except ClientError as exc:
                 raise ToolError(exc.detail) from None
         truncated = size > len(data)
@@ -262,22 +261,6 @@ def run_result(result: Result, files: list[FileEntry]) -> RunResult:
 
 
 # -- read_file -----------------------------------------------------------------------------------
-
-
-async def read_head(client: AsyncClient, job_id: str, path: str, limit: int) -> tuple[bytes, int]:
-    """The first ``limit`` bytes of a job's file (one ranged ``GET``) and the file's size."""
-    # The SDK's download() reads a file whole; a range keeps a huge file off the wire.
-    ranged = {"Range": f"bytes=0-{limit - 1}"}
-    call = replace(core.get(core.file_path(job_id, path)), headers=ranged)
-    try:
-        response = await client._send(call)
-    except InvalidRequest as exc:
-        if exc.status_code == 416:  # a range of an empty file
-            return b"", 0
-        raise
-    data = response.content[:limit]
-    _, _, total = response.headers.get("content-range", "").rpartition("/")
-    return data, int(total) if total.isdigit() else len(response.content)
 
 
 def encode(data: bytes, truncated: bool) -> tuple[Literal["utf-8", "base64"], str]:

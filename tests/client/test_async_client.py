@@ -44,6 +44,18 @@ async def test_submit_wait_files_and_archive(aclient: AsyncClient) -> None:
     assert (await job.full_result())["exit_code"] == 0
 
 
+async def test_a_ranged_download_reads_the_first_bytes_and_learns_the_size(
+    aclient: AsyncClient,
+) -> None:
+    code = "open('big.txt', 'w').write('x' * 5000)\nopen('empty.txt', 'w')"
+    job = aclient.job((await aclient.run(code)).job_id)
+    assert await job.download("big.txt", max_bytes=10) == b"x" * 10
+    assert await job.download_head("big.txt", 10) == (b"x" * 10, 5000)
+    assert await job.download_head("big.txt", 9000) == (b"x" * 5000, 5000)
+    assert await job.download("empty.txt", max_bytes=10) == b""
+    assert await job.download_head("empty.txt", 10) == (b"", 0)
+
+
 async def test_stream_and_cancel(aclient: AsyncClient) -> None:
     job = await aclient.submit("import time\nprint('up', flush=True)\ntime.sleep(30)")
     events: list[OutputEvent] = []

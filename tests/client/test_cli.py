@@ -163,6 +163,22 @@ def test_ctrl_c_cancels_the_job(server: ServerProcess, client: Client) -> None:
     assert client.job(job_id).status() == "cancelled"
 
 
+def test_a_closed_pipe_cancels_the_job_and_exits_141(server: ServerProcess, client: Client) -> None:
+    """`interpreter run ... | head -1`: the reader goes after one line; the job goes with it."""
+    ticking = "import time\nfor i in range(200):\n    print(i, flush=True)\n    time.sleep(0.1)\n"
+    before = {entry["job_id"] for entry in client.jobs(status="running")}
+    with popen(server, "run", "-c", ticking) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline() == b"0\n"
+        (job_id,) = {entry["job_id"] for entry in client.jobs(status="running")} - before
+        proc.stdout.close()  # as `head -1` does after its line
+        closed_at = time.monotonic()
+        assert proc.wait(timeout=10) == 141
+        assert time.monotonic() - closed_at < 5
+        assert proc.stderr.read() == b""  # no traceback, no "Exception ignored"
+    wait_status(client, job_id, "cancelled")
+
+
 def test_input_files_go_in_and_the_jobs_files_come_out(
     server: ServerProcess, tmp_path: Path
 ) -> None:

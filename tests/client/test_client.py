@@ -107,6 +107,20 @@ def test_files_in_and_out(client: Client, tmp_path: Path) -> None:
         job.download("missing.txt")
 
 
+def test_a_ranged_download_reads_the_first_bytes_and_learns_the_size(client: Client) -> None:
+    code = "open('big.bin', 'wb').write(bytes(range(256)) * 40)\nopen('empty.txt', 'w')"
+    job = client.job(client.run(code).job_id)
+    assert job.download("big.bin", max_bytes=100) == bytes(range(100))
+    assert job.download_head("big.bin", 100) == (bytes(range(100)), 10240)
+    assert job.download_head("big.bin", 20000) == (bytes(range(256)) * 40, 10240)
+    assert job.download("empty.txt", max_bytes=10) == b""
+    assert job.download_head("empty.txt", 10) == (b"", 0)
+    with pytest.raises(JobNotFound):
+        job.download_head("missing.txt", 10)
+    with pytest.raises(ValueError):
+        job.download("big.bin", max_bytes=0)
+
+
 def test_large_files_go_as_multipart(client: Client) -> None:
     """1.5 MiB would be 2 MiB of base64, over the JSON body's cap: the client sends multipart."""
     data = os.urandom(3 * 512 * 1024)

@@ -97,3 +97,15 @@ def test_result_properties() -> None:
     result = Result.from_dict(raw)
     assert result.timed_out and not result.ok and result.files_created == []
     assert Result.from_dict({**raw, "status": "completed", "exit_code": 0}).ok
+
+
+def test_a_ranged_download_asks_for_the_first_bytes_and_reads_the_size() -> None:
+    call = core.download_call("j1", "out/a b.txt", 100)
+    assert (call.path, call.headers) == ("/jobs/j1/files/out/a%20b.txt", {"Range": "bytes=0-99"})
+    assert core.download_call("j1", "a.txt", None).headers == {}
+    assert core.file_head(b"x" * 100, {"content-range": "bytes 0-99/5000"}, 100) == (
+        b"x" * 100,
+        5000,
+    )
+    # a server that ignored the range sent the whole file
+    assert core.file_head(b"x" * 300, {}, 100) == (b"x" * 100, 300)
