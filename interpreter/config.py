@@ -129,8 +129,33 @@ class Settings(BaseSettings):
     # Machine-wide: the uid locks every server and worker here shares, and each data directory's
     # mount points and /etc for its jobs. Root-owned, searchable, never writable by jobs.
     sandbox_run_dir: Path = Path("/run/interpreter")
+    # -- per-job Python packages (interpreter/packages) -----------------------------------------
+    # Requirements every Python job that names none runs with ("numpy pandas matplotlib")
+    default_packages: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    max_packages: int = Field(32, ge=0, le=256)  # requirements one request may name
+    packages_index_url: str | None = None  # default: PyPI (uv's own default)
+    packages_resolve_timeout_s: float = Field(
+        60.0, gt=0, alias="INTERPRETER_PACKAGES_RESOLVE_TIMEOUT"
+    )
+    packages_install_timeout_s: float = Field(
+        300.0, gt=0, alias="INTERPRETER_PACKAGES_INSTALL_TIMEOUT"
+    )
+    # A request's resolution is reused this long (a repeat asks the registry nothing)
+    packages_lock_ttl_s: float = Field(24 * 3600.0, ge=0, alias="INTERPRETER_PACKAGES_LOCK_TTL")
+    packages_max_env_bytes: int = Field(4 * 2**30, ge=2**20)  # one environment, installed
+    # Environments and the download cache together; the least recently used unused environments
+    # go first when a build passes it
+    packages_cache_bytes: int = Field(20 * 2**30, ge=2**20)
 
     _split_keys = field_validator("api_keys", "cors_origins", mode="before")(_split_csv)
+
+    @field_validator("default_packages", mode="before")
+    @classmethod
+    def _split_packages(cls, value: Any) -> Any:
+        """Requirements separated by whitespace (each written without spaces: numpy>=2,<3)."""
+        if isinstance(value, str):
+            return value.split()
+        return value
 
     @field_validator("log_level")
     @classmethod

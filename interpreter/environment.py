@@ -69,10 +69,14 @@ REFUSED_NAMES: dict[str, str] = {
 
 
 def build_environment(
-    *, path: str, home: str, tmpdir: str, extra: Mapping[str, str]
+    *, path: str, home: str, tmpdir: str, extra: Mapping[str, str], venv: str | None = None
 ) -> dict[str, str]:
-    """PATH, HOME (the job's directory), LANG and TMPDIR, then the caller's variables on top."""
+    """PATH, HOME (the job's directory), LANG and TMPDIR, with a package environment (``venv``,
+    where the job sees it) first on PATH and as VIRTUAL_ENV; then the caller's variables."""
     env = {"PATH": path, "HOME": home, "LANG": "C.UTF-8", "TMPDIR": tmpdir}
+    if venv is not None:
+        env["PATH"] = f"{venv}/bin:{path}"
+        env["VIRTUAL_ENV"] = venv
     env.update(extra)
     return env
 

@@ -12,19 +12,25 @@
     │   │   └── StdinTooLarge
     │   ├── InvalidInputFile      an input file's path, size or content is refused
     │   ├── BodyTooLarge          the request body is over the limit (refused before it is read)
-    │   └── IdempotencyKeyReused  an Idempotency-Key sent again with another request
+    │   ├── IdempotencyKeyReused  an Idempotency-Key sent again with another request
+    │   ├── InvalidPackages       a requirement that is not a plain one (a URL, an option, ...)
+    │   └── PackagesUnresolvable  the registry has no set of wheels that satisfies them (kind)
     ├── AuthenticationFailed
     ├── RateLimited               too many requests from this key or address (retry_after_s)
     │   └── TooManyPendingJobs    too many of this key's jobs wait to start
     ├── JobNotFound
     ├── JobFileNotFound           no such file among a finished job's files
     ├── JobAlreadyFinished
+    ├── EnvironmentNotFound       no package environment with that id here
+    ├── EnvironmentInUse          a running job uses the environment
     ├── IdempotencyKeyTaken       (internal) the store holds a job with that key already
     ├── JobNotFinished            the job's files are asked for before it is final
     ├── RangeNotSatisfiable       a byte range outside a file (size)
     ├── ServiceUnavailable        the server is shutting down or overloaded (retry_after_s)
-    │   └── QueueFull             too many jobs wait to start on the whole server
+    │   ├── QueueFull             too many jobs wait to start on the whole server
+    │   └── RegistryUnavailable   the package registry did not answer (in time)
     ├── ExecutionError            a process could not be started or watched
+    │   └── EnvironmentFailed     a job's package environment could not be built
     └── StoreError                the job store failed (driver errors are wrapped in it)
 
 The HTTP layer maps this tree to status codes in one table (``interpreter.api.errors``);
@@ -90,6 +96,18 @@ class IdempotencyKeyReused(InvalidRequest):
     """This Idempotency-Key was used with a different request."""
 
 
+class InvalidPackages(InvalidRequest):
+    """packages holds an entry that is not a plain requirement."""
+
+
+class PackagesUnresolvable(InvalidRequest):
+    """The packages cannot be resolved to wheels."""
+
+    def __init__(self, message: str | None = None, *, kind: str = "unsatisfiable") -> None:
+        super().__init__(message)
+        self.kind = kind  # not_found, unsatisfiable or no_wheel
+
+
 class AuthenticationFailed(InterpreterError):
     """Missing or invalid API key."""
 
@@ -146,12 +164,28 @@ class QueueFull(ServiceUnavailable):
     """Too many jobs are waiting to start on this server; retry later."""
 
 
+class RegistryUnavailable(ServiceUnavailable):
+    """The package registry could not be reached; retry later."""
+
+
+class EnvironmentNotFound(InterpreterError):
+    """No package environment with that id on this server."""
+
+
+class EnvironmentInUse(InterpreterError):
+    """A running job uses this environment."""
+
+
 class IdempotencyKeyTaken(InterpreterError):
     """A job with this idempotency key exists already (the service answers with it)."""
 
 
 class ExecutionError(InterpreterError):
     """The process could not be started or supervised."""
+
+
+class EnvironmentFailed(ExecutionError):
+    """The job's package environment could not be built."""
 
 
 class StoreError(InterpreterError):

@@ -58,6 +58,7 @@ class TerminationReason(StrEnum):
     SIGNAL = "signal"  # killed by a signal that none of the above explains
     CANCELLED = "cancelled"
     SANDBOX_ERROR = "sandbox_error"  # not the code's doing: the sandbox or the server failed
+    PACKAGES_ERROR = "packages_error"  # its packages could not be installed: it never started
 
 
 def sources_of(target: JobStatus) -> frozenset[JobStatus]:
@@ -89,6 +90,11 @@ class JobRequest:
     # Files the store holds for it (``JobStore.get_inputs``), written before it starts: their
     # number only, so that the request read on every status poll stays small.
     input_file_count: int = 0
+    # Python packages asked for (canonical requirements) and what they resolved to when the job
+    # was submitted (``name==version`` pins): the worker installs exactly those.
+    packages: tuple[str, ...] = ()
+    lock: tuple[str, ...] = ()
+    resolve_ms: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +125,9 @@ class JobResult:
     environment_snapshot: dict[str, str] = field(default_factory=dict)
     working_directory: str | None = None
     termination_reason: TerminationReason | None = None
+    # The package environment it ran with: {id, packages {name: version}, cached, resolve_ms,
+    # install_ms}; None without packages
+    environment: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

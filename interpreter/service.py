@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import uuid
@@ -18,6 +19,7 @@ from interpreter.errors import (
     CodeTooLarge,
     IdempotencyKeyReused,
     IdempotencyKeyTaken,
+    InvalidPackages,
     InvalidRequest,
     InvalidTimeout,
     JobAlreadyFinished,
@@ -42,6 +44,7 @@ from interpreter.job import (
 from interpreter.jobfiles import DiskFiles, FileSource, NoFiles, StoredFiles
 from interpreter.languages import LanguageRegistry
 from interpreter.limits import resolve_limits
+from interpreter.packages import Packages
 from interpreter.queues.base import JobQueue, until_final
 from interpreter.store.base import ExpiredJob, JobStore
 from interpreter.workspace import JobPaths, named_directory
@@ -74,6 +77,7 @@ class Submission:
     limits: dict[str, float | int | None] | None = None  # per-job overrides of the defaults
     stdin: str | None = None
     input_files: tuple[InputFile, ...] = ()  # written into its directory before it starts
+    packages: tuple[str, ...] = ()  # Python requirements, resolved when it is submitted
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,8 +110,10 @@ class JobService:
         registry: LanguageRegistry,
         paths: JobPaths,
         outputs_in_store: bool = False,
+        packages: Packages | None = None,
     ) -> None:
         self.settings = settings
+        self.packages = packages
         self.store = store
         self.queue = queue
         self.registry = registry
@@ -191,6 +197,8 @@ class JobService:
         if not self.queue.accepting:
             raise ServiceUnavailable("the server is shutting down and takes no new jobs")
         request, inputs = self.validate(sub, owner)
+        if sub.packages:
+            request = await self._resolve(request, sub.packages)
         job = Job(id=new_job_id(), request=request, owner=owner)
         if key is not None and idempotency is not None:
             job = job.evolve(idempotency_key=key, request_digest=idempotency.digest)
@@ -208,6 +216,19 @@ class JobService:
             extra={"job_id": job.id, "status": "pending", "language": request.language},
         )
         return Submitted(job, estimate)
+
+    async def _resolve(self, request: JobRequest, packages: tuple[str, ...]) -> JobRequest:
+        """The request with its packages resolved to a lock (``InvalidPackages``,
+        ``PackagesUnresolvable`` or ``RegistryUnavailable`` when they cannot be)."""
+        if request.language != "python" or self.packages is None:
+            raise InvalidPackages("packages are installed for Python jobs only")
+        resolution = await self.packages.resolver.resolve(packages)
+        return dataclasses.replace(
+            request,
+            packages=resolution.requirements,
+            lock=resolution.pins,
+            resolve_ms=resolution.resolve_ms,
+        )
 
     async def _earlier(self, key: str, idempotency: Idempotency) -> Submitted | None:
         """The job an earlier submission made with ``key``, unless it expired (its key is then

@@ -15,6 +15,7 @@ from interpreter.config import Settings
 from interpreter.errors import StoreError
 from interpreter.languages import LanguageRegistry
 from interpreter.metrics import Metrics
+from interpreter.packages import Packages
 from interpreter.queues.base import JobQueue
 from interpreter.queues.local import LocalQueue, PendingCaps
 from interpreter.running.base import Runner
@@ -44,6 +45,7 @@ class Parts:
     metrics: Metrics
     watch: JobWatch
     outputs_in_store: bool  # scale-out: every replica reads outputs from the store
+    packages: Packages | None  # None: no Python interpreter here to install packages for
 
 
 def build(
@@ -55,11 +57,16 @@ def build(
     """The parts of an API process. ``store``, ``runner`` and ``queue`` replace the ones the
     settings call for (tests inject a memory store, a fake runner, a fake queue)."""
     registry = LanguageRegistry.from_settings(settings)
+    scale_out = settings.database_kind == "postgresql"
+    packages = packages_for(
+        settings,
+        registry,
+        runs_jobs=runner is None and (settings.inprocess_worker or not scale_out),
+    )
     # an injected runner's outputs are where the service reads them
     paths = runner.paths if runner is not None else JobPaths(settings.data_dir, settings.workspaces)
     metrics = Metrics()
     watch = JobWatch()
-    scale_out = settings.database_kind == "postgresql"
     if scale_out:
         from interpreter.queues.procrastinate.queue import PostgresQueue
         from interpreter.queues.procrastinate.worker import WorkerNode
@@ -70,7 +77,7 @@ def build(
         worker = None
         if settings.inprocess_worker:
             runner = runner or JobRunner.from_settings(
-                settings, registry, paths, live=ChunkPublisher(store)
+                settings, registry, paths, live=ChunkPublisher(store), packages=packages
             )
             worker = WorkerNode(settings, app, store, runner, metrics, watch)
         queue = queue or PostgresQueue(settings, engine, store, app, metrics, watch, worker)
@@ -78,11 +85,23 @@ def build(
         if store is None:  # embedded: this process is the database's only writer
             store = CachedStore(SqlStore.sqlite(settings.database_path))
         runner = runner or JobRunner.from_settings(
-            settings, registry, paths, live=WakeStreams(watch)
+            settings, registry, paths, live=WakeStreams(watch), packages=packages
         )
         caps = PendingCaps(settings.max_pending_per_key, settings.max_pending_jobs)
         queue = queue or LocalQueue(store, runner, settings.max_jobs, metrics, watch, caps)
-    return Parts(store, queue, runner, registry, paths, metrics, watch, outputs_in_store=scale_out)
+    return Parts(
+        store, queue, runner, registry, paths, metrics, watch, scale_out, packages=packages
+    )
+
+
+def packages_for(
+    settings: Settings, registry: LanguageRegistry, runs_jobs: bool
+) -> Packages | None:
+    """Per-job packages for the Python interpreter, when this host has one."""
+    python = registry.languages.get("python")
+    if python is None or python.executable is None:
+        return None
+    return Packages.from_settings(settings, python.executable, runs_jobs)
 
 
 def postgres_store(settings: Settings) -> tuple[SqlStore, AsyncEngine]:
@@ -131,6 +150,9 @@ def build_worker(settings: Settings) -> WorkerParts:
     paths = JobPaths(settings.data_dir, settings.workspaces)
     store, _ = postgres_store(settings)
     app = postgres_app(settings)
-    runner = JobRunner.from_settings(settings, registry, paths, live=ChunkPublisher(store))
+    packages = packages_for(settings, registry, runs_jobs=True)
+    runner = JobRunner.from_settings(
+        settings, registry, paths, live=ChunkPublisher(store), packages=packages
+    )
     node = WorkerNode(settings, app, store, runner, Metrics(), JobWatch())
     return WorkerParts(store, app, runner, node, registry, paths)

@@ -20,7 +20,7 @@ from interpreter.api.bodylimit import BodySizeLimit
 from interpreter.api.deps import AppParts
 from interpreter.api.openapi import document
 from interpreter.api.ratelimit import ExecuteRateLimit, rate_limiter
-from interpreter.api.routes import files, jobs, sandbox, stream, system
+from interpreter.api.routes import environments, files, jobs, sandbox, stream, system
 from interpreter.config import Settings
 from interpreter.datadir import DataDirLock
 from interpreter.errors import ConfigurationError, InterpreterError
@@ -128,6 +128,7 @@ def build_parts(
         wired.registry,
         wired.paths,
         outputs_in_store=wired.outputs_in_store,
+        packages=wired.packages,
     )
     return AppParts(
         settings=settings,
@@ -210,6 +211,7 @@ def create_app(
     app.include_router(stream.router)
     app.include_router(system.router)
     app.include_router(sandbox.router)
+    app.include_router(environments.router)
     # MCP over streamable HTTP; its tool calls are requests of this app, with the caller's key.
     mcp = mount.endpoint(app, presented_key, settings.max_body_bytes)
     if mcp is not None:

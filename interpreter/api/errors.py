@@ -14,12 +14,15 @@ from interpreter.errors import (
     AuthenticationFailed,
     BodyTooLarge,
     CodeTooLarge,
+    EnvironmentInUse,
+    EnvironmentNotFound,
     InterpreterError,
     InvalidRequest,
     JobAlreadyFinished,
     JobFileNotFound,
     JobNotFinished,
     JobNotFound,
+    PackagesUnresolvable,
     RangeNotSatisfiable,
     RateLimited,
     ServiceUnavailable,
@@ -38,6 +41,8 @@ STATUS_CODES: list[tuple[type[InterpreterError], int]] = [
     (JobFileNotFound, 404),
     (JobAlreadyFinished, 409),
     (JobNotFinished, 409),
+    (EnvironmentNotFound, 404),
+    (EnvironmentInUse, 409),
     (RangeNotSatisfiable, 416),
     (ServiceUnavailable, 503),
     (StoreError, 503),  # the database is down or locked: retry, nothing was accepted
@@ -88,7 +93,10 @@ def error_response(exc: InterpreterError, headers: dict[str, str] | None = None)
     if isinstance(exc, StoreError):
         headers["Retry-After"] = retry_after(STORE_RETRY_AFTER_S)
     detail = safe_text(client_detail(exc))
-    return JSONResponse({"detail": detail}, status_code=code, headers=headers)
+    body: dict[str, object] = {"detail": detail}
+    if isinstance(exc, PackagesUnresolvable):  # which kind of failure, for machines
+        body["errors"] = [{"loc": ["body", "packages"], "msg": detail, "type": exc.kind}]
+    return JSONResponse(body, status_code=code, headers=headers)
 
 
 async def _interpreter_error(request: Request, exc: Exception) -> JSONResponse:

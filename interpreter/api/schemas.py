@@ -207,6 +207,14 @@ class ExecuteRequest(BaseModel):
         description="Files written into the working directory before the job starts (larger "
         "ones: a multipart/form-data body, see the docs)",
     )
+    packages: list[str] = Field(
+        default_factory=list,
+        description="Python packages the job imports, as plain requirements (`numpy>=2`, "
+        "`pandas==3.1.1`; no URL, option or marker), at most INTERPRETER_MAX_PACKAGES: "
+        "resolved to wheels when submitted (422 when they cannot be), installed once per set "
+        "and shared read-only; the job's network stays off",
+        json_schema_extra={"items": {"type": "string", "maxLength": 200}},
+    )
 
     @model_validator(mode="after")
     def _storable(self) -> ExecuteRequest:
@@ -216,6 +224,8 @@ class ExecuteRequest(BaseModel):
         _check_text(self.language, "language")
         _check_text(self.working_directory or "", "working_directory")
         _check_text(self.stdin or "", "stdin")
+        for entry in self.packages:
+            _check_text(entry, "packages")
         for name, value in self.environment_variables.items():
             _check_text(name, "environment_variables")
             _check_text(value, "environment_variables")
@@ -298,6 +308,16 @@ class WorkerInfo(BaseModel):
     host: str | None = Field(description="The machine its files (paths above) are on")
 
 
+class EnvironmentReport(BaseModel):
+    id: str = Field(description="The package environment (GET /environments lists them)")
+    packages: dict[str, str] = Field(description="Every package installed: name to version")
+    cached: bool = Field(description="It existed already: nothing was installed for this job")
+    resolve_ms: float | None = Field(
+        description="Resolving the request when it was submitted (null: the default packages)"
+    )
+    install_ms: float = Field(description="Installing them before the job started (0 if cached)")
+
+
 class FullResult(BaseModel):
     job_id: str
     status: JobStatus
@@ -320,7 +340,12 @@ class FullResult(BaseModel):
     error_message: str | None
     termination_reason: TerminationReason | None = Field(
         description="Why it ended: exit, timeout, cpu_limit, memory_limit, workspace_limit, "
-        "output_limit, signal, cancelled or sandbox_error; null until it is final"
+        "output_limit, signal, cancelled, sandbox_error or packages_error; null until it is final"
+    )
+    environment: EnvironmentReport | None = Field(
+        None,
+        description="The Python packages it ran with (its own or the server's default ones); "
+        "preparing them is not part of execution_time_ms",
     )
     limits: dict[str, float] | None = Field(
         description="The resource limits it ran (or will run) with"
@@ -333,6 +358,38 @@ class FullResult(BaseModel):
         None, description="Who ran it (PostgreSQL mode): file paths refer to its machine"
     )
     attempts: int = Field(0, description="Times a worker started it (2+: a worker was lost)")
+
+
+class EnvironmentRequest(BaseModel):
+    model_config = ConfigDict(**STRICT)
+
+    packages: list[str] = Field(
+        min_length=1,
+        description="Python packages as plain requirements, as in POST /execute",
+        json_schema_extra={"items": {"type": "string", "maxLength": 200}},
+    )
+
+    @model_validator(mode="after")
+    def _storable(self) -> EnvironmentRequest:
+        for entry in self.packages:
+            _check_text(entry, "packages")
+        return self
+
+
+class EnvironmentInfo(BaseModel):
+    id: str
+    requirements: list[str] = Field(description="What was asked for (canonical form)")
+    packages: dict[str, str] = Field(description="Every package installed: name to version")
+    size_bytes: int = Field(description="What its files hold (shared with the cache on disk)")
+    created_at: datetime
+    last_used_at: datetime
+    in_use: bool = Field(description="A running job holds it: it cannot be removed now")
+
+
+class EnvironmentBuilt(EnvironmentInfo):
+    cached: bool = Field(description="It existed already: nothing was installed")
+    resolve_ms: float
+    install_ms: float
 
 
 class LanguageInfo(BaseModel):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import fcntl
 import logging
 import os
@@ -15,14 +17,18 @@ from interpreter import tree
 from interpreter.config import Settings
 from interpreter.environment import build_environment, redact
 from interpreter.errors import (
+    EnvironmentFailed,
     ExecutionError,
     InterpreterError,
+    InvalidRequest,
     InvalidWorkingDirectory,
+    RegistryUnavailable,
     StoreError,
 )
 from interpreter.inputs import write_input_files
 from interpreter.job import InputFile, Job, JobResult, JobStatus, TerminationReason
-from interpreter.languages import LanguageRegistry
+from interpreter.languages import Language, LanguageRegistry
+from interpreter.packages import Lease, Packages
 from interpreter.process.filetrack import ScanLimits
 from interpreter.process.orphans import GUARD, OrphanMarks, kill_leftovers
 from interpreter.process.run import run_process
@@ -67,6 +73,7 @@ class _Setup:
     tmpdir: Path | None  # a host TMPDIR (without a private /tmp)
     code_file: Path | None  # a host code file (without a sandbox that takes it as data)
     timeout_s: float  # what is left of the job's timeout once its directory was free
+    venv: Lease | None = None  # its package environment, held until it ends
 
 
 def _keep_output(path: Path, limit_bytes: int) -> int:
@@ -127,6 +134,19 @@ async def _write_inputs(cwd_fd: int, files: Sequence[InputFile]) -> None:
     await asyncio.to_thread(write_input_files, cwd_fd, files)
 
 
+def _environment_report(job: Job, venv: Lease | None) -> dict[str, object] | None:
+    """The result's ``environment``: which one the job ran with and what preparing it took."""
+    if venv is None:
+        return None
+    return {
+        "id": venv.id,
+        "packages": dict(venv.packages),
+        "cached": venv.cached,
+        "resolve_ms": job.request.resolve_ms,  # None: the default environment's
+        "install_ms": venv.install_ms,
+    }
+
+
 class JobRunner:
     def __init__(
         self,
@@ -136,8 +156,10 @@ class JobRunner:
         job_path: str,
         sandbox: Sandbox | None = None,
         live: LiveOutput | None = None,
+        packages: Packages | None = None,
     ):
         self.registry = registry
+        self.packages = packages  # None: jobs run with the interpreter's own packages only
         self.live = live  # told of the output as it arrives (GET /jobs/{id}/stream follows it)
         self.paths = paths
         self.limits = limits
@@ -154,6 +176,7 @@ class JobRunner:
         registry: LanguageRegistry,
         paths: JobPaths,
         live: LiveOutput | None = None,
+        packages: Packages | None = None,
     ) -> JobRunner:
         """The runner this server's settings describe (the sandbox checked: fails closed)."""
         executables = [lang.executable for lang in registry.languages.values() if lang.executable]
@@ -169,6 +192,7 @@ class JobRunner:
             job_path=settings.job_path,
             sandbox=create_sandbox(settings, executables),
             live=live,
+            packages=packages,
         )
 
     def _listener(self, job_id: str) -> OutputListener | None:
@@ -270,6 +294,9 @@ class JobRunner:
     async def run(self, job: Job, cancel: asyncio.Event, inputs: InputReader = no_inputs) -> Finish:
         try:
             return await self._run(job, cancel, inputs)
+        except EnvironmentFailed as exc:  # its packages could not be installed: it never ran
+            result = JobResult(termination_reason=TerminationReason.PACKAGES_ERROR)
+            return Finish(JobStatus.FAILED, result, exc.message, None)
         except InterpreterError as exc:  # it never ran: not the code's doing
             result = JobResult(termination_reason=TerminationReason.SANDBOX_ERROR)
             return Finish(JobStatus.FAILED, result, exc.message, None)
@@ -281,6 +308,62 @@ class JobRunner:
         limits = job.request.limits or self.limits.resources
         if limits is None:
             raise ExecutionError("the job has no resource limits and the server sets none")
+        venv: Lease | None = None
+        if language.name == "python":
+            venv = await self._venv(job, cancel)
+            if venv is None and cancel.is_set():
+                return CANCELLED_BEFORE_START
+        try:
+            return await self._in_directory(job, cancel, inputs, language, limits, venv)
+        finally:
+            if venv is not None:
+                venv.release()
+
+    async def _venv(self, job: Job, cancel: asyncio.Event) -> Lease | None:
+        """The package environment the job asks for (or the default one), held for it; None
+        without packages, or when ``cancel`` is set while it is built."""
+        packages = self.packages
+        if packages is None or packages.environments is None:
+            return None
+        request = job.request
+        if request.lock:
+            requirements, pins = request.packages, request.lock
+        elif packages.default:
+            try:
+                resolution = await packages.resolver.resolve(packages.default)
+            except (InvalidRequest, RegistryUnavailable) as exc:
+                raise EnvironmentFailed(
+                    f"the default packages (INTERPRETER_DEFAULT_PACKAGES): {exc.message}"
+                ) from None
+            requirements, pins = resolution.requirements, resolution.pins
+        else:
+            return None
+        acquiring = asyncio.ensure_future(packages.environments.acquire(requirements, pins))
+        cancelled = asyncio.ensure_future(cancel.wait())
+        try:
+            await asyncio.wait({acquiring, cancelled}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            cancelled.cancel()
+            if not acquiring.done():  # cancelled meanwhile (or this task was)
+                acquiring.cancel()
+                with contextlib.suppress(asyncio.CancelledError, InterpreterError):
+                    await acquiring
+        if acquiring.cancelled():
+            return None
+        return acquiring.result()
+
+    async def _in_directory(
+        self,
+        job: Job,
+        cancel: asyncio.Event,
+        inputs: InputReader,
+        language: Language,
+        limits: ResourceLimits,
+        venv: Lease | None,
+    ) -> Finish:
+        if venv is not None:  # its python: the environment's, where the job sees it
+            inside = self.sandbox.venv_dir or str(venv.path)
+            language = dataclasses.replace(language, executable=f"{inside}/bin/python")
         fresh = job.request.working_directory is None
         # With a private /tmp (the sandbox's), there is no host TMPDIR to make and remove.
         tmpdir = None if self.sandbox.private_tmp else self.paths.tmpdir(job.id)
@@ -316,7 +399,7 @@ class JobRunner:
                 raise ExecutionError(f"cannot prepare the job's files: {exc}") from exc
             assert argv is not None
             setup = _Setup(
-                argv, code, cwd_fd, cwd, fresh, with_inputs, tmpdir, code_file, timeout_s
+                argv, code, cwd_fd, cwd, fresh, with_inputs, tmpdir, code_file, timeout_s, venv
             )
             return await self._confined(job, language.name, limits, setup, cancel)
         finally:
@@ -332,11 +415,15 @@ class JobRunner:
     ) -> Finish:
         """Confine the prepared job, run it and read how it ended."""
         cwd, tmpdir, code_file = setup.cwd, setup.tmpdir, setup.code_file
+        venv_inside = None
+        if setup.venv is not None:
+            venv_inside = self.sandbox.venv_dir or str(setup.venv.path)
         env = build_environment(
             path=self.job_path,
             home=str(cwd),
             tmpdir="/tmp" if tmpdir is None else str(tmpdir),
             extra=job.request.environment,
+            venv=venv_inside,
         )
         try:
             # Off the loop: a named directory's ownership walk and the mounts take a while.
@@ -355,6 +442,7 @@ class JobRunner:
                     cwd_shared=not setup.fresh,
                     cwd_inputs=setup.inputs,
                     code=setup.code,
+                    venv=None if setup.venv is None else setup.venv.path,
                 ),
             )
         except ExecutionError:
@@ -425,5 +513,6 @@ class JobRunner:
             environment_snapshot=redact(env),
             working_directory=str(cwd),
             termination_reason=ending.reason,
+            environment=_environment_report(job, setup.venv),
         )
         return Finish(ending.status, result, ending.error, round(outcome.duration_ms, 3))

@@ -102,6 +102,9 @@ class SandboxJob:
     cwd_shared: bool = False  # a named directory, which other jobs may use too
     cwd_inputs: bool = False  # input files written there for it (by the server: not its uid's)
     code: tuple[str, bytes] | None = None  # (path in the sandbox, content): ``code_dir`` only
+    # A package environment (the server's, never a job's to change), bound read-only at
+    # ``venv_dir``
+    venv: Path | None = None
 
 
 class WorkspaceMeter(Protocol):
@@ -150,6 +153,7 @@ class Sandbox(Protocol):
     name: str  # "bwrap" or "none"
     private_tmp: bool  # the job gets a /tmp of its own: no host TMPDIR to create
     code_dir: str | None  # where the job's code file goes inside it (None: a host file)
+    venv_dir: str | None  # where a job sees its package environment (None: at its host path)
 
     def prepare(self, job: SandboxJob) -> Prepared:
         """The confined command; ``ExecutionError`` if the confinement cannot be set up."""
@@ -183,6 +187,7 @@ class NoSandbox:
     name = "none"
     private_tmp = False
     code_dir: str | None = None
+    venv_dir: str | None = None
 
     def prepare(self, job: SandboxJob) -> Prepared:
         return Prepared(argv=job.argv, env=job.env)

@@ -51,7 +51,7 @@ from interpreter import tree
 from interpreter.config import Settings
 from interpreter.errors import ConfigurationError, ExecutionError
 from interpreter.limits import ResourceLimits, describe_bytes
-from interpreter.sandbox import container, seccomp
+from interpreter.sandbox import container, mounts, seccomp
 from interpreter.sandbox.base import (
     GATE_FAILURE_EXIT,
     CgroupConfinement,
@@ -108,6 +108,7 @@ SPARE_VOLUMES = 4  # blank workspace volumes made ahead (of the default size)
 COPY_SLACK = 256  # what a job's files may take on the host beyond its limit: 1/256, 1 MiB, 256
 MiB = 2**20
 CODE_DIR = "/code"  # where a job's code file is, inside the sandbox
+VENV_DIR = "/opt/venv"  # where a job's package environment is, inside the sandbox
 # /proc as Docker masks it (moby's oci defaults), plus the kernel memory maps and allocator
 # statistics: made read-only, or shown as an empty file or directory, when the kernel has them.
 PROC_READ_ONLY = ("bus", "fs", "irq", "sys", "sysrq-trigger")
@@ -298,6 +299,7 @@ class _Held:
     fds: list[int]  # passed to bwrap; closed once, by whichever of collect and release is first
     volume: JobVolume | None
     directory_fd: int | None  # the job's directory (the runner's descriptor): the lower layer
+    venv_point: Path | None  # its package environment, bound read-only for bwrap to find
 
 
 class _Meter:
@@ -316,6 +318,7 @@ class BwrapSandbox:
     name = "bwrap"
     private_tmp = True
     code_dir: str | None = CODE_DIR
+    venv_dir: str | None = VENV_DIR
 
     def __init__(
         self,
@@ -487,7 +490,7 @@ class BwrapSandbox:
             ]
             fds: list[int] = []
             undo.callback(_close_all, fds)
-            volume = view_fd = None
+            volume = view_fd = venv_point = None
             try:
                 if self.seccomp is not None:
                     fds.append(seccomp.memfd(self.seccomp))
@@ -505,6 +508,10 @@ class BwrapSandbox:
                     view_fd = os.open(view, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
                     fds.append(view_fd)
                     argv += ["--bind-fd", str(view_fd), cwd]
+                if job.venv is not None:
+                    venv_point = self._bind_venv(job.venv, _volume_name(job.job_id))
+                    undo.callback(_unbind, venv_point)
+                    argv += ["--ro-bind", str(venv_point), VENV_DIR]
                 if job.code is not None:
                     path, content = job.code
                     fds.append(seccomp.memfd(content, "code"))
@@ -521,12 +528,28 @@ class BwrapSandbox:
             env={},  # bwrap's own environment: its pid 1 shows it in /proc/1/environ
             confinement=CgroupConfinement(cgroup, job.limits, python=job.language == "python"),
             pass_fds=tuple(fds),
-            cleanup=_Held(cgroup, lease, fds, volume, job.cwd_fd),
+            cleanup=_Held(cgroup, lease, fds, volume, job.cwd_fd, venv_point),
             spawn_cwd=Path("/"),
             uid=lease.uid,
             view_fd=view_fd,
             workspace=_Meter(volume, self.workspace_files) if volume is not None else None,
         )
+
+    def _bind_venv(self, venv: Path, name: str) -> Path:
+        """Bind the environment read-only under the run directory, where the job's uid can
+        reach it (the data directory is not searchable by it)."""
+        point = self.run.mounts / f"{name}.env"
+        point.mkdir(mode=0o711)
+        try:
+            fd = os.open(venv, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                mounts.bind_fd(fd, point, read_only=True)
+            finally:
+                os.close(fd)
+        except OSError:
+            point.rmdir()
+            raise
+        return point
 
     def collect(self, prepared: Prepared) -> str | None:
         """Apply what the job changed (the volume's upper layer) to its directory, owned by
@@ -562,6 +585,8 @@ class BwrapSandbox:
             _close_all(held.fds)
             if held.volume is not None:
                 self._janitor.submit(held.volume.discard)
+            if held.venv_point is not None:
+                _unbind(held.venv_point)
             # the uid goes back once the cgroup is empty and gone: nothing runs as it any more
             self.remover.remove(held.cgroup, then=held.uid.release)
 
@@ -635,6 +660,13 @@ def _emptied(cgroup: JobCgroup, patience_s: float = 1.0) -> bool:
 def _volume_name(job_id: str) -> str:
     """A job's volume and mount point name (a re-run's ``<id>.<attempt>`` without the dot)."""
     return job_id.replace(".", "-")
+
+
+def _unbind(point: Path) -> None:
+    """Unmount a job's environment bind and remove its mount point."""
+    mounts.unmount(point)
+    with contextlib.suppress(OSError):
+        point.rmdir()
 
 
 def _close_all(fds: list[int]) -> None:

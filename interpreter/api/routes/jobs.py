@@ -10,6 +10,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 
 from interpreter.api.deps import OwnerDep, ServiceDep
 from interpreter.api.schemas import (
+    EnvironmentReport,
     ErrorResponse,
     ExecuteRequest,
     ExecuteResponse,
@@ -164,6 +165,7 @@ async def execute(
             limits=body.limits.model_dump(exclude_none=True) if body.limits else None,
             stdin=body.stdin,
             input_files=decode_input_files(body.input_files) + uploaded,
+            packages=tuple(body.packages),
         ),
         owner,
         idempotency(idempotency_key, body, uploaded),
@@ -187,11 +189,16 @@ router.add_api_route(
         400: error("The body could not be read"),
         413: error("Body, code, stdin or upload larger than the configured maximum"),
         422: error(
-            "Invalid body, language, timeout, directory, environment, limits, input files or "
-            "Idempotency-Key (or the key sent again with another request)"
+            "Invalid body, language, timeout, directory, environment, limits, input files, "
+            "packages (or packages that cannot be resolved: errors[0].type not_found, "
+            "unsatisfiable or no_wheel) or Idempotency-Key (or the key sent again with another "
+            "request)"
         ),
         429: error("Rate limit exceeded, or too many of this key's jobs pending (Retry-After)"),
-        503: error("Shutting down, too many pending jobs, or the job store is unavailable"),
+        503: error(
+            "Shutting down, too many pending jobs, the job store or the package registry is "
+            "unavailable"
+        ),
     },
     openapi_extra=MULTIPART_OPENAPI,
     route_class_override=ExecuteRoute,
@@ -253,6 +260,9 @@ async def full_view(service: JobService, job: Job) -> FullResult:
         working_directory=result.working_directory,
         error_message=job.error_message,
         termination_reason=termination_reason(job),
+        environment=EnvironmentReport.model_validate(result.environment)
+        if result.environment
+        else None,
         limits=job.request.limits.to_dict() if job.request.limits else None,
         metadata=_metadata(
             job,

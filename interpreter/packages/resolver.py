@@ -1,0 +1,128 @@
+"""A request's packages resolved to a lock: the exact wheels' versions, asked of the registry
+once and reused.
+
+A resolution is kept on disk (``locks/<hash of interpreter and requirements>.json``) for
+``INTERPRETER_PACKAGES_LOCK_TTL``: the same request again within it costs no registry round
+trip. When the registry cannot be reached, an older resolution of the same request is used
+rather than failing. Concurrent requests for one set in this process resolve it once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from interpreter.errors import RegistryUnavailable
+from interpreter.packages.requirements import canonical_requirements
+from interpreter.packages.uv import Uv, UvFailed, classify
+
+__all__ = ["PackageResolver", "Resolution"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    requirements: tuple[str, ...]  # canonical, sorted
+    pins: tuple[str, ...]  # name==version, sorted: the lock
+    resolve_ms: float  # what resolving took this time (reading a kept lock: ~0)
+    reused: bool  # a kept resolution answered; the registry was not asked
+
+
+class PackageResolver:
+    def __init__(
+        self,
+        uv: Uv,
+        python: str,
+        locks_dir: Path,
+        max_packages: int,
+        ttl_s: float,
+        timeout_s: float,
+    ) -> None:
+        self.uv = uv
+        self.python = python
+        self.locks_dir = locks_dir
+        self.max_packages = max_packages
+        self.ttl_s = ttl_s
+        self.timeout_s = timeout_s
+        self._pending: dict[str, asyncio.Future[Resolution]] = {}
+
+    def check(self, entries: Sequence[str]) -> tuple[str, ...]:
+        """The canonical requirements; ``InvalidPackages`` when one is refused."""
+        return canonical_requirements(entries, self.max_packages)
+
+    def _path(self, requirements: tuple[str, ...]) -> Path:
+        identity = "\n".join(
+            (os.path.realpath(self.python), self.uv.index_url or "", *requirements)
+        )
+        return self.locks_dir / f"{hashlib.sha256(identity.encode()).hexdigest()[:32]}.json"
+
+    async def resolve(self, entries: Sequence[str]) -> Resolution:
+        """The lock of ``entries``: ``InvalidPackages``, ``PackagesUnresolvable`` (422) or
+        ``RegistryUnavailable`` (503) when there is none."""
+        requirements = self.check(entries)
+        path = self._path(requirements)
+        if (pending := self._pending.get(path.name)) is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Resolution] = asyncio.get_running_loop().create_future()
+        self._pending[path.name] = future
+        try:
+            resolution = await self._resolve(requirements, path)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: no "never retrieved" warning when none waits
+            raise
+        else:
+            future.set_result(resolution)
+            return resolution
+        finally:
+            del self._pending[path.name]
+
+    async def _resolve(self, requirements: tuple[str, ...], path: Path) -> Resolution:
+        started = time.perf_counter()
+        kept = _read(path)
+        if kept is not None and time.time() - kept[1] < self.ttl_s:
+            return Resolution(requirements, kept[0], _ms(started), reused=True)
+        try:
+            pins = await self.uv.compile(requirements, self.python, self.timeout_s)
+        except UvFailed as exc:
+            error = classify(exc)
+            if isinstance(error, RegistryUnavailable) and kept is not None:
+                logger.warning("package registry unreachable; an older resolution is used")
+                return Resolution(requirements, kept[0], _ms(started), reused=True)
+            raise error from None
+        _write(path, pins)
+        return Resolution(requirements, pins, _ms(started), reused=False)
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
+
+
+def _read(path: Path) -> tuple[tuple[str, ...], float] | None:
+    """A kept resolution: (pins, when it was made)."""
+    try:
+        data = json.loads(path.read_text())
+        return tuple(data["pins"]), float(data["resolved_at"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write(path: Path, pins: tuple[str, ...]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fresh = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        fresh.write_text(json.dumps({"pins": list(pins), "resolved_at": time.time()}))
+        os.replace(fresh, path)
+    except OSError as exc:  # the next request resolves again
+        logger.warning("a package resolution was not kept: %s", exc)
+        with contextlib.suppress(OSError):
+            fresh.unlink()

@@ -1,0 +1,199 @@
+"""uv, run by the server on the host (never in a job's sandbox), with nothing of the server's
+own environment but what reaching the registry needs.
+
+Every run: wheels only (``--only-binary :all:``: no package's build code ever runs here), no
+configuration file of the host (``UV_NO_CONFIG``), no interpreter download, hard links from
+one cache (``UV_LINK_MODE=hardlink``: environments share the cache's files), a fixed working
+directory, and a time limit after which uv's whole process group is killed. Certificates and
+proxies pass through: with a cleared environment uv cannot verify the registry's TLS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from interpreter.errors import (
+    ConfigurationError,
+    PackagesUnresolvable,
+    RegistryUnavailable,
+)
+
+__all__ = ["Uv", "UvFailed", "find_uv"]
+
+PASSED_THROUGH = (
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "no_proxy",
+)
+RESOLUTION_FAILED = 1  # uv's exit code when no set of packages satisfies the request
+MAX_ERROR_CHARS = 2000
+
+
+def find_uv() -> str:
+    """The uv binary installed with this package (the ``uv`` distribution), else on PATH."""
+    try:
+        from uv import find_uv_bin
+
+        return str(find_uv_bin())
+    except (ImportError, FileNotFoundError):
+        pass
+    import shutil
+
+    found = shutil.which("uv")
+    if found is None:
+        raise ConfigurationError(
+            "uv not found: per-job packages need it (pip install 'interpreter-server[server]')"
+        )
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class UvFailed(Exception):
+    """uv exited with an error: its exit code and what it said (``error:`` and ``cause:``)."""
+
+    code: int | None  # None: killed at the time limit
+    output: str
+
+    def cause(self) -> str:
+        """uv's most telling line: the last ``cause:``, else the ``error:`` line."""
+        lines = [line.strip() for line in self.output.splitlines() if line.strip()]
+        causes = [line.removeprefix("cause: ") for line in lines if line.startswith("cause: ")]
+        errors = [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
+        text = (causes or errors or lines or ["uv failed without a message"])[-1]
+        if causes and errors and causes[-1] != text:
+            text = causes[-1]
+        return text[:MAX_ERROR_CHARS]
+
+
+def classify(failure: UvFailed) -> Exception:
+    """The error a resolution failure is for the caller: ``PackagesUnresolvable`` (422, with its
+    kind) when no set of wheels satisfies the request, ``RegistryUnavailable`` (503) when the
+    registry could not be asked."""
+    cause = failure.cause()
+    if failure.code is None:
+        return RegistryUnavailable("the package registry did not answer in time; retry later")
+    if failure.code == RESOLUTION_FAILED and "wasn't found in the cache" not in failure.output:
+        if "no usable wheels" in cause or "no matching distribution" in cause.lower():
+            kind = "no_wheel"
+        elif "not found in the package registry" in cause or "there is no version of" in cause:
+            kind = "not_found"
+        else:
+            kind = "unsatisfiable"
+        cause = cause.replace("the-job depends on", "you asked for")
+        return PackagesUnresolvable(f"packages cannot be resolved ({kind}): {cause}", kind=kind)
+    return RegistryUnavailable(f"the package registry could not be reached: {cause}")
+
+
+class Uv:
+    def __init__(self, binary: str, cache_dir: Path, index_url: str | None = None) -> None:
+        self.binary = binary
+        self.cache_dir = cache_dir
+        self.index_url = index_url
+
+    def environment(self) -> dict[str, str]:
+        env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(self.cache_dir),
+            "LANG": "C.UTF-8",
+            "UV_CACHE_DIR": str(self.cache_dir),
+            "UV_NO_CONFIG": "1",
+            "UV_PYTHON_DOWNLOADS": "never",
+            "UV_LINK_MODE": "hardlink",
+            "UV_NO_PROGRESS": "1",
+            "NO_COLOR": "1",
+        }
+        if self.index_url:
+            env["UV_DEFAULT_INDEX"] = self.index_url
+        env.update({name: os.environ[name] for name in PASSED_THROUGH if name in os.environ})
+        return env
+
+    async def run(self, args: list[str], timeout_s: float, cwd: Path) -> str:
+        """uv ``args``; its stdout. ``UvFailed`` when it fails or passes ``timeout_s``."""
+        proc = await asyncio.create_subprocess_exec(
+            self.binary,
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=self.environment(),
+            cwd=cwd,
+            start_new_session=True,
+        )
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+        except (TimeoutError, asyncio.CancelledError) as exc:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise UvFailed(None, f"uv took longer than {timeout_s:g} s") from None
+        if proc.returncode != 0:
+            raise UvFailed(proc.returncode, err.decode(errors="replace"))
+        return out.decode(errors="replace")
+
+    async def compile(
+        self, requirements: tuple[str, ...], python: str, timeout_s: float, offline: bool = False
+    ) -> tuple[str, ...]:
+        """The pins (``name==version``, sorted) that satisfy ``requirements`` with wheels for
+        ``python``. The requirements are data in a ``pyproject.toml``: uv reads them as
+        dependencies, never as lines of a requirements file."""
+        scratch = self.cache_dir.parent / "resolving"
+        scratch.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=scratch) as tmp:
+            project = Path(tmp) / "pyproject.toml"
+            deps = ", ".join(json.dumps(r) for r in requirements)  # a JSON string is TOML's too
+            project.write_text(
+                f'[project]\nname = "the-job"\nversion = "0"\ndependencies = [{deps}]\n'
+            )
+            args = ["pip", "compile", str(project), "--only-binary", ":all:", "--python", python]
+            args += ["--no-header", "--no-annotate", "--quiet"]
+            if offline:
+                args.append("--offline")
+            out = await self.run(args, timeout_s, Path(tmp))
+        pins = [line.strip() for line in out.splitlines()]
+        return tuple(sorted(p for p in pins if p and not p.startswith(("#", "-"))))
+
+    async def build(
+        self, target: Path, pins: tuple[str, ...], python: str, timeout_s: float
+    ) -> None:
+        """A relocatable virtual environment at ``target`` holding exactly ``pins`` (no
+        dependency resolved again), bytecode compiled: from the cache alone when it has every
+        wheel, else from the registry."""
+        await self.run(
+            ["venv", "--quiet", "--relocatable", "--python", python, str(target)],
+            timeout_s,
+            target.parent,
+        )
+        lock = target.parent / f"{target.name}.txt"
+        lock.write_text("".join(f"{pin}\n" for pin in pins))  # uv's own pins, not caller text
+        try:
+            args = ["pip", "install", "--quiet", "--python", str(target / "bin" / "python")]
+            args += ["--no-deps", "--only-binary", ":all:", "--compile-bytecode", "-r", str(lock)]
+            try:
+                await self.run([*args, "--offline"], timeout_s, target.parent)
+            except UvFailed as exc:
+                if exc.code is None:
+                    raise
+                await self.run(args, timeout_s, target.parent)
+        finally:
+            lock.unlink(missing_ok=True)
+
+    async def forget(self, names: list[str], timeout_s: float) -> None:
+        """Remove these packages' files from the cache (no environment holds them any more)."""
+        if names:
+            await self.run(["cache", "clean", *names], timeout_s, self.cache_dir.parent)
