@@ -4,8 +4,8 @@ own environment but what reaching the registry needs.
 Every run: wheels only (``--only-binary :all:``: no package's build code ever runs here), no
 configuration file of the host (``UV_NO_CONFIG``), no interpreter download, hard links from
 one cache (``UV_LINK_MODE=hardlink``: environments share the cache's files), a fixed working
-directory, and a time limit after which uv's whole process group is killed. Certificates and
-proxies pass through: with a cleared environment uv cannot verify the registry's TLS.
+directory, and a time limit after which uv's whole process group is killed. uv trusts the host's
+certificate store; certificate and proxy variables pass through.
 """
 
 from __future__ import annotations
@@ -114,6 +114,10 @@ class Uv:
             "UV_PYTHON_DOWNLOADS": "never",
             "UV_LINK_MODE": "hardlink",
             "UV_NO_PROGRESS": "1",
+            # the host's certificate store, as pip uses it (a proxy's CA installed there works);
+            # older uv reads the second name
+            "UV_SYSTEM_CERTS": "1",
+            "UV_NATIVE_TLS": "1",
             "NO_COLOR": "1",
         }
         if self.index_url:
