@@ -140,6 +140,7 @@ class WorkerParts:
     node: WorkerNode
     registry: LanguageRegistry
     paths: JobPaths
+    packages: Packages | None
 
 
 def build_worker(settings: Settings) -> WorkerParts:
@@ -155,4 +156,4 @@ def build_worker(settings: Settings) -> WorkerParts:
         settings, registry, paths, live=ChunkPublisher(store), packages=packages
     )
     node = WorkerNode(settings, app, store, runner, Metrics(), JobWatch())
-    return WorkerParts(store, app, runner, node, registry, paths)
+    return WorkerParts(store, app, runner, node, registry, paths, packages)

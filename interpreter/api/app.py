@@ -175,6 +175,10 @@ def create_app(
             raise
         psutil.cpu_percent(interval=None)  # prime the non-blocking sampler used by /health
         retention = asyncio.create_task(parts.service.retention_loop(), name="retention")
+        packages = parts.service.packages
+        prebuild = None
+        if packages is not None and parts.runner is not None:  # off the start's path
+            prebuild = asyncio.create_task(packages.prebuild(), name="default-packages")
         logger.info(
             "server ready",
             extra={"data_dir": str(settings.data_dir), "max_jobs": settings.max_jobs},
@@ -183,6 +187,8 @@ def create_app(
             async with mcp.lifespan() if mcp is not None else contextlib.nullcontext():
                 yield
         finally:
+            if prebuild is not None:
+                prebuild.cancel()
             retention.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await retention

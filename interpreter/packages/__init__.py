@@ -10,13 +10,16 @@ the jobs that ask for them, whose network stays off.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from interpreter.config import Settings
-from interpreter.errors import ConfigurationError, InvalidPackages
+from interpreter.errors import ConfigurationError, InterpreterError, InvalidPackages
 from interpreter.packages.environments import EnvironmentInfo, Environments, Lease
 from interpreter.packages.resolver import PackageResolver, Resolution
 from interpreter.packages.uv import Uv, find_uv
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["EnvironmentInfo", "Environments", "Lease", "PackageResolver", "Packages", "Resolution"]
 
@@ -57,3 +60,17 @@ class Packages:
                 settings.packages_cache_bytes,
             )
         return cls(resolver, environments, default)
+
+    async def prebuild(self) -> None:
+        """Build the default environment ahead of the first job that needs it. A failure is
+        logged only: the first such job tries again, and fails saying why if it must."""
+        if not self.default or self.environments is None:
+            return
+        try:
+            resolution = await self.resolver.resolve(self.default)
+            lease = await self.environments.acquire(resolution.requirements, resolution.pins)
+        except InterpreterError as exc:
+            logger.warning("INTERPRETER_DEFAULT_PACKAGES not ready at start: %s", exc.message)
+            return
+        lease.release()
+        logger.info("default packages ready", extra={"environment": lease.id})

@@ -104,6 +104,9 @@ async def _serve(settings: Settings) -> bool:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    prebuild = None
+    if parts.packages is not None:  # the default packages, off the start's path
+        prebuild = asyncio.create_task(parts.packages.prebuild(), name="default-packages")
     try:
         await node.start()
         done = asyncio.create_task(node.wait())
@@ -111,6 +114,8 @@ async def _serve(settings: Settings) -> bool:
         await node.stop(settings.shutdown_grace_s)
         return stop.is_set()
     finally:
+        if prebuild is not None:
+            prebuild.cancel()
         await app.close_async()
         await store.close()
 

@@ -213,8 +213,13 @@ def test_default_packages_serve_jobs_that_name_none(
     start_server: Callable[..., ServerProcess],
 ) -> None:
     client = start_server(INTERPRETER_DEFAULT_PACKAGES="six").client()
+    give_up = time.monotonic() + 60
+    while not environments(client):  # built at start, before any job asks
+        assert time.monotonic() < give_up, "the default packages were not built at start"
+        time.sleep(0.1)
     result = run(client, "import six; print(six.__version__)")
     assert result["status"] == "completed", result
+    assert result["environment"]["cached"] is True
     assert result["environment"]["packages"] == {"six": result["stdout"].strip()}
     assert result["environment"]["resolve_ms"] is None
     own = run(client, "import six", packages=["idna"])  # its own set replaces the default
