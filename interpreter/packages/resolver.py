@@ -4,7 +4,9 @@ once and reused.
 A resolution is kept on disk (``locks/<hash of interpreter and requirements>.json``) for
 ``INTERPRETER_PACKAGES_LOCK_TTL``: the same request again within it costs no registry round
 trip. When the registry cannot be reached, an older resolution of the same request is used
-rather than failing. Concurrent requests for one set in this process resolve it once.
+rather than failing. Concurrent requests for one set in this process resolve it once, and at
+most ``RESOLVING_AT_ONCE`` uv processes resolve at a time (many distinct sets sent at once
+wait rather than start a process each).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from interpreter.packages.requirements import canonical_requirements
 from interpreter.packages.uv import Uv, UvFailed, classify
 
 __all__ = ["PackageResolver", "Resolution"]
+
+RESOLVING_AT_ONCE = 4  # uv processes resolving in this process at once; more requests wait
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +58,7 @@ class PackageResolver:
         self.ttl_s = ttl_s
         self.timeout_s = timeout_s
         self._pending: dict[str, asyncio.Future[Resolution]] = {}
+        self._slots = asyncio.Semaphore(RESOLVING_AT_ONCE)
 
     def check(self, entries: Sequence[str]) -> tuple[str, ...]:
         """The canonical requirements; ``InvalidPackages`` when one is refused."""
@@ -92,7 +97,8 @@ class PackageResolver:
         if kept is not None and time.time() - kept[1] < self.ttl_s:
             return Resolution(requirements, kept[0], _ms(started), reused=True)
         try:
-            pins = await self.uv.compile(requirements, self.python, self.timeout_s)
+            async with self._slots:
+                pins = await self.uv.compile(requirements, self.python, self.timeout_s)
         except UvFailed as exc:
             error = classify(exc)
             if isinstance(error, RegistryUnavailable) and kept is not None:
