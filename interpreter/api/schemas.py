@@ -398,6 +398,8 @@ class LanguageInfo(BaseModel):
     version: str | None
     available: bool
     executable: str | None
+    # why an interpreter that exists cannot run jobs here (its trial run at start failed)
+    problem: str | None = None
 
 
 class SystemResources(BaseModel):

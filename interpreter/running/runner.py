@@ -51,6 +51,7 @@ from interpreter.sandbox import (
     Sandbox,
     SandboxJob,
     create_sandbox,
+    try_command,
 )
 from interpreter.store.base import JobStore
 from interpreter.workspace import JobPaths
@@ -178,8 +179,17 @@ class JobRunner:
         live: LiveOutput | None = None,
         packages: Packages | None = None,
     ) -> JobRunner:
-        """The runner this server's settings describe (the sandbox checked: fails closed)."""
+        """The runner this server's settings describe (the sandbox checked: fails closed), each
+        language's interpreter tried in it once: one that cannot run there is unavailable."""
         executables = [lang.executable for lang in registry.languages.values() if lang.executable]
+        sandbox = create_sandbox(settings, executables)
+        limits = ResourceLimits.defaults(settings)
+        try:
+            env = build_environment(path=settings.job_path, home="/", tmpdir="/tmp", extra={})
+            registry.check(lambda name, argv: try_command(sandbox, argv, limits, env, name))
+        except BaseException:
+            sandbox.close()
+            raise
         return cls(
             registry,
             paths,
@@ -187,10 +197,10 @@ class JobRunner:
                 output_bytes=settings.max_output_bytes,
                 kill_grace_s=settings.kill_grace_s,
                 scan=ScanLimits(settings.file_scan_max_entries, settings.file_scan_max_seconds),
-                resources=ResourceLimits.defaults(settings),
+                resources=limits,
             ),
             job_path=settings.job_path,
-            sandbox=create_sandbox(settings, executables),
+            sandbox=sandbox,
             live=live,
             packages=packages,
         )

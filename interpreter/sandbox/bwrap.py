@@ -12,14 +12,15 @@ processes and files) sees an ordinary user.
 Its filesystem is a fresh tmpfs root, read-only, holding read-only ``/usr`` (and the ``/bin``,
 ``/lib*``, ``/sbin`` links or directories), the few ``/etc`` files programs need, a generated
 ``passwd``, ``group`` and ``hosts``, and the install prefix of any language interpreter that
-lives elsewhere; read-write, only the job's working directory at its own absolute path (so
-reported paths stay true), a private size-capped ``/tmp`` and ``/dev/shm``. ``/proc`` shows the
-job's own processes only, with what Docker masks masked (``/proc/sys`` and friends read-only,
-keys, kernel memory and timer files empty); ``/dev`` has the usual null, zero, random and tty
-devices; there is no network interface but loopback. bwrap itself starts with an empty
-environment (its pid 1 keeps it, readable at ``/proc/1/environ``): the job's variables are set
-with ``--setenv``. The code, when it does not fit the command line, is given by descriptor
-(``--ro-bind-data``): no host file holds it.
+lives elsewhere (for a venv's python, the venv and its base's prefix; bound after the private
+``/tmp``, so one under ``/tmp`` shows); read-write, only the job's working directory at its own
+absolute path (so reported paths stay true), a private size-capped ``/tmp`` and ``/dev/shm``.
+``/proc`` shows the job's own processes only, with what Docker masks masked (``/proc/sys`` and
+friends read-only, keys, kernel memory and timer files empty); ``/dev`` has the usual null,
+zero, random and tty devices; there is no network interface but loopback. bwrap itself starts
+with an empty environment (its pid 1 keeps it, readable at ``/proc/1/environ``): the job's
+variables are set with ``--setenv``. The code, when it does not fit the command line, is given
+by descriptor (``--ro-bind-data``): no host file holds it.
 
 Nothing bwrap binds is found by a path a job could change: the working directory was opened by
 the runner beneath the workspace root without following symlinks; that descriptor is the lower
@@ -41,7 +42,7 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,7 @@ from typing import Any
 from interpreter import tree
 from interpreter.config import Settings
 from interpreter.errors import ConfigurationError, ExecutionError
+from interpreter.languages import Trial
 from interpreter.limits import ResourceLimits, describe_bytes
 from interpreter.sandbox import container, mounts, seccomp
 from interpreter.sandbox.base import (
@@ -102,6 +104,7 @@ INSTALL_HINT = (
     "INTERPRETER_SANDBOX=none for trusted local use only"
 )
 PROBE_TIMEOUT_S = 10.0
+UID_WAIT_S = 2.0  # a trial run waits this long for a uid (one just used comes back in ms)
 STALE_CGROUP_S = 600.0  # an empty job cgroup older than this was left by a server that died
 MAX_BWRAP_ERROR_BYTES = 4096
 SPARE_VOLUMES = 4  # blank workspace volumes made ahead (of the default size)
@@ -151,18 +154,64 @@ def _system_mounts() -> list[str]:
     return args
 
 
-def _prefixes(executables: Iterable[str]) -> list[str]:
+def venv_root(executable: str) -> Path | None:
+    """The virtual environment ``executable`` lives in (``<venv>/bin/python``, with
+    ``<venv>/pyvenv.cfg``), looked for before resolving any symlink: a venv's python is a link
+    to its base interpreter."""
+    parent = Path(os.path.abspath(executable)).parent
+    if parent.name == "bin" and (parent.parent / "pyvenv.cfg").is_file():
+        return parent.parent
+    return None
+
+
+def _venv_home(venv: Path) -> str | None:
+    """The directory of the venv's base interpreter (``home`` in its ``pyvenv.cfg``)."""
+    try:
+        text = (venv / "pyvenv.cfg").read_text(errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() == "home" and value.strip():
+            return value.strip()
+    return None
+
+
+def _is_system(path: str) -> bool:
+    return any(path == d or path.startswith(f"{d}/") for d in ("/usr", *SYSTEM_DIRS))
+
+
+def _install_prefix(binary_dir: str) -> str:
+    """``/opt/node`` for ``/opt/node/bin``; any other directory is its own prefix."""
+    directory = Path(os.path.realpath(binary_dir))
+    return str(directory.parent if directory.name == "bin" else directory)
+
+
+def _prefixes(executables: Iterable[str], keep_out: Iterable[Path] = ()) -> list[str]:
     """Install prefixes of interpreters outside the system directories (``/opt/node`` for
-    ``/opt/node/bin/node``), to bind read-only."""
-    system = ("/usr/", *(f"{d}/" for d in SYSTEM_DIRS))
+    ``/opt/node/bin/node``), to bind read-only: for a venv's python, the venv and its base
+    interpreter's prefix. None inside another (that one's bind shows it), and none that holds
+    a directory of ``keep_out`` (the data and run directories): ``ConfigurationError``."""
     found: set[str] = set()
     for executable in executables:
-        real = os.path.realpath(executable)
-        if real.startswith(system):
-            continue
-        parent = Path(real).parent
-        found.add(str(parent.parent if parent.name == "bin" else parent))
-    return sorted(found)
+        wanted = [_install_prefix(os.path.dirname(os.path.realpath(executable)))]
+        if (venv := venv_root(executable)) is not None:
+            wanted.append(os.path.realpath(venv))
+            if (home := _venv_home(venv)) is not None:
+                wanted.append(_install_prefix(home))
+        for prefix in wanted:
+            if _is_system(prefix):
+                continue
+            for kept in (os.path.realpath(path) for path in keep_out):
+                if prefix == "/" or kept == prefix or kept.startswith(prefix.rstrip("/") + "/"):
+                    raise ConfigurationError(
+                        f"INTERPRETER_SANDBOX=bwrap: the interpreter {executable} is installed "
+                        f"in {prefix}, which the sandbox would show to every job, and {prefix} "
+                        f"holds {kept} (the server's own files): install the interpreter in a "
+                        "directory of its own"
+                    )
+            found.add(prefix)
+    return sorted(p for p in found if not any(p.startswith(f"{o}/") for o in found))
 
 
 def build_etc(directory: Path, host_etc: Path = Path("/etc")) -> Path:
@@ -244,12 +293,12 @@ def static_args(
         *_system_mounts(),
     ]
     args += ["--ro-bind", str(etc), "/etc"]
-    for source, target in prefixes:
-        args += ["--ro-bind", source, target]
     args += ["--proc", "/proc", *masks, "--dev", "/dev"]
-    # Before any bind under /tmp (a workspace may live there): those land on top of it.
+    # Before any bind under /tmp (a workspace, a venv may live there): those land on top of it.
     args += ["--size", str(tmp_bytes), "--tmpfs", "/tmp"]
     args += ["--size", str(tmp_bytes), "--tmpfs", "/dev/shm"]
+    for source, target in prefixes:
+        args += ["--ro-bind", source, target]
     return args
 
 
@@ -381,12 +430,13 @@ class BwrapSandbox:
                 f"INTERPRETER_SANDBOX_UIDS holds {last - first + 1} uids, fewer than the "
                 f"{settings.concurrency} jobs this process runs at once"
             )
+        wanted = _prefixes(executables, keep_out=(settings.data_dir, settings.sandbox_run_dir))
         try:
             uids = UidPool(first, last, settings.sandbox_run_dir / "uids")
             run = RunDir(settings.sandbox_run_dir, settings.data_dir)
             run.setup()
             etc = build_etc(run.etc)
-            prefixes = run.bind_prefixes(_prefixes(executables))
+            prefixes = run.bind_prefixes(wanted)
         except OSError as exc:
             raise ConfigurationError(
                 f"INTERPRETER_SANDBOX=bwrap: cannot set up {settings.sandbox_run_dir} "
@@ -435,18 +485,51 @@ class BwrapSandbox:
 
     def probe(self, limits: ResourceLimits) -> None:
         """Run ``/bin/sh -c :`` the way jobs run (gate, cgroup, rlimits, uid, bwrap) once."""
-        prepared = self.prepare(
-            SandboxJob(
-                f"probe-{uuid.uuid4()}", "shell", ("/bin/sh", "-c", ":"), Path("/"), {}, limits
+        try:
+            trial = self.trial(("/bin/sh", "-c", ":"), limits)
+        except ExecutionError as exc:
+            raise ConfigurationError(f"INTERPRETER_SANDBOX=bwrap: {exc}") from exc
+        if trial.exit_code != 0:
+            why = trial.stderr.strip()[:MAX_BWRAP_ERROR_BYTES]
+            why = why or f"exit code {trial.exit_code}"
+            raise refusal(
+                f"a trial sandbox failed ({why}). bwrap needs unprivileged user namespaces "
+                "(sysctl user.max_user_namespaces > 0; on Ubuntu 24.04+ "
+                "kernel.apparmor_restrict_unprivileged_userns=0 or an AppArmor profile for "
+                "bwrap)",
+                "the right to make namespaces and mounts",
             )
-        )
+
+    def trial(
+        self,
+        argv: tuple[str, ...],
+        limits: ResourceLimits,
+        env: Mapping[str, str] | None = None,
+        language: str = "probe",
+    ) -> Trial:
+        """Run ``argv`` once the way jobs run (gate, cgroup, rlimits, uid, bwrap), in ``/``,
+        and say how it ended (exit code None: not within ``PROBE_TIMEOUT_S``, killed).
+        ``ExecutionError`` when it could not be started at all."""
+        give_up = time.monotonic() + UID_WAIT_S
+        while True:  # a previous trial's uid comes back once its cgroup is removed
+            try:
+                prepared = self.prepare(
+                    SandboxJob(
+                        f"probe-{uuid.uuid4()}", language, argv, Path("/"), env or {}, limits
+                    )
+                )
+                break
+            except ExecutionError:
+                if time.monotonic() > give_up:
+                    raise
+                time.sleep(0.05)
         assert prepared.confinement is not None
         try:
             with subprocess.Popen(
                 gated(prepared.confinement.join_files, prepared.argv),
                 pass_fds=prepared.pass_fds,
                 stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env={},
                 cwd="/",
@@ -454,20 +537,18 @@ class BwrapSandbox:
             ) as proc:
                 try:
                     prepared.confinement.admit(proc.pid)
-                    _, stderr = proc.communicate(b"\n", timeout=PROBE_TIMEOUT_S)
-                except (ExecutionError, subprocess.TimeoutExpired) as exc:
+                    stdout, stderr = proc.communicate(b"\n", timeout=PROBE_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
                     proc.kill()
-                    raise ConfigurationError(f"INTERPRETER_SANDBOX=bwrap: {exc}") from exc
-            if proc.returncode != 0:
-                why = stderr.decode(errors="replace").strip()[:MAX_BWRAP_ERROR_BYTES]
-                why = why or f"exit code {proc.returncode}"
-                raise refusal(
-                    f"a trial sandbox failed ({why}). bwrap needs unprivileged user namespaces "
-                    "(sysctl user.max_user_namespaces > 0; on Ubuntu 24.04+ "
-                    "kernel.apparmor_restrict_unprivileged_userns=0 or an AppArmor profile for "
-                    "bwrap)",
-                    "the right to make namespaces and mounts",
-                )
+                    prepared.confinement.kill_all()
+                    proc.communicate()
+                    return Trial(None, "", f"{argv[0]} did not finish within {PROBE_TIMEOUT_S:g} s")
+                except ExecutionError:
+                    proc.kill()
+                    raise
+            return Trial(proc.returncode, _text(stdout), _text(stderr))
+        except OSError as exc:
+            raise ExecutionError(f"cannot start the sandbox: {exc.strerror or exc}") from exc
         finally:
             self.release(prepared)
 
@@ -674,6 +755,10 @@ def _close_all(fds: list[int]) -> None:
         with contextlib.suppress(OSError):
             os.close(fd)
     fds.clear()
+
+
+def _text(data: bytes) -> str:
+    return data[:MAX_BWRAP_ERROR_BYTES].decode(errors="replace")
 
 
 def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:

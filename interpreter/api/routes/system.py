@@ -52,12 +52,20 @@ async def _queue_state(parts: AppParts) -> QueueState:
 
 
 def _languages_check(parts: AppParts) -> tuple[str, str | None]:
-    missing = [lang.name for lang in parts.registry.languages.values() if not lang.available]
-    if not missing:
+    languages = parts.registry.languages.values()
+    broken = parts.registry.problems()
+    missing = [lang.name for lang in languages if not lang.available and lang.name not in broken]
+    if not missing and not broken:
         return "healthy", None
+    why = "; ".join(
+        ([f"interpreter not found for: {', '.join(sorted(missing))}"] if missing else [])
+        + [f"{name} cannot run: {problem}" for name, problem in sorted(broken.items())]
+    )
     if len(missing) == len(parts.registry.languages):
         return "unhealthy", "no language interpreter found"
-    return "degraded", f"interpreter not found for: {', '.join(sorted(missing))}"
+    if len(missing) + len(broken) == len(parts.registry.languages):
+        return "unhealthy", f"no language can run: {why}"
+    return "degraded", why
 
 
 def _disk_percent(parts: AppParts) -> float:
@@ -129,6 +137,7 @@ async def list_languages(parts: PartsDep) -> list[LanguageInfo]:
             version=parts.registry.versions.get(lang.name),
             available=lang.available,
             executable=lang.executable,
+            problem=lang.problem,
         )
         for lang in parts.registry.languages.values()
     ]
