@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import subprocess
 import time
 import uuid
@@ -194,7 +195,7 @@ class Environments:
                     raise EnvironmentFailed(
                         f"the packages could not be installed: {exc.cause()}"
                     ) from None
-                size = await asyncio.to_thread(_apparent_size, target)
+                size = await asyncio.to_thread(_open_to_all, target)
                 if size > self.max_env_bytes:
                     raise EnvironmentFailed(
                         f"the packages take {describe_bytes(size)} installed, over the "
@@ -360,13 +361,25 @@ def _plain_id(env_id: str) -> bool:
     return len(env_id) == 24 and all(c in "0123456789abcdef" for c in env_id)
 
 
-def _apparent_size(root: Path) -> int:
-    """What the files under ``root`` hold (hard links into the cache counted in full)."""
+def _open_to_all(root: Path) -> int:
+    """Make everything under ``root`` readable (and directories searchable) by every uid,
+    whatever umask the server runs with: jobs run as uids of their own. Returns what the files
+    hold (hard links into the cache counted in full)."""
     total = 0
-    for directory, _, files in os.walk(root):
-        for name in files:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(directory, name)).st_size
+    for directory, dirs, files in os.walk(root):
+        for name in (*dirs, *files):
+            path = os.path.join(directory, name)
+            st = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode):
+                continue
+            wanted = st.st_mode | stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
+            if stat.S_ISDIR(st.st_mode) or st.st_mode & stat.S_IXUSR:
+                wanted |= stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH
+            if wanted != st.st_mode:
+                os.chmod(path, stat.S_IMODE(wanted))
+            if stat.S_ISREG(st.st_mode):
+                total += st.st_size
+    os.chmod(root, 0o755)
     return total
 
 

@@ -136,7 +136,6 @@ class Uv:
             env=self.environment(),
             cwd=cwd,
             start_new_session=True,
-            umask=0o022,  # what it installs is readable by every job's uid, whatever ours is
         )
         try:
             out, err = await asyncio.wait_for(proc.communicate(), timeout_s)

@@ -169,7 +169,8 @@ def test_two_concurrent_requests_for_one_set_build_it_once(
 
     def submit() -> None:
         with httpx.Client(base_url=server.url, trust_env=False, timeout=90) as client:
-            results.append(run(client, "import attrs; print(attrs.__version__)", packages=["attrs"]))
+            code = "import attrs; print(attrs.__version__)"
+            results.append(run(client, code, packages=["attrs"]))
 
     threads = [threading.Thread(target=submit) for _ in range(2)]
     for thread in threads:
