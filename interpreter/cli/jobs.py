@@ -63,6 +63,12 @@ def _show(client: Client, args: argparse.Namespace) -> int:
     for name in fields:
         if result.get(name) is not None:
             print(f"{name + ':':20}{result[name]}")
+    environment = result.get("environment")
+    if isinstance(environment, dict):
+        installed = ", ".join(
+            f"{name} {version}" for name, version in (environment.get("packages") or {}).items()
+        )
+        print(f"{'packages:':20}{installed} (environment {environment.get('id')})")
     for name in ("files_created", "files_modified", "files_deleted"):
         if result.get(name):
             print(f"{name + ':':20}{', '.join(str(p) for p in result[name])}")

@@ -81,6 +81,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="repeatable")
     run.add_argument("--workdir", metavar="NAME", help="a named working directory, kept")
+    run.add_argument(
+        "--package",
+        "-p",
+        dest="packages",
+        action="append",
+        default=[],
+        metavar="REQ",
+        help="a Python package the job imports (numpy, 'pandas>=2'), installed from the "
+        "server's package registry; repeatable",
+    )
 
     jobs = command("jobs", "list, show, cancel jobs and read their output")
     jobs_commands = jobs.add_subparsers(dest="jobs_command", metavar="ACTION", required=True)

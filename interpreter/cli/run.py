@@ -24,7 +24,7 @@ __all__ = [
 ]
 
 EXIT_TIMEOUT = 124  # as timeout(1)
-EXIT_SANDBOX_ERROR = 125  # the job failed for a reason not its own
+EXIT_SANDBOX_ERROR = 125  # the job failed for a reason not its own (sandbox, packages)
 EXIT_CANCELLED = 130  # as a shell after Ctrl-C
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: as a program whose reader went away (`| head -1`)
 EXIT_FAILED = 1  # failed with neither an exit code nor a signal
@@ -42,12 +42,13 @@ def guess_language(path: str) -> str:
 
 def exit_code_of(status: str, exit_code: int | None, reason: str | None, signal: int | None) -> int:
     """The command's exit code for a final job: its own exit code; 128 + N when killed by signal
-    N; 124 timed out; 125 a sandbox error (not the code's doing); 130 cancelled."""
+    N; 124 timed out; 125 a sandbox error or packages that could not be installed (not the
+    code's doing); 130 cancelled."""
     if status == "timeout" or reason == "timeout":
         return EXIT_TIMEOUT
     if status == "cancelled" or reason == "cancelled":
         return EXIT_CANCELLED
-    if reason == "sandbox_error":
+    if reason in ("sandbox_error", "packages_error"):
         return EXIT_SANDBOX_ERROR
     if exit_code is not None:
         return exit_code if 0 <= exit_code <= 255 else EXIT_FAILED
@@ -131,6 +132,7 @@ def run_command(client: Client, args: argparse.Namespace) -> int:
         stdin=_stdin(args),
         environment=_environment(args.env) or None,
         working_directory=args.workdir,
+        packages=args.packages or None,
     )
     try:
         if args.json:

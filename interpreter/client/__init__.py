@@ -21,7 +21,13 @@ from interpreter.client._errors import (
     ServerUnavailable,
     WaitTimeout,
 )
-from interpreter.client._models import FileInfo, OutputEvent, Result
+from interpreter.client._models import (
+    EnvironmentInfo,
+    FileInfo,
+    OutputEvent,
+    PackageEnvironment,
+    Result,
+)
 from interpreter.client._sync import Client, Job
 
 __all__ = [
@@ -30,12 +36,14 @@ __all__ = [
     "AuthenticationError",
     "Client",
     "ClientError",
+    "EnvironmentInfo",
     "FileInfo",
     "InvalidRequest",
     "Job",
     "JobConflict",
     "JobNotFound",
     "OutputEvent",
+    "PackageEnvironment",
     "RateLimited",
     "Result",
     "ServerUnavailable",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -12,7 +12,13 @@ import httpx
 
 from interpreter.client import _core as core
 from interpreter.client._errors import InvalidRequest, WaitTimeout
-from interpreter.client._models import FINAL_STATUSES, FileInfo, OutputEvent, Result
+from interpreter.client._models import (
+    FINAL_STATUSES,
+    EnvironmentInfo,
+    FileInfo,
+    OutputEvent,
+    Result,
+)
 
 __all__ = ["AsyncClient", "AsyncJob"]
 
@@ -82,9 +88,12 @@ class AsyncClient:
         working_directory: str | None = None,
         limits: Mapping[str, float] | None = None,
         metadata: Mapping[str, Any] | None = None,
+        packages: Sequence[str] | None = None,
     ) -> Result:
         """Run ``code`` and answer its result once final: one round trip when the job ends
-        within the server's wait, else long polls until it does."""
+        within the server's wait, else long polls until it does. ``packages``: Python
+        requirements (``["numpy>=2", "pandas"]``) installed for the job from the server's
+        package registry (``InvalidRequest`` with ``kind`` when they cannot be had)."""
         body = core.execute_body(
             code,
             language=language,
@@ -94,6 +103,7 @@ class AsyncClient:
             working_directory=working_directory,
             limits=limits,
             metadata=metadata,
+            packages=packages,
         )
         call = core.execute_call(
             body,
@@ -118,6 +128,7 @@ class AsyncClient:
         working_directory: str | None = None,
         limits: Mapping[str, float] | None = None,
         metadata: Mapping[str, Any] | None = None,
+        packages: Sequence[str] | None = None,
     ) -> AsyncJob:
         """Submit ``code`` and answer at once with a handle on the job."""
         body = core.execute_body(
@@ -129,6 +140,7 @@ class AsyncClient:
             working_directory=working_directory,
             limits=limits,
             metadata=metadata,
+            packages=packages,
         )
         call = core.execute_call(
             body, files, wait_s=0.0, idempotency_key=core.new_idempotency_key()
@@ -144,6 +156,23 @@ class AsyncClient:
         """One page of ``GET /jobs``, newest first."""
         answer = await self._json(core.get("/jobs", status=status, limit=limit))
         return list(answer["jobs"])
+
+    # -- package environments --------------------------------------------------------------------
+    async def environments(self) -> list[EnvironmentInfo]:
+        """The package environments on the server's disk, the most recently used first."""
+        answer = await self._json(core.get("/environments"))
+        return [EnvironmentInfo.from_dict(entry) for entry in answer]
+
+    async def build_environment(self, packages: Sequence[str]) -> EnvironmentInfo:
+        """Resolve and install ``packages`` now, so that the first job asking for them starts
+        at once (``cached``: it existed already). Shared by every key of the server."""
+        answer = await self._json(core.build_environment_call(packages))
+        return EnvironmentInfo.from_dict(answer)
+
+    async def delete_environment(self, environment_id: str) -> None:
+        """Remove an environment no job uses: ``JobNotFound`` when there is none by that id,
+        ``JobConflict`` while a running job uses it."""
+        await self._send(core.delete_environment_call(environment_id))
 
     async def health(self) -> dict[str, Any]:
         answer: dict[str, Any] = await self._json(core.get("/health"))

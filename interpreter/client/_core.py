@@ -9,7 +9,7 @@ import os
 import pathlib
 import random
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -39,6 +39,8 @@ BACKOFF_BASE_S = 0.25
 BACKOFF_MAX_S = 8.0
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 STREAM_READ_TIMEOUT_S = 45.0  # the server sends a keep-alive comment every 15 s
+RESOLVE_MARGIN_S = 60.0  # a submission with packages is resolved before it is answered
+BUILD_MARGIN_S = 360.0  # POST /environments resolves and installs before it answers
 
 FileContent = bytes | str | pathlib.Path
 Files = Mapping[str, FileContent]
@@ -107,7 +109,10 @@ def execute_body(
     working_directory: str | None,
     limits: Mapping[str, float] | None,
     metadata: Mapping[str, Any] | None,
+    packages: Sequence[str] | None = None,
 ) -> dict[str, Any]:
+    if isinstance(packages, str):
+        raise TypeError("packages is a list of requirements, not one string")
     body: dict[str, Any] = {"code": code, "language": language}
     optional = {
         "timeout": timeout,
@@ -116,6 +121,7 @@ def execute_body(
         "working_directory": working_directory,
         "limits": dict(limits) if limits is not None else None,
         "metadata": dict(metadata) if metadata is not None else None,
+        "packages": list(packages) if packages else None,
     }
     body.update({name: value for name, value in optional.items() if value is not None})
     return body
@@ -124,8 +130,10 @@ def execute_body(
 def execute_call(
     body: dict[str, Any], files: Files | None, *, wait_s: float, idempotency_key: str
 ) -> Call:
-    """``POST /execute``: small files in the JSON body, multipart past ~1 MiB in all."""
+    """``POST /execute``: small files in the JSON body, multipart past ~1 MiB in all. Packages
+    are resolved before the server answers: the read timeout allows for it."""
     params = {"wait": _seconds(wait_s)} if wait_s > 0 else {}
+    read_s = wait_s + (RESOLVE_MARGIN_S if body.get("packages") else 0.0)
     headers = {"Idempotency-Key": idempotency_key}
     contents = {path: file_bytes(content) for path, content in (files or {}).items()}
     if sum(len(data) for data in contents.values()) <= MULTIPART_ABOVE_BYTES:
@@ -137,14 +145,14 @@ def execute_call(
                     for path, data in contents.items()
                 ],
             }
-        return Call("POST", "/execute", params, headers, json=body, wait_s=wait_s)
+        return Call("POST", "/execute", params, headers, json=body, wait_s=read_s)
     parts: list[tuple[str, tuple[str | None, bytes | str, str | None]]] = [
         ("request", (None, json.dumps(body), "application/json"))
     ]
     parts += [
         ("files", (path, data, "application/octet-stream")) for path, data in contents.items()
     ]
-    return Call("POST", "/execute", params, headers, files=parts, wait_s=wait_s)
+    return Call("POST", "/execute", params, headers, files=parts, wait_s=read_s)
 
 
 def new_idempotency_key() -> str:
@@ -192,6 +200,20 @@ def file_head(content: bytes, headers: Mapping[str, str], max_bytes: int) -> tup
     a server that ignored the range sent it all)."""
     _, _, total = headers.get("content-range", "").rpartition("/")
     return content[:max_bytes], int(total) if total.isdigit() else len(content)
+
+
+def build_environment_call(packages: Sequence[str]) -> Call:
+    """``POST /environments``: safe to send again (an environment is named by its content)."""
+    if isinstance(packages, str):
+        raise TypeError("packages is a list of requirements, not one string")
+    return Call("POST", "/environments", json={"packages": list(packages)}, wait_s=BUILD_MARGIN_S)
+
+
+def delete_environment_call(environment_id: str) -> Call:
+    """``DELETE /environments/{id}``: sent again only when it never reached the server (a
+    second delete of what the first removed would be a 404)."""
+    path = f"/environments/{quote(environment_id, safe='')}"
+    return Call("DELETE", path, retry_reads=False)
 
 
 def results_call(job_id: str, wait_s: float) -> Call:

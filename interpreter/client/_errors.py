@@ -38,15 +38,26 @@ class AuthenticationError(ClientError):
 
 
 class JobNotFound(ClientError):
-    """404: no such job for this key (another key's job too), or no such file of a job."""
+    """404: no such job for this key (another key's job too), no such file of a job, or no
+    such package environment."""
 
 
 class InvalidRequest(ClientError):
-    """400, 413, 416 or 422: the server refused the request as written."""
+    """400, 413, 416 or 422: the server refused the request as written. ``kind`` says which
+    way, for machines: for packages that cannot be had, ``not_found``, ``unsatisfiable``,
+    ``no_wheel`` or ``install_failed``."""
+
+    @property
+    def kind(self) -> str | None:
+        """The ``type`` of the first of the server's ``errors`` (None without one)."""
+        first = self.errors[0] if self.errors else None
+        kind = first.get("type") if isinstance(first, dict) else None
+        return kind if isinstance(kind, str) else None
 
 
 class JobConflict(ClientError):
-    """409: the job's state forbids it (cancelling a finished job, files of a running one)."""
+    """409: the state of the job or environment forbids it (cancelling a finished job, files of
+    a running one, deleting an environment a running job uses)."""
 
 
 class RateLimited(ClientError):

@@ -1,4 +1,5 @@
-"""What the client returns: a job's result, a file of its directory, an event of its stream."""
+"""What the client returns: a job's result, a file of its directory, an event of its stream, a
+package environment of the server."""
 
 from __future__ import annotations
 
@@ -7,9 +8,45 @@ import binascii
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["FINAL_STATUSES", "FileInfo", "OutputEvent", "Result"]
+__all__ = [
+    "FINAL_STATUSES",
+    "EnvironmentInfo",
+    "FileInfo",
+    "OutputEvent",
+    "PackageEnvironment",
+    "Result",
+]
 
 FINAL_STATUSES = frozenset({"completed", "failed", "timeout", "cancelled"})
+
+
+def _ms(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+@dataclass(frozen=True)
+class PackageEnvironment:
+    """The Python packages a job ran with (``environment`` of its result): the environment's
+    ``id`` (``Client.environments()`` lists them), every package installed (name to version),
+    whether it existed already (``cached``: nothing was installed for this job), and the time
+    spent resolving the request at submission (None: the server's default packages) and
+    installing before the job started (0 when cached)."""
+
+    id: str
+    packages: dict[str, str]
+    cached: bool
+    resolve_ms: float | None
+    install_ms: float
+
+    @classmethod
+    def from_dict(cls, body: dict[str, Any]) -> PackageEnvironment:
+        return cls(
+            id=str(body["id"]),
+            packages={str(k): str(v) for k, v in (body.get("packages") or {}).items()},
+            cached=bool(body.get("cached")),
+            resolve_ms=_ms(body.get("resolve_ms")),
+            install_ms=float(body.get("install_ms") or 0.0),
+        )
 
 
 @dataclass(frozen=True)
@@ -29,6 +66,7 @@ class Result:
     files_deleted: list[str]
     error_message: str | None
     raw: dict[str, Any] = field(repr=False, compare=False)
+    environment: PackageEnvironment | None = None  # None: the job ran without packages
 
     @property
     def ok(self) -> bool:
@@ -59,6 +97,11 @@ class Result:
             files_deleted=list(body.get("files_deleted") or []),
             error_message=body.get("error_message"),
             raw=body,
+            environment=(
+                PackageEnvironment.from_dict(body["environment"])
+                if isinstance(body.get("environment"), dict)
+                else None
+            ),
         )
 
 
@@ -80,6 +123,40 @@ class FileInfo:
             sha256=body.get("sha256"),
             created_at=str(body.get("created_at")),
             modified_at=str(body.get("modified_at")),
+        )
+
+
+@dataclass(frozen=True)
+class EnvironmentInfo:
+    """A package environment on the server's disk (``GET /environments``; ``POST
+    /environments`` adds ``cached``, ``resolve_ms`` and ``install_ms``, None in a listing).
+    ``requirements`` is what was asked for, ``packages`` every package installed (name to
+    version); ``in_use``: a running job holds it, it cannot be deleted now."""
+
+    id: str
+    requirements: list[str]
+    packages: dict[str, str]
+    size_bytes: int
+    created_at: str
+    last_used_at: str
+    in_use: bool
+    cached: bool | None = None
+    resolve_ms: float | None = None
+    install_ms: float | None = None
+
+    @classmethod
+    def from_dict(cls, body: dict[str, Any]) -> EnvironmentInfo:
+        return cls(
+            id=str(body["id"]),
+            requirements=[str(r) for r in body.get("requirements") or []],
+            packages={str(k): str(v) for k, v in (body.get("packages") or {}).items()},
+            size_bytes=int(body.get("size_bytes") or 0),
+            created_at=str(body.get("created_at")),
+            last_used_at=str(body.get("last_used_at")),
+            in_use=bool(body.get("in_use")),
+            cached=body.get("cached"),
+            resolve_ms=_ms(body.get("resolve_ms")),
+            install_ms=_ms(body.get("install_ms")),
         )
 
 

@@ -46,7 +46,11 @@ afterwards (path and size), with the job id: pass it to read_file to read one of
 A job that fails or times out is a normal result (read stderr and termination_reason); a tool
 error means the job could not be run (e.g. an unsupported language).
 Each call starts from an empty directory: put input files in `files`. Nothing persists between
-calls except through the files you pass in."""
+calls except through the files you pass in.
+Python code can ask for PyPI packages in `packages` (e.g. ["numpy", "pandas>=2"]): they are
+installed before the job starts (wheels only; `packages` reports the versions) and the job itself
+has no network, so it cannot pip install. Packages that cannot be found or installed are a tool
+error saying why."""
 
 READ_FILE = f"""Read one file that a finished job left in its working directory.
 
@@ -70,13 +74,16 @@ class RunResult(BaseModel):
     exit_code: int | None
     termination_reason: str | None = Field(
         description="exit, timeout, cpu_limit, memory_limit, workspace_limit, signal, "
-        "cancelled or sandbox_error"
+        "cancelled, sandbox_error or packages_error (its packages could not be installed)"
     )
     stdout: str
     stderr: str
     error_message: str | None = Field(description="why the job failed, in one line")
     execution_time_ms: int | None
     files: list[FileEntry] = Field(description="what the job's directory holds after the run")
+    packages: dict[str, str] | None = Field(
+        default=None, description="the Python packages installed for the job: name -> version"
+    )
     note: str | None = Field(default=None, description="set when stdout or stderr was cut")
 
 
@@ -120,10 +127,19 @@ def build_server(connect: Connect) -> MCPServer[Any]:
             dict[str, str] | None,
             Field(description="input files to write first: relative path -> text content"),
         ] = None,
+        packages: Annotated[
+            list[str] | None,
+            Field(
+                description="python only: PyPI packages to install before the job runs, as "
+                'requirements (e.g. ["numpy", "pandas>=2"]); wheels only, no network in the job'
+            ),
+        ] = None,
     ) -> RunResult:
         async with connect(ctx) as client:
             try:
-                job = await client.submit(code, language=language, timeout=timeout, files=files)
+                job = await client.submit(
+                    code, language=language, timeout=timeout, files=files, packages=packages
+                )
                 result = await finish(job, ctx)
                 listing = await job.files()
             except ClientError as exc:
@@ -256,6 +272,7 @@ def run_result(result: Result, files: list[FileEntry]) -> RunResult:
         error_message=result.error_message,
         execution_time_ms=result.execution_time_ms,
         files=files,
+        packages=result.environment.packages if result.environment is not None else None,
         note="; ".join(notes) or None,
     )
 

@@ -84,6 +84,7 @@ async def test_tools_are_listed_with_descriptions(
             "language",
             "timeout",
             "files",
+            "packages",
         }
         assert tools["run_code"].input_schema["required"] == ["code"]
         assert set(tools["read_file"].input_schema["required"]) == {"job_id", "path"}
