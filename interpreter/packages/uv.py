@@ -69,13 +69,24 @@ class UvFailed(Exception):
     output: str
 
     def cause(self) -> str:
-        """uv's most telling line: the last ``cause:``, else the ``error:`` line."""
-        lines = [line.strip() for line in self.output.splitlines() if line.strip()]
-        causes = [line.removeprefix("cause: ") for line in lines if line.startswith("cause: ")]
-        errors = [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
-        text = (causes or errors or lines or ["uv failed without a message"])[-1]
-        if causes and errors and causes[-1] != text:
-            text = causes[-1]
+        """uv's most telling words: its last ``cause:`` with the lines that continue it
+        (indented, up to a blank line or a ``hint:``), else its ``error:`` line."""
+        causes: list[list[str]] = []
+        errors: list[str] = []
+        lines = self.output.splitlines()
+        for line in lines:
+            text = line.strip()
+            if text.startswith("cause: "):
+                causes.append([text.removeprefix("cause: ")])
+            elif text.startswith("error: "):
+                errors.append(text.removeprefix("error: "))
+            elif causes and text and line.startswith(" ") and not text.startswith("hint:"):
+                causes[-1].append(text)  # the cause goes on
+            elif causes and not text:
+                causes.append([])  # a blank line ends it
+        found = [" ".join(parts) for parts in causes if parts]
+        fallback = [text.strip() for text in lines if text.strip()]
+        text = (found or errors or fallback or ["uv failed without a message"])[-1]
         return text[:MAX_ERROR_CHARS]
 
 
@@ -93,7 +104,7 @@ def classify(failure: UvFailed) -> Exception:
             kind = "not_found"
         else:
             kind = "unsatisfiable"
-        cause = cause.replace("the-job depends on", "you asked for")
+        cause = cause.replace("the-job depends on", "your request needs")
         return PackagesUnresolvable(f"packages cannot be resolved ({kind}): {cause}", kind=kind)
     return RegistryUnavailable(f"the package registry could not be reached: {cause}")
 

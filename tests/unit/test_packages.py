@@ -62,10 +62,27 @@ UNREACHABLE = """error: Request failed after 3 retries
 """
 
 
+CONFLICT = """error: No solution found when resolving dependencies
+  cause: Because requests==2.31.0 depends on urllib3>=1.21.1,<3 and the-job depends on \
+requests==2.31.0, we can conclude that the-job depends on urllib3>=1.21.1,<3.
+         And because the-job depends on urllib3<1.21, we can conclude that your requirements \
+are unsatisfiable.
+"""
+
+
+def test_a_cause_over_several_lines_is_read_whole() -> None:
+    error = classify(UvFailed(1, CONFLICT))
+    assert isinstance(error, PackagesUnresolvable) and error.kind == "unsatisfiable"
+    assert error.message.endswith(
+        "And because your request needs urllib3<1.21, we can conclude that your requirements are "
+        "unsatisfiable."
+    )
+
+
 def test_uv_failures_read_as_the_kind_and_cause() -> None:
     error = classify(UvFailed(1, NOT_FOUND))
     assert isinstance(error, PackagesUnresolvable) and error.kind == "not_found"
-    assert "you asked for zz" in error.message and "the-job" not in error.message
+    assert "your request needs zz" in error.message and "the-job" not in error.message
     error = classify(UvFailed(1, NO_WHEEL))
     assert isinstance(error, PackagesUnresolvable) and error.kind == "no_wheel"
     error = classify(UvFailed(2, UNREACHABLE))
