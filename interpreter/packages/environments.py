@@ -14,7 +14,7 @@ same interpreter are the same environment. It is built in ``tmp/`` and renamed i
 ``envs/<id>`` exists only complete; one build per id at a time (the lock file, across
 processes). When a build passes ``INTERPRETER_PACKAGES_CACHE_BYTES`` (environments and cache
 together, each file counted once), the least recently used environments that no job holds are
-removed, then the cache's files of packages no environment uses any more.
+removed, then, if that is not enough, uv's cache is emptied (environments keep their files).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from pathlib import Path
 from interpreter.errors import EnvironmentFailed, EnvironmentInUse, EnvironmentNotFound
 from interpreter.limits import describe_bytes
 from interpreter.packages.requirements import pin_name
-from interpreter.packages.uv import Uv, UvFailed
+from interpreter.packages.uv import Uv, UvFailed, public
 
 __all__ = ["EnvironmentInfo", "Environments", "Lease", "python_identity"]
 
@@ -172,11 +172,13 @@ class Environments:
         except BaseException:
             os.close(lock_fd)
             raise
-        if built:  # off the job's path; a reference kept until it ends
-            task = asyncio.get_running_loop().create_task(self.evict(), name="packages-evict")
-            self._evictions.add(task)
-            task.add_done_callback(self._evictions.discard)
         return lease
+
+    def _evict_soon(self) -> None:
+        """Evict off the job's path (a reference kept until it ends)."""
+        task = asyncio.get_running_loop().create_task(self.evict(), name="packages-evict")
+        self._evictions.add(task)
+        task.add_done_callback(self._evictions.discard)
 
     async def _build(
         self, env_id: str, requirements: tuple[str, ...], pins: tuple[str, ...]
@@ -192,8 +194,9 @@ class Environments:
                             "installing the packages took longer than "
                             f"{self.install_timeout_s:g} s (INTERPRETER_PACKAGES_INSTALL_TIMEOUT)"
                         ) from None
+                    logger.warning("package install failed: %s", exc.output[-2000:])
                     raise EnvironmentFailed(
-                        f"the packages could not be installed: {exc.cause()}"
+                        f"the packages could not be installed: {public(exc.cause())}"
                     ) from None
                 size = await asyncio.to_thread(_open_to_all, target)
                 if size > self.max_env_bytes:
@@ -212,12 +215,15 @@ class Environments:
                 (self.envs / f"{env_id}.json").write_text(json.dumps(meta))
                 os.rename(target, self.envs / env_id)
             except OSError as exc:
+                logger.error("package environment %s: %s", env_id, exc)
                 raise EnvironmentFailed(
-                    f"the packages' environment could not be made: {exc.strerror or exc}"
+                    f"the packages' environment could not be made: {exc.strerror or 'I/O error'}"
                 ) from None
             finally:
                 if target.exists():
                     await asyncio.to_thread(_remove, target)
+                # after every build, done or failed: what it downloaded stays in the cache
+                self._evict_soon()
             logger.info("package environment built", extra={"environment": env_id, "size": size})
 
     def _touch(self, env_id: str) -> None:
@@ -302,25 +308,22 @@ class Environments:
 
     async def evict(self) -> list[str]:
         """Remove the least recently used environments no job holds until environments and
-        cache fit ``cache_bytes``; then the cache's files of packages no environment uses.
-        Returns the ids removed."""
+        cache fit ``cache_bytes``; if they still do not, empty uv's cache (the files
+        environments hold stay theirs: hard links). Returns the ids removed."""
         async with self._building:
             removed = await asyncio.to_thread(self._evict_environments)
-            if removed and await asyncio.to_thread(self.disk_usage) > self.cache_bytes:
-                kept = {pin_name(p)[0] for info in self.all() for p in _pins(self.envs, info.id)}
-                unused = sorted({n for env_id, names in removed.items() for n in names} - kept)
+            if await asyncio.to_thread(self.disk_usage) > self.cache_bytes:
                 try:
-                    await self.uv.forget(unused, CACHE_CLEAN_TIMEOUT_S)
+                    await self.uv.clean_cache(CACHE_CLEAN_TIMEOUT_S)
                 except UvFailed as exc:
-                    logger.warning("package cache not cleaned: %s", exc.cause())
-            return list(removed)
+                    logger.warning("package cache not cleaned: %s", exc.output[-500:])
+            return removed
 
-    def _evict_environments(self) -> dict[str, list[str]]:
-        removed: dict[str, list[str]] = {}
+    def _evict_environments(self) -> list[str]:
+        removed: list[str] = []
         if self.disk_usage() <= self.cache_bytes:
             return removed
         for info in sorted(self.all(), key=lambda info: info.last_used_at):
-            names = [pin_name(p)[0] for p in _pins(self.envs, info.id)]
             try:
                 self._remove_unused(info.id)
             except (EnvironmentInUse, EnvironmentNotFound):
@@ -328,7 +331,7 @@ class Environments:
             except OSError as exc:
                 logger.warning("package environment %s not removed: %s", info.id, exc)
                 continue
-            removed[info.id] = names
+            removed.append(info.id)
             if self.disk_usage() <= self.cache_bytes:
                 break
         return removed
@@ -348,13 +351,6 @@ class Environments:
                         seen.add((st.st_dev, st.st_ino))
                         total += st.st_blocks * 512
         return total
-
-
-def _pins(envs: Path, env_id: str) -> list[str]:
-    try:
-        return list(json.loads((envs / f"{env_id}.json").read_text())["pins"])
-    except (OSError, ValueError, KeyError):
-        return []
 
 
 def _plain_id(env_id: str) -> bool:

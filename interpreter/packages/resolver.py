@@ -57,7 +57,7 @@ class PackageResolver:
         self.max_packages = max_packages
         self.ttl_s = ttl_s
         self.timeout_s = timeout_s
-        self._pending: dict[str, asyncio.Future[Resolution]] = {}
+        self._pending: dict[str, asyncio.Task[Resolution]] = {}
         self._slots = asyncio.Semaphore(RESOLVING_AT_ONCE)
 
     def check(self, entries: Sequence[str]) -> tuple[str, ...]:
@@ -72,24 +72,22 @@ class PackageResolver:
 
     async def resolve(self, entries: Sequence[str]) -> Resolution:
         """The lock of ``entries``: ``InvalidPackages``, ``PackagesUnresolvable`` (422) or
-        ``RegistryUnavailable`` (503) when there is none."""
+        ``RegistryUnavailable`` (503) when there is none. The resolution is a task of its own
+        that every request for the set awaits: one that leaves (its client went away) cancels
+        neither it nor the others' wait."""
         requirements = self.check(entries)
         path = self._path(requirements)
-        if (pending := self._pending.get(path.name)) is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[Resolution] = asyncio.get_running_loop().create_future()
-        self._pending[path.name] = future
-        try:
-            resolution = await self._resolve(requirements, path)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: no "never retrieved" warning when none waits
-            raise
-        else:
-            future.set_result(resolution)
-            return resolution
-        finally:
-            del self._pending[path.name]
+        task = self._pending.get(path.name)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._resolve(requirements, path))
+            self._pending[path.name] = task
+            task.add_done_callback(lambda done: self._settled(path.name, done))
+        return await asyncio.shield(task)
+
+    def _settled(self, key: str, task: asyncio.Task[Resolution]) -> None:
+        del self._pending[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: no warning when every request had left
 
     async def _resolve(self, requirements: tuple[str, ...], path: Path) -> Resolution:
         started = time.perf_counter()

@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
+import re
 import signal
 import tempfile
 from dataclasses import dataclass
@@ -39,6 +41,8 @@ PASSED_THROUGH = (
     "all_proxy",
     "no_proxy",
 )
+logger = logging.getLogger(__name__)
+
 RESOLUTION_FAILED = 1  # uv's exit code when no set of packages satisfies the request
 MAX_ERROR_CHARS = 2000
 
@@ -90,11 +94,21 @@ class UvFailed(Exception):
         return text[:MAX_ERROR_CHARS]
 
 
+# An absolute host path in uv's words (a file, the cache, an interpreter), not a URL's path
+HOST_PATH = re.compile(r"(?<![\w:/.])/[^\s`'\"]*")
+
+
+def public(text: str) -> str:
+    """uv's words as a caller may read them: host paths replaced (the log keeps them)."""
+    return HOST_PATH.sub("<path>", text)
+
+
 def classify(failure: UvFailed) -> Exception:
     """The error a resolution failure is for the caller: ``PackagesUnresolvable`` (422, with its
     kind) when no set of wheels satisfies the request, ``RegistryUnavailable`` (503) when the
     registry could not be asked."""
-    cause = failure.cause()
+    logger.warning("uv failed (exit code %s): %s", failure.code, failure.output[-2000:])
+    cause = public(failure.cause())
     if failure.code is None:
         return RegistryUnavailable("the package registry did not answer in time; retry later")
     if failure.code == RESOLUTION_FAILED and "wasn't found in the cache" not in failure.output:
@@ -138,9 +152,11 @@ class Uv:
 
     async def run(self, args: list[str], timeout_s: float, cwd: Path) -> str:
         """uv ``args``; its stdout. ``UvFailed`` when it fails or passes ``timeout_s``."""
+        return await self._exec([self.binary, *args], timeout_s, cwd)
+
+    async def _exec(self, argv: list[str], timeout_s: float, cwd: Path) -> str:
         proc = await asyncio.create_subprocess_exec(
-            self.binary,
-            *args,
+            *argv,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -156,7 +172,7 @@ class Uv:
             await proc.wait()
             if isinstance(exc, asyncio.CancelledError):
                 raise
-            raise UvFailed(None, f"uv took longer than {timeout_s:g} s") from None
+            raise UvFailed(None, f"took longer than {timeout_s:g} s") from None
         if proc.returncode != 0:
             raise UvFailed(proc.returncode, err.decode(errors="replace"))
         return out.decode(errors="replace")
@@ -168,8 +184,13 @@ class Uv:
         ``python``. The requirements are data in a ``pyproject.toml``: uv reads them as
         dependencies, never as lines of a requirements file."""
         scratch = self.cache_dir.parent / "resolving"
-        scratch.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=scratch) as tmp:
+        try:
+            scratch.mkdir(parents=True, exist_ok=True)
+            tmp_dir = tempfile.TemporaryDirectory(dir=scratch)
+        except OSError as exc:
+            logger.error("package resolution: scratch directory: %s", exc)
+            raise UvFailed(2, "the server could not write its scratch files") from None
+        with tmp_dir as tmp:
             project = Path(tmp) / "pyproject.toml"
             deps = ", ".join(json.dumps(r) for r in requirements)  # a JSON string is TOML's too
             project.write_text(
@@ -188,7 +209,13 @@ class Uv:
     ) -> None:
         """A relocatable virtual environment at ``target`` holding exactly ``pins`` (no
         dependency resolved again), bytecode compiled: from the cache alone when it has every
-        wheel, else from the registry."""
+        wheel, else from the registry.
+
+        Nothing of what it installs ever runs here. uv's own ``--compile-bytecode`` would start
+        the new environment's python, whose start-up executes the ``import`` lines of any
+        ``.pth`` file a wheel ships, on the host, as the server's user. The bytecode is compiled
+        by the base interpreter instead, with ``-I -S`` (no site: no ``.pth`` is read, no
+        environment variable or working directory counts); compiling runs no module."""
         await self.run(
             ["venv", "--quiet", "--relocatable", "--python", python, str(target)],
             timeout_s,
@@ -198,7 +225,7 @@ class Uv:
         lock.write_text("".join(f"{pin}\n" for pin in pins))  # uv's own pins, not caller text
         try:
             args = ["pip", "install", "--quiet", "--python", str(target / "bin" / "python")]
-            args += ["--no-deps", "--only-binary", ":all:", "--compile-bytecode", "-r", str(lock)]
+            args += ["--no-deps", "--only-binary", ":all:", "-r", str(lock)]
             try:
                 await self.run([*args, "--offline"], timeout_s, target.parent)
             except UvFailed as exc:
@@ -207,8 +234,15 @@ class Uv:
                 await self.run(args, timeout_s, target.parent)
         finally:
             lock.unlink(missing_ok=True)
+        compile_all = [os.path.realpath(python), "-I", "-S", "-m", "compileall", "-qq", "-j", "0"]
+        try:
+            await self._exec([*compile_all, str(target)], timeout_s, target.parent)
+        except UvFailed as exc:
+            if exc.code is None:
+                raise
+            # a file that does not compile (a template, another Python's syntax) gets no .pyc,
+            # as with uv's own compilation; the rest is compiled
 
-    async def forget(self, names: list[str], timeout_s: float) -> None:
-        """Remove these packages' files from the cache (no environment holds them any more)."""
-        if names:
-            await self.run(["cache", "clean", *names], timeout_s, self.cache_dir.parent)
+    async def clean_cache(self, timeout_s: float) -> None:
+        """Empty the cache: files an environment links stay (theirs), the rest is freed."""
+        await self.run(["cache", "clean"], timeout_s, self.cache_dir.parent)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import fcntl
 import logging
@@ -133,6 +132,18 @@ async def _take_directory(fd: int, timeout_s: float, cancel: asyncio.Event) -> f
 async def _write_inputs(cwd_fd: int, files: Sequence[InputFile]) -> None:
     """Write them off the loop; their bytes are let go of once written."""
     await asyncio.to_thread(write_input_files, cwd_fd, files)
+
+
+def _abandon(acquiring: asyncio.Future[Lease]) -> None:
+    """Stop acquiring an environment nobody waits for any more; a lease it returns anyway (it
+    was done in the same step) is released at once, never left holding its environment."""
+
+    def release(done: asyncio.Future[Lease]) -> None:
+        if not done.cancelled() and done.exception() is None:
+            done.result().release()
+
+    acquiring.cancel()
+    acquiring.add_done_callback(release)
 
 
 def _environment_report(job: Job, venv: Lease | None) -> dict[str, object] | None:
@@ -352,13 +363,13 @@ class JobRunner:
         cancelled = asyncio.ensure_future(cancel.wait())
         try:
             await asyncio.wait({acquiring, cancelled}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # this task was cancelled: the lease, if any, is nobody's
+            _abandon(acquiring)
+            raise
         finally:
             cancelled.cancel()
-            if not acquiring.done():  # cancelled meanwhile (or this task was)
-                acquiring.cancel()
-                with contextlib.suppress(asyncio.CancelledError, InterpreterError):
-                    await acquiring
-        if acquiring.cancelled():
+        if not acquiring.done():  # the job was cancelled while it was built
+            _abandon(acquiring)
             return None
         return acquiring.result()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -296,3 +297,51 @@ def test_eviction_under_the_cap_spares_environments_in_use(
     while six_env["id"] in [e["id"] for e in environments(client)]:
         assert time.monotonic() < give_up, "an unused environment was not evicted"
         time.sleep(0.1)
+
+
+def _local_index(root: Path, marker: Path) -> str:
+    """A package index on disk holding one wheel whose ``.pth`` file writes ``marker`` when a
+    Python starts with it on its path: what a hostile package could ship."""
+    import base64
+    import hashlib
+    import zipfile
+
+    name = "evil_pth-1.0-py3-none-any.whl"
+    files = {
+        "evil_pth.pth": f"import os; open('{marker}-%d' % os.getuid(), 'w').write('ran')\n",
+        "evil_pth/__init__.py": "X = 'imported'\n",
+        "evil_pth-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: evil-pth\nVersion: 1.0\n",
+        "evil_pth-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\n"
+        "Root-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    project = root / "simple" / "evil-pth"
+    project.mkdir(parents=True)
+    record = []
+    with zipfile.ZipFile(project / name, "w") as wheel:
+        for path, content in files.items():
+            wheel.writestr(path, content)
+            digest = hashlib.sha256(content.encode()).digest()
+            encoded = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+            record.append(f"{path},sha256={encoded},{len(content)}")
+        record.append("evil_pth-1.0.dist-info/RECORD,,")
+        wheel.writestr("evil_pth-1.0.dist-info/RECORD", "\n".join(record) + "\n")
+    (project / "index.html").write_text(f'<a href="{name}">{name}</a>')
+    (root / "simple" / "index.html").write_text('<a href="evil-pth/">evil-pth</a>')
+    return f"file://{root / 'simple'}"
+
+
+def test_nothing_a_package_ships_runs_on_the_host_while_it_is_installed(
+    start_server: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    marker = tmp_path / "ran-on-the-host"
+    index = _local_index(tmp_path / "index", marker)
+    server = start_server(INTERPRETER_PACKAGES_INDEX_URL=index)
+    client = server.client()
+    result = run(client, "import evil_pth; print(evil_pth.X)", packages=["evil-pth"])
+    assert result["status"] == "completed", result
+    assert result["stdout"] == "imported\n"  # the job has it; its .pth ran in the sandbox only
+    assert result["environment"]["packages"] == {"evil-pth": "1.0"}
+    assert not list(tmp_path.glob("ran-on-the-host*")), "a wheel's .pth ran on the host"
+    # its bytecode was compiled all the same (by the base interpreter, without site)
+    env = server.data_dir / "packages" / "envs" / result["environment"]["id"]
+    assert list(env.glob("lib/python3*/site-packages/evil_pth/__pycache__/__init__.*.pyc"))

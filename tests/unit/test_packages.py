@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import pytest
 
 from interpreter.errors import InvalidPackages, PackagesUnresolvable, RegistryUnavailable
 from interpreter.packages.requirements import canonical_requirements
-from interpreter.packages.uv import UvFailed, classify
+from interpreter.packages.resolver import PackageResolver
+from interpreter.packages.uv import Uv, UvFailed, classify
 
 
 def test_requirements_are_canonical_sorted_and_without_repeats() -> None:
@@ -89,3 +93,30 @@ def test_uv_failures_read_as_the_kind_and_cause() -> None:
     assert isinstance(error, RegistryUnavailable)
     assert "Connection refused" in error.message
     assert isinstance(classify(UvFailed(None, "")), RegistryUnavailable)
+
+
+async def test_a_request_that_leaves_does_not_fail_the_others_waiting_on_its_resolution(
+    tmp_path: Path,
+) -> None:
+    class SlowUv(Uv):
+        async def compile(
+            self,
+            requirements: tuple[str, ...],
+            python: str,
+            timeout_s: float,
+            offline: bool = False,
+        ) -> tuple[str, ...]:
+            await asyncio.sleep(0.2)
+            return ("six==1.17.0",)
+
+    resolver = PackageResolver(
+        SlowUv("uv", tmp_path / "cache"), "/usr/bin/python3", tmp_path / "locks", 8, 60, 10
+    )
+    first = asyncio.create_task(resolver.resolve(["six"]))
+    second = asyncio.create_task(resolver.resolve(["six"]))
+    await asyncio.sleep(0.05)
+    first.cancel()  # its client went away
+    resolution = await second
+    assert resolution.pins == ("six==1.17.0",)
+    with pytest.raises(asyncio.CancelledError):
+        await first
