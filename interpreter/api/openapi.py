@@ -137,6 +137,11 @@ def state_constraints(
     )
     if "input_files" in request:
         request["input_files"]["maxItems"] = settings.max_input_files
+    if "packages" in request:
+        request["packages"]["maxItems"] = settings.max_packages
+    environment = schemas.get("EnvironmentRequest", {}).get("properties", {})
+    if "packages" in environment:  # at least one (with none allowed it answers 422 always)
+        environment["packages"]["maxItems"] = max(1, settings.max_packages)
     if "language" in request and names:
         request["language"]["enum"] = names
     limits = schemas.get("LimitsRequest", {}).get("properties", {})

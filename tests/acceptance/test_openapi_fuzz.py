@@ -102,6 +102,9 @@ def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FastAPI:
         kill_grace_s=0.2,
         shutdown_grace_s=0.2,
         default_timeout_s=5.0,
+        # packages would be resolved against the real registry: the document then says none
+        # may be named, and a request that names some is refused (422)
+        max_packages=0,
     )
     return create_app(settings, store=MemoryStore())
 

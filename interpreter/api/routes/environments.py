@@ -53,6 +53,7 @@ async def list_environments(service: ServiceDep) -> list[EnvironmentInfo]:
     response_model=EnvironmentBuilt,
     status_code=status.HTTP_201_CREATED,
     responses={
+        400: error("The body could not be read"),
         422: error(
             "A requirement refused, or packages that cannot be resolved or installed "
             "(errors[0].type: not_found, unsatisfiable, no_wheel or install_failed)"
