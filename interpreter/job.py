@@ -95,6 +95,7 @@ class JobRequest:
     packages: tuple[str, ...] = ()
     lock: tuple[str, ...] = ()
     resolve_ms: float | None = None
+    lock_python: str | None = None  # the interpreter the pins are for ("cpython 3.11 x86_64")
 
 
 @dataclass(frozen=True, slots=True)

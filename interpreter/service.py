@@ -228,6 +228,7 @@ class JobService:
             packages=resolution.requirements,
             lock=resolution.pins,
             resolve_ms=resolution.resolve_ms,
+            lock_python=resolution.python,
         )
 
     async def _earlier(self, key: str, idempotency: Idempotency) -> Submitted | None:

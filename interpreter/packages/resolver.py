@@ -1,7 +1,8 @@
 """A request's packages resolved to a lock: the exact wheels' versions, asked of the registry
 once and reused.
 
-A resolution is kept on disk (``locks/<hash of interpreter and requirements>.json``) for
+A resolution is kept on disk (``locks/<hash of the interpreter's tag, the index and the
+requirements>.json``) for
 ``INTERPRETER_PACKAGES_LOCK_TTL``: the same request again within it costs no registry round
 trip. When the registry cannot be reached, an older resolution of the same request is used
 rather than failing. Concurrent requests for one set in this process resolve it once, and at
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -39,6 +41,7 @@ class Resolution:
     pins: tuple[str, ...]  # name==version, sorted: the lock
     resolve_ms: float  # what resolving took this time (reading a kept lock: ~0)
     reused: bool  # a kept resolution answered; the registry was not asked
+    python: str = ""  # the interpreter it is for (``PackageResolver.python_tag``)
 
 
 class PackageResolver:
@@ -59,15 +62,38 @@ class PackageResolver:
         self.timeout_s = timeout_s
         self._pending: dict[str, asyncio.Task[Resolution]] = {}
         self._slots = asyncio.Semaphore(RESOLVING_AT_ONCE)
+        self._tag: str | None = None
+
+    async def python_tag(self) -> str:
+        """What wheels and markers depend on of this interpreter: implementation, version and
+        machine (``cpython 3.11 x86_64``). A lock made for another tag may not install here.
+        Asked of the interpreter once, without ``site`` (nothing of an environment runs)."""
+        if self._tag is None:
+            script = (
+                "import sys, platform; v = sys.version_info; "
+                "print(sys.implementation.name, f'{v[0]}.{v[1]}', platform.machine())"
+            )
+            proc = await asyncio.create_subprocess_exec(
+                os.path.realpath(self.python),
+                "-I",
+                "-S",
+                "-c",
+                script,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL,
+                env={"PATH": "/usr/bin:/bin"},
+            )
+            out, _ = await proc.communicate()
+            self._tag = out.decode(errors="replace").strip() or "unknown"
+        return self._tag
 
     def check(self, entries: Sequence[str]) -> tuple[str, ...]:
         """The canonical requirements; ``InvalidPackages`` when one is refused."""
         return canonical_requirements(entries, self.max_packages)
 
-    def _path(self, requirements: tuple[str, ...]) -> Path:
-        identity = "\n".join(
-            (os.path.realpath(self.python), self.uv.index_url or "", *requirements)
-        )
+    def _path(self, requirements: tuple[str, ...], tag: str) -> Path:
+        identity = "\n".join((tag, self.uv.index_url or "", *requirements))
         return self.locks_dir / f"{hashlib.sha256(identity.encode()).hexdigest()[:32]}.json"
 
     async def resolve(self, entries: Sequence[str]) -> Resolution:
@@ -76,13 +102,15 @@ class PackageResolver:
         that every request for the set awaits: one that leaves (its client went away) cancels
         neither it nor the others' wait."""
         requirements = self.check(entries)
-        path = self._path(requirements)
+        tag = await self.python_tag()
+        path = self._path(requirements, tag)
         task = self._pending.get(path.name)
         if task is None:
             task = asyncio.get_running_loop().create_task(self._resolve(requirements, path))
             self._pending[path.name] = task
             task.add_done_callback(lambda done: self._settled(path.name, done))
-        return await asyncio.shield(task)
+        resolution = await asyncio.shield(task)
+        return dataclasses.replace(resolution, python=tag)
 
     def _settled(self, key: str, task: asyncio.Task[Resolution]) -> None:
         del self._pending[key]

@@ -27,7 +27,7 @@ from interpreter.errors import (
 from interpreter.inputs import write_input_files
 from interpreter.job import InputFile, Job, JobResult, JobStatus, TerminationReason
 from interpreter.languages import Language, LanguageRegistry
-from interpreter.packages import Lease, Packages
+from interpreter.packages import Lease, PackageResolver, Packages, Resolution
 from interpreter.process.filetrack import ScanLimits
 from interpreter.process.orphans import GUARD, OrphanMarks, kill_leftovers
 from interpreter.process.run import run_process
@@ -132,6 +132,14 @@ async def _take_directory(fd: int, timeout_s: float, cancel: asyncio.Event) -> f
 async def _write_inputs(cwd_fd: int, files: Sequence[InputFile]) -> None:
     """Write them off the loop; their bytes are let go of once written."""
     await asyncio.to_thread(write_input_files, cwd_fd, files)
+
+
+async def _resolve(resolver: PackageResolver, entries: tuple[str, ...], what: str) -> Resolution:
+    """Resolve where the job runs; ``EnvironmentFailed`` (the job's) when it cannot be."""
+    try:
+        return await resolver.resolve(entries)
+    except (InvalidRequest, RegistryUnavailable) as exc:
+        raise EnvironmentFailed(f"{what}: {exc.message}") from None
 
 
 def _abandon(acquiring: asyncio.Future[Lease]) -> None:
@@ -347,15 +355,17 @@ class JobRunner:
         if packages is None or packages.environments is None:
             return None
         request = job.request
-        if request.lock:
+        resolver = packages.resolver
+        if request.lock and request.lock_python in (None, await resolver.python_tag()):
             requirements, pins = request.packages, request.lock
+        elif request.lock:  # resolved by a replica on another Python: again, for this one
+            here = await resolver.python_tag()
+            resolution = await _resolve(resolver, request.packages, f"for this Python ({here})")
+            requirements, pins = resolution.requirements, resolution.pins
         elif packages.default:
-            try:
-                resolution = await packages.resolver.resolve(packages.default)
-            except (InvalidRequest, RegistryUnavailable) as exc:
-                raise EnvironmentFailed(
-                    f"the default packages (INTERPRETER_DEFAULT_PACKAGES): {exc.message}"
-                ) from None
+            resolution = await _resolve(
+                resolver, packages.default, "the default packages (INTERPRETER_DEFAULT_PACKAGES)"
+            )
             requirements, pins = resolution.requirements, resolution.pins
         else:
             return None

@@ -93,6 +93,7 @@ def _row_to_job(row: Any) -> Job:
             packages=tuple(req.get("packages") or ()),
             lock=tuple(req.get("lock") or ()),
             resolve_ms=req.get("resolve_ms"),
+            lock_python=req.get("lock_python"),
         ),
         status=JobStatus(row.status),
         owner=row.owner,

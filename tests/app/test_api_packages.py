@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from interpreter.packages.resolver import PackageResolver
+from interpreter.packages.uv import Uv
 from tests.app.conftest import MakeApi
 
 pytestmark = pytest.mark.timeout(180)
@@ -39,8 +42,35 @@ async def test_an_unreachable_registry_uses_the_last_resolution_or_answers_503(
     assert again["status"] == "completed", again
     assert again["environment"]["id"] == first["environment"]["id"]
 
-    response = await api.client.post(
-        "/execute", json={"code": "import idna", "packages": ["idna"]}
-    )
+    response = await api.client.post("/execute", json={"code": "import idna", "packages": ["idna"]})
     assert response.status_code == 503, response.text
     assert "package registry could not be reached" in response.json()["detail"]
+
+
+async def test_pins_made_for_another_python_are_resolved_again_where_the_job_runs(
+    make_api: MakeApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replica on another Python resolved the request to pins that do not install here: the
+    worker sees that the pins are for another interpreter and resolves them for its own."""
+    api = await make_api()
+    real_tag, real_compile = PackageResolver.python_tag, Uv.compile
+    tags: list[str] = []
+
+    async def tag(self: PackageResolver) -> str:
+        tags.append("asked")
+        return "cpython 2.7 sparc" if len(tags) == 1 else await real_tag(self)
+
+    async def compile_for(self: Uv, requirements: tuple[str, ...], *args: Any) -> tuple[str, ...]:
+        if tags == ["asked"]:  # the replica's resolution: for its own, other, Python
+            return ("six==0.0.0.1",)
+        return await real_compile(self, requirements, *args)
+
+    monkeypatch.setattr(PackageResolver, "python_tag", tag)
+    monkeypatch.setattr(Uv, "compile", compile_for)
+    result = await api.run("import six; print(six.__version__)", packages=["six"])
+    assert result["status"] == "completed", result
+    assert result["stdout"] == f"{result['environment']['packages']['six']}\n"
+    assert result["environment"]["packages"]["six"] != "0.0.0.1"
+    job = await api.store.get(result["job_id"])
+    assert job is not None
+    assert job.request.lock == ("six==0.0.0.1",) and job.request.lock_python == "cpython 2.7 sparc"
