@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from importlib import metadata
 
 from interpreter.cli.entrypoints import mcp_command, serve_command, worker_command
+from interpreter.cli.environments import environments_command
 from interpreter.cli.jobs import files_command, jobs_command
 from interpreter.cli.output import UsageError
 from interpreter.cli.run import run_command
@@ -112,6 +113,26 @@ def build_parser() -> argparse.ArgumentParser:
     files.add_argument("--archive", action="store_true", help="the whole directory, .tar.gz")
     files.add_argument("-o", "--output", metavar="OUT", help="write to OUT (else stdout)")
 
+    environments = command(
+        "environments", "list, build and delete the server's Python package environments"
+    )
+    env_commands = environments.add_subparsers(
+        dest="environments_command", metavar="ACTION", required=True
+    )
+    env_list = env_commands.add_parser(
+        "list", help="the environments on the server, most recently used first"
+    )
+    env_build = env_commands.add_parser(
+        "build", help="resolve and install packages now, so that the first job starts at once"
+    )
+    env_build.add_argument(
+        "packages", nargs="+", metavar="PKG", help="a requirement (six, 'pandas>=2')"
+    )
+    env_delete = env_commands.add_parser("delete", help="remove an environment no job uses")
+    env_delete.add_argument("environment", metavar="ID")
+    for sub in (env_list, env_build, env_delete):
+        _add_globals(sub, top=False)
+
     command("serve", "run the server (settings from INTERPRETER_* variables)", client=False)
     worker = command("worker", "run a worker of the PostgreSQL queue", client=False)
     worker.add_argument("--concurrency", type=int, help="jobs run at once")
@@ -136,6 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return run_command(client, args)
             if args.command == "jobs":
                 return jobs_command(client, args)
+            if args.command == "environments":
+                return environments_command(client, args)
             return files_command(client, args)
     except (ClientError, UsageError) as exc:
         detail = exc.detail if isinstance(exc, ClientError) else str(exc)

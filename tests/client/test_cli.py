@@ -410,7 +410,7 @@ def test_version_and_help(server: ServerProcess) -> None:
     assert done.returncode == 0
     assert re.fullmatch(r"interpreter \S+\n", done.stdout)
     helped = cli(server, "--help")
-    for command in ("run", "jobs", "files", "serve", "worker", "mcp"):
+    for command in ("run", "jobs", "files", "environments", "serve", "worker", "mcp"):
         assert command in helped.stdout
 
 

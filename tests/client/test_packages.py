@@ -173,6 +173,91 @@ def test_cli_a_job_whose_packages_failed_exits_as_a_sandbox_error() -> None:
     assert exit_code_of("failed", None, "packages_error", None) == EXIT_SANDBOX_ERROR == 125
 
 
+def test_cli_environments_build_list_and_delete(server: ServerProcess) -> None:
+    built = cli(server, "environments", "build", "six")
+    assert built.returncode == 0, built.stderr
+    fields = dict(line.split(":", 1) for line in built.stdout.splitlines())
+    env_id = fields["id"].strip()
+    assert fields["packages"].strip().startswith("six==")
+    assert fields["status"].strip() in ("installed", "cached")
+    assert fields["resolve"].strip().endswith(" ms") and fields["install"].strip().endswith(" ms")
+
+    again = cli(server, "environments", "build", "six", "--json")
+    assert again.returncode == 0, again.stderr
+    document: dict[str, Any] = json.loads(again.stdout)
+    assert (document["id"], document["cached"], document["requirements"]) == (env_id, True, ["six"])
+    assert document["install_ms"] == 0 and document["resolve_ms"] is not None
+    version = document["packages"]["six"]
+
+    table = cli(server, "environments", "list")
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["ENVIRONMENT", "PACKAGES", "SIZE", "LAST", "USED", "IN", "USE"]
+    (row,) = [line.split() for line in lines[1:] if line.startswith(env_id)]
+    assert row[1] == f"six=={version}" and row[3] in ("B", "KiB", "MiB") and row[-1] == "no"
+
+    listed = json.loads(cli(server, "--json", "environments", "list").stdout)
+    (entry,) = [e for e in listed if e["id"] == env_id]
+    assert entry["packages"] == {"six": version} and entry["size_bytes"] > 0
+    assert set(entry) == {
+        "id",
+        "requirements",
+        "packages",
+        "size_bytes",
+        "created_at",
+        "last_used_at",
+        "in_use",
+    }
+
+    deleted = cli(server, "environments", "delete", env_id)
+    assert (deleted.returncode, deleted.stderr) == (0, "")
+    assert env_id in deleted.stdout and "deleted" in deleted.stdout
+    listed = json.loads(cli(server, "environments", "list", "--json").stdout)
+    assert env_id not in [e["id"] for e in listed]
+
+    missing = cli(server, "environments", "delete", env_id)
+    assert (missing.returncode, missing.stdout) == (2, "")
+    assert one_line(missing.stderr) == f"interpreter: Environment not found: {env_id}"
+
+
+def test_cli_an_environment_in_use_is_shown_and_cannot_be_deleted(
+    server: ServerProcess, client: Client
+) -> None:
+    job = client.submit(
+        "import six, time\nprint('started', flush=True)\ntime.sleep(30)", packages=["six"]
+    )
+    try:
+        for event in job.stream():  # its code runs: its packages are installed and held
+            assert event.event != "end", "the job ended before it printed"
+            if event.event == "stdout":
+                break
+        listed = json.loads(cli(server, "--json", "environments", "list").stdout)
+        (held,) = [entry["id"] for entry in listed if entry["in_use"]]
+        table = cli(server, "environments", "list").stdout.splitlines()
+        (row,) = [line for line in table if line.startswith(held)]
+        assert row.endswith("  yes")
+
+        refused = cli(server, "environments", "delete", held)
+        assert (refused.returncode, refused.stdout) == (2, "")
+        assert "in use" in one_line(refused.stderr)
+    finally:
+        job.cancel()
+    assert job.wait(timeout=60).status == "cancelled"
+    assert held in [info.id for info in client.environments()]  # still there
+
+
+def test_cli_environments_refusals_are_one_line_and_exit_2(server: ServerProcess) -> None:
+    done = cli(server, "environments", "build", MISSING)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert "not found" in one_line(done.stderr)
+    wrong_key = cli(server, "--api-key", "wrong", "environments", "list")
+    assert (wrong_key.returncode, wrong_key.stdout) == (2, "")
+    assert one_line(wrong_key.stderr).startswith("interpreter: ")
+    nowhere = cli(server, "environments", "list", "--server", "http://127.0.0.1:9")
+    assert nowhere.returncode == 2
+    assert one_line(nowhere.stderr).startswith("interpreter: could not reach")
+
+
 # -- the MCP tools -------------------------------------------------------------------------------
 
 
