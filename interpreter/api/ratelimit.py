@@ -44,7 +44,9 @@ logger = logging.getLogger(__name__)
 NAMESPACE = "execute"
 STORAGE_WARNING_EVERY_S = 60.0
 SWEEP_EVERY_S = 1.0
-LIMITED_PATH = "/execute"
+# What costs the server work per request: a job, or an environment built (packages resolved
+# and installed). One budget for both.
+LIMITED_PATHS = frozenset({"/execute", "/environments"})
 
 
 AUTO = "auto"
@@ -203,7 +205,8 @@ def client_address(scope: Scope) -> str:
 
 
 class ExecuteRateLimit:
-    """Pure ASGI: one hit per ``POST /execute`` before the body is read; 429 over the limit.
+    """Pure ASGI: one hit per ``POST /execute`` or ``POST /environments`` before the body is
+    read; 429 over the limit.
 
     The identity is the owner of a valid API key (the hash that owns its jobs), or else the
     client's address: without authentication, and for requests whose key is missing or wrong
@@ -218,7 +221,7 @@ class ExecuteRateLimit:
         if (
             scope["type"] == "http"
             and scope["method"] == "POST"
-            and route_path(scope) == LIMITED_PATH
+            and route_path(scope) in LIMITED_PATHS
         ):
             try:
                 await self.limiter.hit(self.identity(scope))

@@ -54,6 +54,18 @@ async def test_execute_over_the_rate_limit_is_429_with_retry_after(make_api) -> 
     assert len(api.store.jobs) == 3
 
 
+async def test_building_environments_shares_the_rate_limit_of_jobs(make_api) -> None:
+    api = await make_api(rate_limit="2/minute")
+    assert (await post(api)).status_code == 200
+    # refused before the body is read, let alone packages resolved and installed
+    first = await api.client.post("/environments", json={"packages": ["-r /etc/passwd"]})
+    assert first.status_code == 422
+    refused = await api.client.post("/environments", json={"packages": ["six"]})
+    assert refused.status_code == 429
+    assert (await post(api)).status_code == 429
+    assert (await api.client.get("/environments")).status_code == 200  # reading is not limited
+
+
 async def test_rate_limit_is_checked_before_the_body_is_read(make_api) -> None:
     api = await make_api(rate_limit="1/minute")
     assert (await post(api)).status_code == 200
