@@ -50,6 +50,8 @@ class Packages:
         except InvalidPackages as exc:
             raise ConfigurationError(f"INTERPRETER_DEFAULT_PACKAGES: {exc.message}") from None
         environments = None
+        if not runs_jobs:  # nothing else bounds the cache its resolutions fill
+            resolver.cache_bytes = settings.packages_cache_bytes
         if runs_jobs:
             environments = Environments(
                 root,

@@ -338,19 +338,24 @@ class Environments:
 
     def disk_usage(self) -> int:
         """Bytes the environments and the cache take on disk, each file counted once."""
-        seen: set[tuple[int, int]] = set()
-        total = 0
-        for top in (self.envs, self.uv.cache_dir):
-            for directory, dirs, files in os.walk(top):
-                for name in (*dirs, *files):
-                    try:
-                        st = os.lstat(os.path.join(directory, name))
-                    except OSError:
-                        continue
-                    if (st.st_dev, st.st_ino) not in seen:
-                        seen.add((st.st_dev, st.st_ino))
-                        total += st.st_blocks * 512
-        return total
+        return disk_usage(self.envs, self.uv.cache_dir)
+
+
+def disk_usage(*tops: Path) -> int:
+    """Bytes the files under ``tops`` take on disk, each counted once (hard links)."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for top in tops:
+        for directory, dirs, files in os.walk(top):
+            for name in (*dirs, *files):
+                try:
+                    st = os.lstat(os.path.join(directory, name))
+                except OSError:
+                    continue
+                if (st.st_dev, st.st_ino) not in seen:
+                    seen.add((st.st_dev, st.st_ino))
+                    total += st.st_blocks * 512
+    return total
 
 
 def _plain_id(env_id: str) -> bool:

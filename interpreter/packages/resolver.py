@@ -25,12 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from interpreter.errors import RegistryUnavailable
+from interpreter.packages.environments import disk_usage
 from interpreter.packages.requirements import canonical_requirements
 from interpreter.packages.uv import Uv, UvFailed, classify
 
 __all__ = ["PackageResolver", "Resolution"]
 
 RESOLVING_AT_ONCE = 4  # uv processes resolving in this process at once; more requests wait
+KEEP_RESOLUTIONS_S = 30 * 24 * 3600.0  # a kept resolution written this long ago is dropped
+TIDY_EVERY_S = 600.0  # at most this often, after a resolution that asked the registry
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +66,9 @@ class PackageResolver:
         self._pending: dict[str, asyncio.Task[Resolution]] = {}
         self._slots = asyncio.Semaphore(RESOLVING_AT_ONCE)
         self._tag: str | None = None
+        # Set where no environments share uv's cache (an API-only replica): its bound
+        self.cache_bytes: int | None = None
+        self._tidied = -TIDY_EVERY_S
 
     async def python_tag(self) -> str:
         """What wheels and markers depend on of this interpreter: implementation, version and
@@ -132,7 +138,25 @@ class PackageResolver:
                 return Resolution(requirements, kept[0], _ms(started), reused=True)
             raise error from None
         _write(path, pins)
+        await self._tidy()
         return Resolution(requirements, pins, _ms(started), reused=False)
+
+    async def _tidy(self) -> None:
+        """After a resolution that asked the registry: drop kept resolutions nobody asked for in
+        ``KEEP_RESOLUTIONS_S`` and, where no environments share the cache (an API-only
+        replica: ``cache_bytes`` set), empty uv's cache once it passes its bound."""
+        now = time.monotonic()
+        if now - self._tidied < TIDY_EVERY_S:
+            return
+        self._tidied = now
+        await asyncio.to_thread(_prune, self.locks_dir, max(self.ttl_s, KEEP_RESOLUTIONS_S))
+        if self.cache_bytes is None:
+            return
+        if await asyncio.to_thread(disk_usage, self.uv.cache_dir) > self.cache_bytes:
+            try:
+                await self.uv.clean_cache(self.timeout_s)
+            except UvFailed as exc:
+                logger.warning("package cache not cleaned: %s", exc.output[-500:])
 
 
 def _ms(started: float) -> float:
@@ -146,6 +170,19 @@ def _read(path: Path) -> tuple[tuple[str, ...], float] | None:
         return tuple(data["pins"]), float(data["resolved_at"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def _prune(locks_dir: Path, older_than_s: float) -> None:
+    """Remove kept resolutions written longer ago than ``older_than_s``."""
+    limit = time.time() - older_than_s
+    try:
+        entries = list(locks_dir.glob("*.json"))
+    except OSError:
+        return
+    for entry in entries:
+        with contextlib.suppress(OSError):
+            if entry.stat().st_mtime < limit:
+                entry.unlink()
 
 
 def _write(path: Path, pins: tuple[str, ...]) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from interpreter.packages.resolver import PackageResolver
-from interpreter.packages.uv import Uv
+from interpreter.packages.uv import Uv, find_uv
 from tests.app.conftest import MakeApi
 
 pytestmark = pytest.mark.timeout(180)
@@ -74,3 +74,32 @@ async def test_pins_made_for_another_python_are_resolved_again_where_the_job_run
     job = await api.store.get(result["job_id"])
     assert job is not None
     assert job.request.lock == ("six==0.0.0.1",) and job.request.lock_python == "cpython 2.7 sparc"
+
+
+async def test_an_api_only_replica_bounds_its_cache_and_drops_old_resolutions(
+    tmp_path: Path,
+) -> None:
+    class Quick(Uv):
+        async def compile(
+            self,
+            requirements: tuple[str, ...],
+            python: str,
+            timeout_s: float,
+            offline: bool = False,
+        ) -> tuple[str, ...]:
+            return ("six==1.17.0",)
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "wheel-data").write_bytes(b"x" * 2**21)  # 2 MiB of what resolving left
+    locks = tmp_path / "locks"
+    locks.mkdir()
+    old = locks / "old.json"
+    old.write_text("{}")
+    os.utime(old, (0, 0))  # written long ago
+    resolver = PackageResolver(Quick(find_uv(), cache), "/usr/bin/python3", locks, 8, 60, 30)
+    resolver.cache_bytes = 2**20
+    await resolver.resolve(["six"])
+    assert not old.exists()
+    assert [p.name for p in locks.iterdir()] != []  # the new resolution is kept
+    assert not (cache / "wheel-data").exists()  # uv's cache emptied: it passed its bound
