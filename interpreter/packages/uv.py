@@ -5,7 +5,8 @@ Every run: wheels only (``--only-binary :all:``: no package's build code ever ru
 configuration file of the host (``UV_NO_CONFIG``), no interpreter download, hard links from
 one cache (``UV_LINK_MODE=hardlink``: environments share the cache's files), a fixed working
 directory, and a time limit after which uv's whole process group is killed. uv trusts the host's
-certificate store; certificate and proxy variables pass through.
+certificate store; certificate and proxy variables, and uv's request timeout and retries,
+pass through.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ PASSED_THROUGH = (
     "https_proxy",
     "all_proxy",
     "no_proxy",
+    "UV_HTTP_TIMEOUT",  # an operator's tuning of uv's requests to the registry
+    "UV_HTTP_RETRIES",
 )
 logger = logging.getLogger(__name__)
 

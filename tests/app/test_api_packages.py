@@ -38,6 +38,7 @@ async def test_an_unreachable_registry_uses_the_last_resolution_or_answers_503(
 
     for name in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"):
         monkeypatch.setenv(name, "http://127.0.0.1:9")  # passed to uv: nothing listens there
+    monkeypatch.setenv("UV_HTTP_RETRIES", "0")  # fail at once rather than after retries
     again = await api.run("import six", packages=["six"])
     assert again["status"] == "completed", again
     assert again["environment"]["id"] == first["environment"]["id"]
