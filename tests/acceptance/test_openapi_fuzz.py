@@ -45,7 +45,8 @@ from interpreter.errors import InvalidInputFile
 from interpreter.inputs import normalize_path
 from interpreter.store.memory import MemoryStore
 
-pytestmark = [pytest.mark.acceptance, pytest.mark.timeout(120)]
+# 250 cases of each of 18 operations: about 80 s alone, more beside the rest of the suite
+pytestmark = [pytest.mark.acceptance, pytest.mark.timeout(240)]
 
 API_KEY = f"fuzz-key-{uuid.uuid4().hex}"
 CHECKS = [
