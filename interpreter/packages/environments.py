@@ -27,7 +27,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import stat
 import subprocess
 import time
@@ -37,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from interpreter import tree
 from interpreter.errors import EnvironmentFailed, EnvironmentInUse, EnvironmentNotFound
 from interpreter.limits import describe_bytes
 from interpreter.packages.requirements import pin_name
@@ -135,6 +135,10 @@ class Environments:
             _remove(entry)
         self._ready = True
 
+    def _first_use(self) -> None:
+        self.setup()
+        self.identity  # noqa: B018 (asked of the interpreter once, off the loop)
+
     @property
     def identity(self) -> str:
         if self._identity is None:
@@ -149,8 +153,9 @@ class Environments:
     async def acquire(self, requirements: tuple[str, ...], pins: tuple[str, ...]) -> Lease:
         """The environment of ``pins``, built now unless it exists, held (shared) for a job:
         ``EnvironmentFailed`` saying why when it cannot be built."""
-        await asyncio.to_thread(self.setup)
-        env_id = await asyncio.to_thread(self.env_id, pins)
+        if not self._ready or self._identity is None:  # once: directories, interpreter
+            await asyncio.to_thread(self._first_use)
+        env_id = self.env_id(pins)
         lock_fd = os.open(self.locks / env_id, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             started = time.perf_counter()
@@ -385,11 +390,9 @@ def _open_to_all(root: Path) -> int:
 
 
 def _remove(path: Path) -> None:
+    """Remove a build, a removed environment or a file, never through a symlink."""
     try:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink(missing_ok=True)
+        tree.remove_path(path)
     except OSError as exc:
         if exc.errno != errno.ENOENT:
             logger.warning("package scratch %s not removed: %s", path.name, exc)
