@@ -129,6 +129,10 @@ class Settings(BaseSettings):
     # Machine-wide: the uid locks every server and worker here shares, and each data directory's
     # mount points and /etc for its jobs. Root-owned, searchable, never writable by jobs.
     sandbox_run_dir: Path = Path("/run/interpreter")
+    # Python jobs forked from warm, already sandboxed parents (interpreter/sandbox/warm.py); the
+    # first uid of INTERPRETER_SANDBOX_UIDS is then the parents' own, never a job's.
+    warm_pool: bool = True
+    warm_pool_recycle: int = Field(1000, ge=1, le=1_000_000)  # jobs a parent starts, then replaced
     # -- per-job Python packages (interpreter/packages) -----------------------------------------
     # Requirements every Python job that names none runs with ("numpy pandas matplotlib")
     default_packages: Annotated[list[str], NoDecode] = Field(default_factory=list)

@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics", "WarmStats"]
+
+
+@dataclass(frozen=True, slots=True)
+class WarmStats:
+    """What the warm pool did and holds (``interpreter/sandbox/warm.py``)."""
+
+    hits: int  # Python jobs forked from a warm parent
+    misses: int  # Python jobs that could have been, and ran cold
+    parents: tuple[tuple[str, int, int], ...]  # (environment, pid, resident bytes)
+
 
 _JOB_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -44,5 +59,38 @@ class Metrics:
             registry=self.registry,
         )
 
+    def watch_warm_pool(self, stats: Callable[[], WarmStats | None]) -> None:
+        """Report the warm pool's starts and its parents' memory at each scrape."""
+        self.registry.register(_WarmPool(stats))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _WarmPool(Collector):
+    def __init__(self, stats: Callable[[], WarmStats | None]) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.stats()
+        if stats is None:
+            return
+        starts = CounterMetricFamily(
+            "interpreter_warm_pool_starts",
+            "Python jobs that could be forked from a warm parent: hit (forked), miss (ran cold)",
+            labels=["outcome"],
+        )
+        starts.add_metric(["hit"], stats.hits)
+        starts.add_metric(["miss"], stats.misses)
+        yield starts
+        yield GaugeMetricFamily(
+            "interpreter_warm_pool_parents", "Warm parents running", value=len(stats.parents)
+        )
+        memory = GaugeMetricFamily(
+            "interpreter_warm_pool_parent_memory_bytes",
+            "Resident memory of each warm parent",
+            labels=["environment", "parent"],
+        )
+        for index, (environment, _pid, rss) in enumerate(stats.parents):
+            memory.add_metric([environment, str(index)], rss)
+        yield memory

@@ -89,6 +89,8 @@ def build(
         )
         caps = PendingCaps(settings.max_pending_per_key, settings.max_pending_jobs)
         queue = queue or LocalQueue(store, runner, settings.max_jobs, metrics, watch, caps)
+    if isinstance(runner, JobRunner):
+        metrics.watch_warm_pool(runner.sandbox.warm_stats)
     return Parts(
         store, queue, runner, registry, paths, metrics, watch, scale_out, packages=packages
     )

@@ -28,6 +28,7 @@ from interpreter.mcp import mount
 from interpreter.metrics import Metrics
 from interpreter.queues.base import JobQueue
 from interpreter.running.base import Runner
+from interpreter.running.runner import JobRunner
 from interpreter.service import JobService
 from interpreter.store.base import JobStore
 
@@ -176,6 +177,8 @@ def create_app(
         psutil.cpu_percent(interval=None)  # prime the non-blocking sampler used by /health
         retention = asyncio.create_task(parts.service.retention_loop(), name="retention")
         packages = parts.service.packages
+        if isinstance(parts.runner, JobRunner):
+            parts.runner.warm_up()  # before the default packages' build says it is ready
         prebuild = None
         if packages is not None and parts.runner is not None:  # off the start's path
             prebuild = asyncio.create_task(packages.prebuild(), name="default-packages")

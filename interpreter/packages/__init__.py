@@ -11,7 +11,9 @@ the jobs that ask for them, whose network stays off.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from interpreter.config import Settings
 from interpreter.errors import ConfigurationError, InterpreterError, InvalidPackages
@@ -24,7 +26,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["EnvironmentInfo", "Environments", "Lease", "PackageResolver", "Packages", "Resolution"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Packages:
     """What a process needs for packages: every process resolves (the API answers 422 for a
     request that cannot be); a process that runs jobs also builds (``environments``)."""
@@ -32,6 +34,8 @@ class Packages:
     resolver: PackageResolver
     environments: Environments | None
     default: tuple[str, ...]  # INTERPRETER_DEFAULT_PACKAGES, canonical
+    # Told where the default environment is once built ahead (warm parents start in it)
+    on_default_ready: Callable[[Path], None] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, python: str, runs_jobs: bool) -> Packages:
@@ -76,3 +80,5 @@ class Packages:
             return
         lease.release()
         logger.info("default packages ready", extra={"environment": lease.id})
+        if self.on_default_ready is not None:
+            self.on_default_ready(lease.path)

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterator
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import psutil
 
@@ -49,7 +49,7 @@ class Child:
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        popen: subprocess.Popen[bytes],
+        popen: _Process,
         pidfd: int,
         outputs: tuple[tuple[StreamCapture, int], tuple[StreamCapture, int]],
         started: tuple[float, datetime],
@@ -80,6 +80,32 @@ class Child:
     @classmethod
     def spawn(cls, spec: ProcessSpec, loop: asyncio.AbstractEventLoop) -> Child:
         """Start ``spec.argv`` in its own session; ``ExecutionError`` if it cannot start."""
+        return cls._held(loop, spec, cls._start(spec))
+
+    @classmethod
+    async def start(cls, spec: ProcessSpec, loop: asyncio.AbstractEventLoop) -> Child:
+        """``spawn``, off the loop when a warm parent may start it (that waits for its answer,
+        a few milliseconds): the loop serves other jobs meanwhile."""
+        if spec.warm is None:
+            return cls.spawn(spec, loop)
+        starting = asyncio.ensure_future(asyncio.to_thread(cls._start, spec))
+        try:
+            started = await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            await asyncio.wait({starting})
+            if not starting.cancelled() and starting.exception() is None:
+                cls._held(loop, spec, starting.result()).abandon()
+            raise
+        return cls._held(loop, spec, started)
+
+    @classmethod
+    def _held(cls, loop: asyncio.AbstractEventLoop, spec: ProcessSpec, started: _Started) -> Child:
+        supervisor = cls(loop, started.popen, started.pidfd, started.outputs, started.at, spec)
+        supervisor.server_hwm_bytes = max(supervisor.server_hwm_bytes, started.server_bytes)
+        return supervisor
+
+    @staticmethod
+    def _start(spec: ProcessSpec) -> _Started:
         if not spec.argv:
             raise ExecutionError("cannot start a process: argv is empty")
         with contextlib.ExitStack() as undo:
@@ -108,9 +134,14 @@ class Child:
                     write_ends.append(job_stdin)
                 server_before = _server_memory_bytes()
                 started = (time.monotonic(), datetime.now(UTC))
+                gate_w: int | None = None
+                popen: _Process
                 if spec.confinement is None:
                     stdin = subprocess.DEVNULL if job_stdin is None else job_stdin
                     popen = _popen(spec, stdout_w, stderr_w, stdin=stdin)
+                elif (forked := _warm_start(spec, stdout_w, stderr_w, job_stdin)) is not None:
+                    popen = forked  # in its cgroup with its rlimits already
+                    gate_w = None
                 else:
                     gate_r, gate_w = os.pipe()
                     undo.callback(_close, gate_w)
@@ -123,7 +154,8 @@ class Child:
             if spec.orphan_marks is not None:  # dies with us, though not in a sandbox
                 GUARD.watch(popen.pid, spec.orphan_marks)
                 undo.callback(GUARD.forget, popen.pid)  # before the reap of _kill_and_wait
-            if spec.confinement is not None:  # the gate joins its cgroup; rlimits, then go
+            if gate_w is not None:  # the gate joins its cgroup; rlimits, then go
+                assert spec.confinement is not None
                 spec.confinement.admit(popen.pid)
                 with contextlib.suppress(BrokenPipeError):  # it could not join: it says so
                     os.write(gate_w, b"\n")
@@ -132,13 +164,11 @@ class Child:
             except OSError as exc:
                 raise ExecutionError(f"cannot watch process {popen.pid}: {exc}") from exc
             undo.pop_all()
-            if spec.confinement is not None:
+            if gate_w is not None:
                 os.close(gate_w)
         logger.debug("started pid %d (%s)", popen.pid, spec.argv[0])
         outputs = ((stdout, stdout_fd), (stderr, stderr_fd))
-        supervisor = cls(loop, popen, pidfd, outputs, started, spec)
-        supervisor.server_hwm_bytes = max(supervisor.server_hwm_bytes, server_before)
-        return supervisor
+        return _Started(popen, pidfd, outputs, started, server_before)
 
     def _leader_exited(self) -> bool:
         """Whether the leader has exited though ``_on_exit`` has not run yet (its pidfd is
@@ -509,7 +539,51 @@ def _popen(
         raise ExecutionError(f"cannot start {program!r}: {exc}") from exc
 
 
-def _kill_and_wait(popen: subprocess.Popen[bytes], confinement: Confinement | None) -> None:
+class _Started(NamedTuple):
+    """A process just started, before the loop watches it."""
+
+    popen: _Process
+    pidfd: int
+    outputs: tuple[tuple[StreamCapture, int], tuple[StreamCapture, int]]
+    at: tuple[float, datetime]
+    server_bytes: int
+
+
+class _Process(Protocol):
+    """What is held of the leader: a ``subprocess.Popen``, or a ``_Forked`` one."""
+
+    pid: int
+    returncode: int | None
+
+    def wait(self) -> int: ...
+
+
+class _Forked:
+    """A leader a warm parent cloned as our child: waited for like one we spawned."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def wait(self) -> int:
+        if self.returncode is None:
+            _, status = os.waitpid(self.pid, 0)
+            self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+
+def _warm_start(spec: ProcessSpec, stdout: int, stderr: int, stdin: int | None) -> _Forked | None:
+    """The job started by a warm parent, or None (then it starts cold)."""
+    if spec.warm is None:
+        return None
+    for fd in (stdout, stderr):
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_SIZE_BYTES)
+    pid = spec.warm.start(stdout, stderr, stdin)
+    return None if pid is None else _Forked(pid)
+
+
+def _kill_and_wait(popen: _Process, confinement: Confinement | None) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(popen.pid, signal.SIGKILL)
     if confinement is not None:

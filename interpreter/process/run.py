@@ -55,7 +55,7 @@ async def run_process(spec: ProcessSpec, cancel: asyncio.Event | None = None) ->
     before = filetrack.EMPTY
     if spec.track_files and not spec.cwd_is_fresh:
         before = await filetrack.scan_async(spec.cwd, spec.scan_limits, root_fd=spec.cwd_fd)
-    child = Child.spawn(spec, asyncio.get_running_loop())
+    child = await Child.start(spec, asyncio.get_running_loop())
     try:
         termination = await child.supervise(spec.timeout_s, spec.kill_grace_s, cancel)
         if termination == "exit" and spec.workspace is not None and over_limit(spec.workspace):

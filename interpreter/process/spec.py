@@ -15,7 +15,7 @@ from typing import Literal
 
 from interpreter.process.filetrack import ScanLimits
 from interpreter.process.orphans import OrphanMarks
-from interpreter.sandbox.base import CgroupUsage, Confinement, WorkspaceMeter
+from interpreter.sandbox.base import CgroupUsage, Confinement, WarmLaunch, WorkspaceMeter
 
 # Told of each piece of output as it reaches its file: (stream, offset in the file, bytes).
 OutputListener = Callable[[str, int, bytes], None]
@@ -47,6 +47,7 @@ class ProcessSpec:
     stdin: bytes | None = None  # what the process reads on stdin (None: /dev/null)
     # Told of the output's head as it arrives (a live stream follows it); see output.StreamCapture
     on_output: OutputListener | None = None
+    warm: WarmLaunch | None = None  # a warm parent may start it (confined only)
 
 
 @dataclass(frozen=True, slots=True)

@@ -224,6 +224,19 @@ class JobRunner:
             packages=packages,
         )
 
+    def warm_up(self) -> None:
+        """Start the warm parents Python jobs will use (in the background): the plain
+        interpreter's, or, with default packages, the default environment's once it is built."""
+        python = self.registry.languages.get("python")
+        if python is None or not python.executable or python.problem is not None:
+            return
+        packages, sandbox = self.packages, self.sandbox
+        if packages is not None and packages.default and sandbox.venv_dir is not None:
+            inside = f"{sandbox.venv_dir}/bin/python"  # every job that names none runs there
+            packages.on_default_ready = lambda venv: sandbox.warm_up(inside, venv)
+        else:
+            sandbox.warm_up(python.executable)
+
     def _listener(self, job_id: str) -> OutputListener | None:
         live = self.live
         if live is None:
@@ -474,6 +487,9 @@ class JobRunner:
                     cwd_inputs=setup.inputs,
                     code=setup.code,
                     venv=None if setup.venv is None else setup.venv.path,
+                    # the plain interpreter or the default environment, never packages a caller
+                    # chose (their code would run in a parent that starts other callers' jobs)
+                    warm=language == "python" and not job.request.packages,
                 ),
             )
         except ExecutionError:
@@ -506,6 +522,7 @@ class JobRunner:
                 workdir=str(cwd) if setup.fresh else None,
             ),
             on_output=self._listener(job.id),
+            warm=prepared.warm,
         )
         try:
             if cancel.is_set():

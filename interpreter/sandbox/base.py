@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from interpreter.errors import ExecutionError
 from interpreter.limits import ResourceLimits
+from interpreter.metrics import WarmStats
 from interpreter.sandbox.cgroupfs import CgroupUsage, JobCgroup
 
 __all__ = [
@@ -30,6 +31,8 @@ __all__ = [
     "Prepared",
     "Sandbox",
     "SandboxJob",
+    "WarmLaunch",
+    "WarmStats",
     "WorkspaceMeter",
     "over_limit",
 ]
@@ -105,6 +108,17 @@ class SandboxJob:
     # A package environment (the server's, never a job's to change), bound read-only at
     # ``venv_dir``
     venv: Path | None = None
+    # The job may be forked from a warm parent (a Python job in the plain interpreter or the
+    # default environment, never in packages a caller chose)
+    warm: bool = False
+
+
+class WarmLaunch(Protocol):
+    """A job a warm parent may start instead of the spawn of ``Prepared.argv``."""
+
+    def start(self, stdout: int, stderr: int, stdin: int | None) -> int | None:
+        """The pid of the job's leader, a child of this process already in its cgroup with its
+        rlimits; None when no parent could start it (then spawn it cold)."""
 
 
 class WorkspaceMeter(Protocol):
@@ -147,6 +161,7 @@ class Prepared:
     # it); None: the directory itself.
     view_fd: int | None = None
     workspace: WorkspaceMeter | None = None  # its disk limit, enforced by the kernel
+    warm: WarmLaunch | None = None  # a warm parent may start it instead
 
 
 class Sandbox(Protocol):
@@ -178,6 +193,13 @@ class Sandbox(Protocol):
     def describe(self) -> dict[str, Any]:
         """What it guarantees, for ``GET /sandbox`` and the log at start."""
 
+    def warm_up(self, python: str, venv: Path | None = None) -> None:
+        """Start warm parents for Python jobs run by ``python`` (its path as jobs see it) in
+        the package environment ``venv``, in the background."""
+
+    def warm_stats(self) -> WarmStats | None:
+        """What the warm pool did and holds (None: no pool)."""
+
     def close(self) -> None: ...
 
 
@@ -205,6 +227,12 @@ class NoSandbox:
         return exit_code, signal
 
     def setup_failure(self, exit_code: int | None, stderr: Path) -> str | None:
+        return None
+
+    def warm_up(self, python: str, venv: Path | None = None) -> None:
+        pass
+
+    def warm_stats(self) -> WarmStats | None:
         return None
 
     def describe(self) -> dict[str, Any]:

@@ -35,6 +35,7 @@ list and reads bubblewrap's failures back; mounts, uids, volumes and seccomp liv
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import platform
@@ -60,6 +61,7 @@ from interpreter.sandbox.base import (
     ExitStatus,
     Prepared,
     SandboxJob,
+    WarmStats,
     gated,
 )
 from interpreter.sandbox.cgroups import CgroupDriver, JobCgroup, Remover, detect
@@ -68,6 +70,8 @@ from interpreter.sandbox.uids import UidLease, UidPool
 from interpreter.sandbox.volumes import JobVolume, VolumeFactory, VolumeSize
 from interpreter.sandbox.volumes import check_available as check_volumes
 from interpreter.sandbox.volumes import recover as volume_recover
+from interpreter.sandbox.warm import Layout, WarmPool, WarmStart
+from interpreter.sandbox.warm import supported as zygote_supported
 
 logger = logging.getLogger(__name__)
 
@@ -263,6 +267,53 @@ def proc_masks(proc: Path = Path("/proc")) -> list[str]:
     return args
 
 
+def warm_layout(
+    settings: Settings, etc: Path, prefixes: Iterable[tuple[str, str]]
+) -> Layout | None:
+    """What a warm parent's root holds: the cold sandbox's view. None when a warm job could
+    not see it the same way (an interpreter's prefix under /tmp, which each job's own /tmp
+    would hide)."""
+    binds: list[tuple[str, str, bool, bool]] = [("/usr", "/usr", False, True)]
+    links: list[tuple[str, str]] = []
+    for path in SYSTEM_DIRS:
+        if os.path.islink(path):
+            links.append((path, os.readlink(path)))
+        elif os.path.isdir(path):
+            binds.append((path, path, False, True))
+    binds.append((str(etc), "/etc", False, True))
+    for source, target in prefixes:
+        if target == "/tmp" or target.startswith("/tmp/"):
+            return None
+        binds.append((source, target, False, True))
+    binds.append(("/proc", "/proc", True, False))  # under each job's own: lets it mount one
+    for name in ("null", "zero", "full", "random", "urandom", "tty"):
+        if os.path.exists(f"/dev/{name}"):
+            binds.append((f"/dev/{name}", f"/dev/{name}", True, False))
+    top = os.path.abspath(settings.workspaces)
+    directories = ["/tmp", CODE_DIR]
+    if not top.startswith("/tmp/"):
+        directories.append(top)
+    return Layout(
+        binds=tuple(binds),
+        links=tuple(links),
+        directories=tuple(directories),
+        env={
+            "PATH": settings.job_path,
+            "LANG": "C.UTF-8",
+            # a parent forks with one thread: numerical libraries start none of their own
+            "OPENBLAS_NUM_THREADS": "1",
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+        },
+        workspace_root=top,
+        tmp_bytes=settings.tmp_limit_bytes,
+        proc_read_only=tuple(n for n in PROC_READ_ONLY if os.path.lexists(f"/proc/{n}")),
+        proc_empty_files=tuple(n for n in PROC_EMPTY_FILES if os.path.lexists(f"/proc/{n}")),
+        proc_empty_dirs=tuple(n for n in PROC_EMPTY_DIRS if os.path.isdir(f"/proc/{n}")),
+        hostname=HOSTNAME,
+    )
+
+
 def static_args(
     tmp_bytes: int,
     etc: Path,
@@ -381,6 +432,7 @@ class BwrapSandbox:
         run: RunDir,
         volumes: VolumeFactory,
         workspace_files: int,
+        warm: WarmPool | None = None,
     ) -> None:
         self.bwrap = bwrap
         self.setpriv = setpriv
@@ -393,6 +445,7 @@ class BwrapSandbox:
         self.volumes = volumes
         self.workspace_files = workspace_files
         self.seccomp = seccomp.program() if seccomp.supported() else None
+        self.warm = warm
         self.remover = Remover()
         # Discarding a volume costs 10-40 ms (the image's unlink): off the job's path.
         self._janitor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="volumes")
@@ -425,6 +478,9 @@ class BwrapSandbox:
                 f"it needs a cgroup per job: {exc.message}", "a writable /sys/fs/cgroup"
             ) from exc
         first, last = settings.sandbox_uid_range
+        warm = settings.warm_pool and zygote_supported()
+        if warm:  # the parents' own uid, never a job's
+            first += 1
         if last - first + 1 < settings.concurrency:
             raise ConfigurationError(
                 f"INTERPRETER_SANDBOX_UIDS holds {last - first + 1} uids, fewer than the "
@@ -461,6 +517,16 @@ class BwrapSandbox:
         )
         volumes.start()
         static = static_args(settings.tmp_limit_bytes, etc, prefixes, proc_masks())
+        layout = warm_layout(settings, etc, prefixes) if warm else None
+        pool = None
+        if layout is not None:
+            pool = WarmPool(
+                layout,
+                uids=(first - 1, last - first + 2),
+                seccomp=seccomp.program() if seccomp.supported() else None,
+                size=max(1, min(settings.concurrency, os.cpu_count() or 1)),
+                recycle_after=settings.warm_pool_recycle,
+            )
         sandbox = cls(
             bwrap,
             setpriv,
@@ -472,6 +538,7 @@ class BwrapSandbox:
             run,
             volumes,
             settings.workspace_files_limit,
+            pool,
         )
         try:
             sandbox.probe(ResourceLimits.defaults(settings))
@@ -603,6 +670,9 @@ class BwrapSandbox:
             for name, value in job.env.items():
                 argv += ["--setenv", name, value]
             argv += ["--", *job.argv]
+            warm = None
+            if self.warm is not None and job.warm and view_fd is not None:
+                warm = self._warm_start(job, lease.uid, cgroup, view_fd)
             undo.pop_all()
         return Prepared(
             argv=tuple(argv),
@@ -614,6 +684,52 @@ class BwrapSandbox:
             uid=lease.uid,
             view_fd=view_fd,
             workspace=_Meter(volume, self.workspace_files) if volume is not None else None,
+            warm=warm,
+        )
+
+    def _warm_start(
+        self, job: SandboxJob, uid: int, cgroup: JobCgroup, view_fd: int
+    ) -> WarmStart | None:
+        """How a warm parent would start the job, when it can run it as the cold launch
+        does: its interpreter's own arguments (``-c code`` or the code file), and no variable
+        that changes how the interpreter starts (the parent has started already)."""
+        assert self.warm is not None
+        argv, env = job.argv, job.env
+        if job.venv is not None and argv[0] != f"{VENV_DIR}/bin/python":
+            return None
+        inline = len(argv) == 3 and argv[1] == "-c"
+        filed = len(argv) == 2 and job.code is not None and job.code[0] == argv[1]
+        if not (inline or filed):
+            return None
+        if env.get("LANG") != "C.UTF-8" or any(n.startswith(("PYTHON", "LC_")) for n in env):
+            return None
+        top = self.warm.layout.workspace_root
+        if not str(job.cwd).startswith(f"{top.rstrip('/')}/"):
+            return None
+        python = CgroupConfinement(cgroup, job.limits, python=True)
+        layout = self.warm.layout
+        spec = {
+            "argv": list(argv),
+            "code_file": None
+            if job.code is None
+            else [job.code[0], job.code[1].decode("utf-8", errors="replace")],
+            "env": dict(env),
+            "cwd": str(job.cwd),
+            "workspace_root": top,
+            "tmp_bytes": self.tmp_bytes,
+            "rlimits": [[which, soft, hard] for which, (soft, hard) in python.rlimits],
+            "proc_read_only": layout.proc_read_only,
+            "proc_empty_files": layout.proc_empty_files,
+            "proc_empty_dirs": layout.proc_empty_dirs,
+        }
+        return WarmStart(
+            self.warm,
+            argv[0],
+            job.venv,
+            uid,
+            json.dumps(spec).encode(),
+            view_fd,
+            cgroup.join_files,
         )
 
     def _bind_venv(self, venv: Path, name: str) -> Path:
@@ -690,8 +806,8 @@ class BwrapSandbox:
     def setup_failure(self, exit_code: int | None, stderr: Path) -> str | None:
         """bwrap's own message (``bwrap: ...``, exit code 1) when it could not start the job,
         or the gate's (``gate: ...``, exit code 125) when it could not join the cgroup."""
-        prefix = {1: "bwrap: ", GATE_FAILURE_EXIT: "gate: "}.get(exit_code or 0)
-        if prefix is None:
+        prefixes = {1: ("bwrap: ",), GATE_FAILURE_EXIT: ("gate: ", "warm: ")}.get(exit_code or 0)
+        if prefixes is None:
             return None
         try:
             with stderr.open("rb") as handle:
@@ -699,7 +815,7 @@ class BwrapSandbox:
         except OSError:
             return None
         first = head.splitlines()[0] if head else ""
-        return first if first.startswith(prefix) else None
+        return first if first.startswith(prefixes) else None
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -715,9 +831,25 @@ class BwrapSandbox:
             if self.seccomp is not None
             else f"none (no filter built in for {platform.machine()})",
             "tmp": describe_bytes(self.tmp_bytes),
+            "warm_pool": False if self.warm is None else self.warm.describe(),
         }
 
+    def warm_up(self, python: str, venv: Path | None = None) -> None:
+        if self.warm is not None:
+            self.warm.warm_up(python, venv)
+
+    def warm_stats(self) -> WarmStats | None:
+        if self.warm is None:
+            return None
+        return WarmStats(
+            self.warm.hits,
+            self.warm.misses,
+            tuple((p.environment, p.pid, p.rss_bytes()) for p in self.warm.parents()),
+        )
+
     def close(self) -> None:
+        if self.warm is not None:
+            self.warm.close()
         self._janitor.shutdown(wait=True)
         self.remover.close()
         self.volumes.close()

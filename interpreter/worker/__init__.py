@@ -104,6 +104,7 @@ async def _serve(settings: Settings) -> bool:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    parts.runner.warm_up()  # before the default packages' build says it is ready
     prebuild = None
     if parts.packages is not None:  # the default packages, off the start's path
         prebuild = asyncio.create_task(parts.packages.prebuild(), name="default-packages")

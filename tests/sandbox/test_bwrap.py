@@ -419,8 +419,10 @@ async def test_a_jobs_files_belong_to_an_unprivileged_host_uid_of_the_range(
 
 
 async def test_the_sandbox_reports_the_host_uids(sandboxed: Any) -> None:
-    body = (await sandboxed.client.get("/sandbox")).json()
-    assert body["details"]["host_uids"].startswith("2000000000-2000065535")
+    """Jobs get the range but its first uid, the warm parents' own (the pool is on)."""
+    details = (await sandboxed.client.get("/sandbox")).json()["details"]
+    assert details["host_uids"].startswith("2000000001-2000065535")
+    assert details["warm_pool"]["parent_uid"] == 2_000_000_000
 
 
 def test_a_host_without_unprivileged_user_namespaces_is_refused_saying_which_sysctl(
