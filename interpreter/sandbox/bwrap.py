@@ -66,7 +66,7 @@ from interpreter.sandbox.base import (
 )
 from interpreter.sandbox.cgroups import CgroupDriver, JobCgroup, Remover, detect
 from interpreter.sandbox.rundir import RunDir
-from interpreter.sandbox.uids import UidLease, UidPool
+from interpreter.sandbox.uids import UidLease, UidPool, hold_shared
 from interpreter.sandbox.volumes import JobVolume, VolumeFactory, VolumeSize
 from interpreter.sandbox.volumes import check_available as check_volumes
 from interpreter.sandbox.volumes import recover as volume_recover
@@ -433,6 +433,7 @@ class BwrapSandbox:
         volumes: VolumeFactory,
         workspace_files: int,
         warm: WarmPool | None = None,
+        warm_uid_lock: int | None = None,
     ) -> None:
         self.bwrap = bwrap
         self.setpriv = setpriv
@@ -446,6 +447,7 @@ class BwrapSandbox:
         self.workspace_files = workspace_files
         self.seccomp = seccomp.program() if seccomp.supported() else None
         self.warm = warm
+        self._warm_uid_lock = warm_uid_lock
         self.remover = Remover()
         # Discarding a volume costs 10-40 ms (the image's unlink): off the job's path.
         self._janitor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="volumes")
@@ -519,7 +521,12 @@ class BwrapSandbox:
         static = static_args(settings.tmp_limit_bytes, etc, prefixes, proc_masks())
         layout = warm_layout(settings, etc, prefixes) if warm else None
         pool = None
-        if layout is not None:
+        held = None
+        if layout is not None:  # the parents' uid: no server here leases it to a job
+            held = hold_shared(uids.lock_dir, first - 1)
+            if held is None:
+                logger.warning("warm pool off: uid %d runs a job of another server", first - 1)
+        if layout is not None and held is not None:
             pool = WarmPool(
                 layout,
                 uids=(first - 1, last - first + 2),
@@ -539,6 +546,7 @@ class BwrapSandbox:
             volumes,
             settings.workspace_files_limit,
             pool,
+            held,
         )
         try:
             sandbox.probe(ResourceLimits.defaults(settings))
@@ -850,6 +858,9 @@ class BwrapSandbox:
     def close(self) -> None:
         if self.warm is not None:
             self.warm.close()
+        if self._warm_uid_lock is not None:
+            os.close(self._warm_uid_lock)
+            self._warm_uid_lock = None
         self._janitor.shutdown(wait=True)
         self.remover.close()
         self.volumes.close()

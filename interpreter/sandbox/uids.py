@@ -16,6 +16,7 @@ import fcntl
 import os
 import stat
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,3 +110,20 @@ class UidPool:
             if lease._fd >= 0:
                 os.close(lease._fd)
                 lease._fd = -1
+
+
+def hold_shared(lock_dir: Path, uid: int, patience_s: float = 2.0) -> int | None:
+    """Hold ``uid`` out of every server's leases on this machine (a shared lock on its lock
+    file: servers that share it may all hold it; none leases it meanwhile), waiting up to
+    ``patience_s`` for a job that runs as it now. The descriptor to close, or None."""
+    fd = os.open(lock_dir / str(uid), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    give_up = time.monotonic() + patience_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return fd
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN) or time.monotonic() > give_up:
+                os.close(fd)
+                return None
+        time.sleep(0.05)

@@ -451,18 +451,21 @@ def _same_directory(path: Path, identity: tuple[int, int] | None) -> bool:
 
 
 def _import_names(venv: Path) -> tuple[str, ...]:
-    """The top-level modules of an environment's packages (``top_level.txt``, else the
-    distribution's name), to import in its parents."""
+    """The top-level modules an environment's packages install (the first part of each path
+    their ``RECORD`` lists), to import in its parents."""
     names: list[str] = []
     for site in sorted(venv.glob("lib/python*/site-packages")):
-        for info in sorted(site.glob("*.dist-info")):
-            top = info / "top_level.txt"
-            if top.is_file():
-                found = top.read_text(errors="replace").split()
-            else:
-                found = [info.name.split("-")[0].lower()]
-            names += [n for n in found if n.isidentifier() and not n.startswith("_")]
-    return tuple(dict.fromkeys(names))
+        for record in sorted(site.glob("*.dist-info/RECORD")):
+            try:
+                lines = record.read_text(errors="replace").splitlines()
+            except OSError:
+                continue
+            for line in lines:
+                top = line.split(",", 1)[0].split("/", 1)[0]
+                name = top[:-3] if top.endswith(".py") else top
+                if name.isidentifier() and not name.startswith("_") and name not in names:
+                    names.append(name)
+    return tuple(names)
 
 
 @dataclass

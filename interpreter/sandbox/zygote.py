@@ -264,7 +264,7 @@ def bootstrap(config: dict[str, Any], sock: socket.socket) -> None:
     _check(_libc.umount2(b".", MNT_DETACH), "umount old root")
     os.chdir("/")
     python = str(config["python"])
-    env = {**config["env"], ENV_ROOM: " " * 65536}  # room for a job's variables (``_show``)
+    env = {**config["env"], ENV_ROOM: " " * 16384}  # room for a job's variables (``_show``)
     os.set_inheritable(sock.fileno(), True)
     # No -I: the jobs' sys.flags are a plain interpreter's; the environment is ours alone.
     argv = [python, "-c", str(config["source"]), SERVING, json.dumps(config)]
@@ -312,6 +312,7 @@ def serve(config: dict[str, Any]) -> None:
     if "numpy" in sys.modules:
         with contextlib.suppress(Exception):
             __import__("numpy.random")  # imported lazily otherwise: reseeding would import it
+    _show([sys.executable, SERVING])  # its configuration is nobody's business
     sys.stdout.flush()
     sys.stderr.flush()
     gc.collect()
@@ -562,20 +563,29 @@ def _job(spec: dict[str, Any], given: dict[str, Any]) -> None:
     _run_main(source, filename)
 
 
-def _show(argv: list[str], env: dict[str, str]) -> None:
-    """Write the job's command line and environment over the parent's, where the kernel shows
-    them (``/proc/<pid>/cmdline`` and ``environ``), as far as they fit: host tools then see
-    the job as they see a cold one. The parent was started with room for both."""
-    with open("/proc/self/stat", "rb") as handle:
-        fields = handle.read().rsplit(b") ", 1)[1].split()
-    arg_start, arg_end, env_start, env_end = (int(fields[n - 3]) for n in (48, 49, 50, 51))
-    for start, end, items in (
-        (arg_start, arg_end, argv),
-        (env_start, env_end, [f"{k}={v}" for k, v in env.items()]),
-    ):
-        size = end - start
+# The kernel's view of this process's command line and environment: [start, size, bytes in use]
+_AREAS: list[list[int]] = []
+
+
+def _show(argv: list[str], env: dict[str, str] | None = None) -> None:
+    """Write a command line (and environment) over this process's, where the kernel shows them
+    (``/proc/<pid>/cmdline``, ``environ``), as far as they fit, and zero what the last one left:
+    host tools see a job as they see a cold one. The parent zeroes its own once, and was
+    started with room for a job's variables; a job writes only a page or two of them."""
+    if not _AREAS:
+        with open("/proc/self/stat", "rb") as handle:
+            fields = handle.read().rsplit(b") ", 1)[1].split()
+        arg_start, arg_end, env_start, env_end = (int(fields[n - 3]) for n in (48, 49, 50, 51))
+        _AREAS.append([arg_start, arg_end - arg_start, arg_end - arg_start])
+        _AREAS.append([env_start, env_end - env_start, env_end - env_start])
+    shown = (argv, None if env is None else [f"{k}={v}" for k, v in env.items()])
+    for area, items in zip(_AREAS, shown, strict=True):
+        if items is None:
+            continue
+        start, size, used = area
         data = b"".join(item.encode(errors="replace") + b"\0" for item in items)[: size - 1]
-        ctypes.memmove(start, data.ljust(size, b"\0"), size)
+        ctypes.memmove(start, data.ljust(max(used, len(data)), b"\0"), max(used, len(data)))
+        area[2] = len(data)
 
 
 def _user_site() -> None:

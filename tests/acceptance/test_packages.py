@@ -222,6 +222,13 @@ def test_default_packages_serve_jobs_that_name_none(
     assert result["environment"]["cached"] is True
     assert result["environment"]["packages"] == {"six": result["stdout"].strip()}
     assert result["environment"]["resolve_ms"] is None
+    # forked from warm parents of the default environment, which imported its modules
+    probe = "import sys; print(open('/proc/1/cmdline', 'rb').read().split(b'\\0')[1].decode(), "
+    probe += "'six' in sys.modules)"
+    give_up = time.monotonic() + 30
+    while (warm := run(client, probe))["stdout"] != "(warm leader) True\n":
+        assert time.monotonic() < give_up, f"no job of the default environment ran warm: {warm}"
+        time.sleep(0.2)
     own = run(client, "import six", packages=["idna"])  # its own set replaces the default
     assert own["status"] == "completed" or "No module named 'six'" in own["stderr"]
     assert own["environment"]["packages"].keys() == {"idna"}
