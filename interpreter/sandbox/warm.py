@@ -44,6 +44,7 @@ SOURCE = Path(zygote.__file__).read_text(encoding="utf-8")
 START_TIMEOUT_S = 120.0  # a parent imports its environment's modules: numpy + pandas take ~1 s
 REQUEST_TIMEOUT_S = 5.0  # a start takes milliseconds: a parent this slow is replaced
 RESPAWN_PAUSE_S = 30.0  # after three failed starts in a row, before the next try
+BUSY_WAIT_S = 0.05  # how long a job waits for a busy parent before it starts cold
 VENV_INSIDE = "/opt/venv"
 # The standard library modules most jobs import, imported once in every parent.
 STDLIB_PRELOAD = (
@@ -377,10 +378,16 @@ class WarmPool:
         self, key: str, slots: _Slots, uid: int, fds: Sequence[int], stdin: bool
     ) -> int | None:
         count = len(slots.parents)
-        for step in range(count):
+        # A free parent first; else wait a little for a busy one (a start takes a few ms, a
+        # cold launch tens): under load every parent is starting a job now and then.
+        give_up = time.monotonic() + BUSY_WAIT_S
+        for step in range(2 * count):
             index = (slots.turn + step) % count
             parent = slots.parents[index]
-            if parent is None or not parent.lock.acquire(blocking=False):
+            if parent is None:
+                continue
+            wait_s = give_up - time.monotonic() if step >= count else 0.0
+            if not _take(parent.lock, wait_s):
                 continue
             try:
                 if slots.venv is not None and not _same_directory(slots.venv, parent.identity):
@@ -435,6 +442,10 @@ class WarmPool:
 def supported() -> bool:
     """Whether this machine's architecture has the calls a parent makes (their numbers)."""
     return zygote.supported()
+
+
+def _take(lock: threading.Lock, wait_s: float) -> bool:
+    return lock.acquire(timeout=wait_s) if wait_s > 0 else lock.acquire(blocking=False)
 
 
 def _stop_soon(parent: Parent) -> None:

@@ -48,6 +48,7 @@ import signal
 import socket
 import struct
 import sys
+import threading
 from typing import Any
 
 CLONE_NEWNS = 0x00020000
@@ -58,6 +59,7 @@ CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 CLONE_PARENT = 0x00008000
+CLONE_CHILD_SETTID = 0x01000000
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
 MS_NODEV = 0x4
@@ -298,9 +300,31 @@ def _make_dev(root: str, nodes: list[tuple[int, str]]) -> None:
 # -- serving: the job interpreter, uid 0 of its user namespace ------------------------------------
 
 
+def _tid_field() -> int:
+    """The address where the C library keeps this thread's id: the one 32-bit word of the
+    thread's descriptor (``pthread_self()``, its first 2 KiB) that holds it."""
+    _libc.pthread_self.restype = ctypes.c_void_p
+    base = _libc.pthread_self()
+    tid = threading.get_native_id()
+    words = (ctypes.c_int32 * 512).from_address(base)
+    found = [index for index in range(512) if words[index] == tid]
+    if len(found) != 1:
+        raise OSError(errno.ENOTSUP, f"the C library's thread id: {len(found)} candidates")
+    return int(base) + 4 * found[0]
+
+
+TID_FIELD = 0
+
+
 def serve(config: dict[str, Any]) -> None:
+    global TID_FIELD
     sock = socket.socket(fileno=int(config["sock"]))
     os.set_inheritable(sock.fileno(), False)
+    try:
+        TID_FIELD = _tid_field()
+    except OSError as exc:
+        _send(sock, b"E", str(exc))
+        return
     program = bytes.fromhex(str(config["seccomp"]))
     imported, failed = [], {}
     for name in config["preload"]:
@@ -312,6 +336,10 @@ def serve(config: dict[str, Any]) -> None:
     if "numpy" in sys.modules:
         with contextlib.suppress(Exception):
             __import__("numpy.random")  # imported lazily otherwise: reseeding would import it
+    threads = len(os.listdir("/proc/self/task"))
+    if threads > 1:  # a fork would copy one of them: locks held by the others stay held
+        _send(sock, b"E", f"{threads} threads after its imports ({', '.join(imported)})")
+        return
     _show([sys.executable, SERVING])  # its configuration is nobody's business
     sys.stdout.flush()
     sys.stderr.flush()
@@ -351,8 +379,12 @@ def _start(sock: socket.socket, request: dict[str, Any], fds: list[int], program
         | signal.SIGCHLD
     )
     ctypes.pythonapi.PyOS_BeforeFork()
-    number = ctypes.c_long(_SYSCALLS["clone"][_ARCH])
-    pid = _locked.syscall(number, *_args((flags, 0, 0, 0, 0)))
+    # The C library caches its thread's id (fork writes the child's there; a bare clone must
+    # too, or its locks and signals in the child name the parent's thread)
+    flags |= CLONE_CHILD_SETTID
+    tid = TID_FIELD
+    args = (flags, 0, 0, tid, 0) if _ARCH == 0 else (flags, 0, 0, 0, tid)
+    pid = _locked.syscall(ctypes.c_long(_SYSCALLS["clone"][_ARCH]), *_args(args))
     if pid == 0:
         ctypes.pythonapi.PyOS_AfterFork_Child()
         try:
