@@ -115,10 +115,11 @@ def spawn(name: str, argv: list[str], env: dict[str, str], port: int, workdir: P
     return Server(name, proc, f"http://127.0.0.1:{port}", log)
 
 
-def start_ours(workdir: Path) -> Server:
+def start_ours(workdir: Path, name: str = "ours", **extra: str) -> Server:
+    """Our server, unsandboxed unless ``extra`` settings say otherwise."""
     port = free_port()
-    data_dir = workdir / "ours-data"
-    data_dir.mkdir()
+    data_dir = workdir / f"{name}-data"
+    data_dir.mkdir(exist_ok=True)
     env = base_env() | {
         "INTERPRETER_PORT": str(port),
         "INTERPRETER_HOST": "127.0.0.1",
@@ -130,8 +131,9 @@ def start_ours(workdir: Path) -> Server:
         "INTERPRETER_RATE_LIMIT": "1000000/minute",
         # Against an unsandboxed baseline: the sandbox's own cost is bench/sandbox.py's figure
         "INTERPRETER_SANDBOX": "none",
+        **extra,
     }
-    return spawn("ours", [sys.executable, "-m", "interpreter.server"], env, port, workdir)
+    return spawn(name, [sys.executable, "-m", "interpreter.server"], env, port, workdir)
 
 
 def start_baseline(workdir: Path) -> Server:

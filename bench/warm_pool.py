@@ -58,24 +58,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from run import (  # noqa: E402
     CLIENTS,
-    JOB_PYTHON,
     BenchError,
     Server,
     _json,
-    base_env,
     client,
     cpu_s,
     expect,
-    free_port,
     load_at_start,
     machine_info,
     ms,
-    spawn,
     start_baseline,
     stop,
     summary,
     wait_healthy,
 )
+from run import start_ours as run_start_ours  # noqa: E402
 
 TRIVIAL_CODE = "print(1)"
 IMPORT_CODE = "import numpy, pandas; print(1)"
@@ -103,25 +100,11 @@ TARGET_IMPORT_MS = 30.0  # issue 14: import numpy, pandas; print(1) in the warm 
 
 
 def start_ours(name: str, workdir: Path, pool: bool, **extra: str) -> Server:
-    """Our server in the default sandbox, as bench/run.py starts it otherwise; the pool off when
+    """Our server in the default sandbox (bench/run.py's, sandboxed); the pool off when
     ``pool`` is false, plus ``extra`` settings."""
-    port = free_port()
-    data_dir = workdir / f"{name}-data"
-    data_dir.mkdir(exist_ok=True)
-    env = base_env() | {
-        "INTERPRETER_PORT": str(port),
-        "INTERPRETER_HOST": "127.0.0.1",
-        "INTERPRETER_DATA_DIR": str(data_dir),
-        "INTERPRETER_LOG_LEVEL": "WARNING",
-        "INTERPRETER_MAX_JOBS": str(CLIENTS),
-        "INTERPRETER_PYTHON_COMMAND": JOB_PYTHON,
-        "INTERPRETER_RATE_LIMIT": "1000000/minute",
-        "INTERPRETER_SANDBOX": "bwrap",
-        **extra,
-    }
     if not pool:
-        env["INTERPRETER_WARM_POOL"] = "false"
-    return spawn(name, [sys.executable, "-m", "interpreter.server"], env, port, workdir)
+        extra = {"INTERPRETER_WARM_POOL": "false", **extra}
+    return run_start_ours(workdir, name, INTERPRETER_SANDBOX="bwrap", **extra)
 
 
 def stop_tree(server: Server) -> list[dict[str, Any]]:

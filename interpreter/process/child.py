@@ -27,7 +27,7 @@ from interpreter.errors import ExecutionError
 from interpreter.process.orphans import GUARD
 from interpreter.process.output import StreamCapture
 from interpreter.process.spec import ProcessSpec, Termination
-from interpreter.sandbox.base import CgroupUsage, Confinement, gated, over_limit
+from interpreter.sandbox.base import CgroupUsage, Confinement, gated, over_limit, sealed
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +129,9 @@ class Child:
                 stderr_fd, stderr_w = os.pipe()
                 undo.callback(os.close, stderr_fd)
                 write_ends.append(stderr_w)
+                for fd in (stdout_w, stderr_w):
+                    with contextlib.suppress(OSError):  # fewer wakeups; fine without
+                        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_SIZE_BYTES)
                 job_stdin = None if spec.stdin is None else _stdin_file(spec.stdin)
                 if job_stdin is not None:
                     write_ends.append(job_stdin)
@@ -484,23 +487,11 @@ class _SignalledOnce(Collection[int]):
 
 
 def _stdin_file(data: bytes) -> int:
-    """A sealed in-memory file holding ``data``, opened read-only at its start: the job reads
-    it as its stdin (end of file after it, never blocking) and cannot change it."""
-    fd = os.memfd_create("stdin", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    """The job's stdin: a sealed in-memory file (end of file after ``data``, never blocking)."""
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        fcntl.fcntl(
-            fd,
-            fcntl.F_ADD_SEALS,
-            fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE,
-        )
-        return os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+        return sealed(data, "stdin")
     except OSError as exc:
         raise ExecutionError(f"cannot prepare the job's stdin: {exc.strerror or exc}") from exc
-    finally:
-        os.close(fd)
 
 
 def _popen(
@@ -512,9 +503,6 @@ def _popen(
 ) -> subprocess.Popen[bytes]:
     """Start ``spec.argv`` (behind the gate when confined, which then reads ``stdin`` for its
     go-ahead and hands the job ``job_stdin``)."""
-    for fd in (stdout_fd, stderr_fd):
-        with contextlib.suppress(OSError):  # fewer wakeups; fine without
-            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_SIZE_BYTES)
     program = spec.argv[0]
     try:
         return subprocess.Popen(
@@ -576,9 +564,6 @@ def _warm_start(spec: ProcessSpec, stdout: int, stderr: int, stdin: int | None) 
     """The job started by a warm parent, or None (then it starts cold)."""
     if spec.warm is None:
         return None
-    for fd in (stdout, stderr):
-        with contextlib.suppress(OSError):
-            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_SIZE_BYTES)
     pid = spec.warm.start(stdout, stderr, stdin)
     return None if pid is None else _Forked(pid)
 

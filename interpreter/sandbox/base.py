@@ -9,7 +9,9 @@ it waits (``admit``), signal or kill everything in it, and read what all of it u
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import math
+import os
 import resource
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
@@ -35,6 +37,7 @@ __all__ = [
     "WarmStats",
     "WorkspaceMeter",
     "over_limit",
+    "sealed",
 ]
 
 MiB = 2**20
@@ -63,6 +66,24 @@ def gated(
     /dev/null."""
     script = GATE_SCRIPT if stdin_fd is None else f"{_GATE_JOIN}</proc/self/fd/{stdin_fd}"
     return ["/bin/sh", "-c", script, "gate", *map(str, join_files), "--", *argv]
+
+
+def sealed(data: bytes, name: str) -> int:
+    """A sealed in-memory file holding ``data``, opened read-only at its start: a job reads it
+    to its end and cannot change it (its stdin; a warm job's description). ``OSError``."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        fcntl.fcntl(
+            fd,
+            fcntl.F_ADD_SEALS,
+            fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE,
+        )
+        return os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(fd)
 
 
 ExitStatus = tuple[int | None, int | None]  # (exit code, signal): one of them is None

@@ -678,14 +678,15 @@ class BwrapSandbox:
             for name, value in job.env.items():
                 argv += ["--setenv", name, value]
             argv += ["--", *job.argv]
+            confinement = CgroupConfinement(cgroup, job.limits, python=job.language == "python")
             warm = None
             if self.warm is not None and job.warm and view_fd is not None:
-                warm = self._warm_start(job, lease.uid, cgroup, view_fd)
+                warm = self._warm_start(job, lease.uid, confinement, view_fd)
             undo.pop_all()
         return Prepared(
             argv=tuple(argv),
             env={},  # bwrap's own environment: its pid 1 shows it in /proc/1/environ
-            confinement=CgroupConfinement(cgroup, job.limits, python=job.language == "python"),
+            confinement=confinement,
             pass_fds=tuple(fds),
             cleanup=_Held(cgroup, lease, fds, volume, job.cwd_fd, venv_point),
             spawn_cwd=Path("/"),
@@ -696,7 +697,7 @@ class BwrapSandbox:
         )
 
     def _warm_start(
-        self, job: SandboxJob, uid: int, cgroup: JobCgroup, view_fd: int
+        self, job: SandboxJob, uid: int, confinement: CgroupConfinement, view_fd: int
     ) -> WarmStart | None:
         """How a warm parent would start the job, when it can run it as the cold launch
         does: its interpreter's own arguments (``-c code`` or the code file), and no variable
@@ -714,7 +715,6 @@ class BwrapSandbox:
         top = self.warm.layout.workspace_root
         if not str(job.cwd).startswith(f"{top.rstrip('/')}/"):
             return None
-        python = CgroupConfinement(cgroup, job.limits, python=True)
         layout = self.warm.layout
         spec = {
             "argv": list(argv),
@@ -725,7 +725,7 @@ class BwrapSandbox:
             "cwd": str(job.cwd),
             "workspace_root": top,
             "tmp_bytes": self.tmp_bytes,
-            "rlimits": [[which, soft, hard] for which, (soft, hard) in python.rlimits],
+            "rlimits": [[which, soft, hard] for which, (soft, hard) in confinement.rlimits],
             "proc_read_only": layout.proc_read_only,
             "proc_empty_files": layout.proc_empty_files,
             "proc_empty_dirs": layout.proc_empty_dirs,
@@ -737,7 +737,7 @@ class BwrapSandbox:
             uid,
             json.dumps(spec).encode(),
             view_fd,
-            cgroup.join_files,
+            confinement.join_files,
         )
 
     def _bind_venv(self, venv: Path, name: str) -> Path:

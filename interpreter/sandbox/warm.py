@@ -19,7 +19,6 @@ server's children, not the parent's.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -37,6 +36,7 @@ from typing import Any
 
 from interpreter.errors import ExecutionError
 from interpreter.sandbox import zygote
+from interpreter.sandbox.base import sealed
 
 logger = logging.getLogger(__name__)
 
@@ -495,7 +495,7 @@ class WarmStart:
         """The leader's pid (the server's child, already confined), or None: start it cold."""
         opened: list[int] = []
         try:
-            opened.append(_sealed(self.spec))
+            opened.append(sealed(self.spec, "job"))
             opened.append(zygote.clone_mount(self.view_fd))
             fds = [stdout, stderr, *opened, self.pool.lifeline]
             if stdin is not None:
@@ -512,19 +512,3 @@ class WarmStart:
             for fd in opened:
                 with contextlib.suppress(OSError):
                     os.close(fd)
-
-
-def _sealed(data: bytes) -> int:
-    fd = os.memfd_create("job", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        fcntl.fcntl(
-            fd,
-            fcntl.F_ADD_SEALS,
-            fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE,
-        )
-        return os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
-    finally:
-        os.close(fd)
