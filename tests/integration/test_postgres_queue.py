@@ -81,8 +81,13 @@ async def test_a_job_runs_and_its_outputs_are_in_the_store(queue) -> None:
     assert outputs is not None and (outputs.stdout, outputs.stderr) == (b"out\n", b"err\n")
     # the worker's local copies are gone: the store holds them for every replica
     assert not list((queue.settings.data_dir / "outputs").glob(f"{job.id}*"))
-    await asyncio.sleep(0.3)
-    assert await queue_rows(queue) == 0  # finished queue entries are deleted
+    # finished queue entries are deleted; on a loaded machine a late heartbeat may have queued
+    # the job again, and that entry goes too once a worker finds the job final
+    for _ in range(100):
+        if await queue_rows(queue) == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert await queue_rows(queue) == 0
 
 
 async def test_no_job_without_its_queue_entry_and_no_entry_without_its_job(queue) -> None:
