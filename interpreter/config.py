@@ -133,6 +133,21 @@ class Settings(BaseSettings):
     # first uid of INTERPRETER_SANDBOX_UIDS is then the parents' own, never a job's.
     warm_pool: bool = True
     warm_pool_recycle: int = Field(1000, ge=1, le=1_000_000)  # jobs a parent starts, then replaced
+    # -- sessions: sandboxed Python kernels that keep state (interpreter/sessions) ---------------
+    sessions: bool = True
+    max_sessions: int = Field(16, ge=0, le=10_000)  # on this server at once
+    max_sessions_per_key: int = Field(4, ge=1, le=10_000)
+    # idle: ended after this long without an execution; lifetime: ended this long after it began
+    # (defaults, and the most a request may ask for)
+    session_idle_timeout_s: float = Field(600.0, gt=0, alias="INTERPRETER_SESSION_IDLE_TIMEOUT")
+    session_max_idle_timeout_s: float = Field(
+        3600.0, gt=0, alias="INTERPRETER_SESSION_MAX_IDLE_TIMEOUT"
+    )
+    session_lifetime_s: float = Field(3600.0, gt=0, alias="INTERPRETER_SESSION_LIFETIME")
+    session_max_lifetime_s: float = Field(86400.0, gt=0, alias="INTERPRETER_SESSION_MAX_LIFETIME")
+    # the kernel's own requirement, installed with the session's packages
+    session_kernel_requirement: str = "ipykernel>=6.29"
+
     # -- per-job Python packages (interpreter/packages) -----------------------------------------
     # Requirements every Python job that names none runs with ("numpy pandas matplotlib")
     default_packages: Annotated[list[str], NoDecode] = Field(default_factory=list)

@@ -17,17 +17,22 @@
     │   └── PackagesUnresolvable  the registry has no set of wheels that satisfies them (kind)
     ├── AuthenticationFailed
     ├── RateLimited               too many requests from this key or address (retry_after_s)
-    │   └── TooManyPendingJobs    too many of this key's jobs wait to start
+    │   ├── TooManyPendingJobs    too many of this key's jobs wait to start
+    │   └── TooManySessions       this key holds as many sessions as it may
     ├── JobNotFound
     ├── JobFileNotFound           no such file among a finished job's files
     ├── JobAlreadyFinished
     ├── EnvironmentNotFound       no package environment with that id here
     ├── EnvironmentInUse          a running job uses the environment
     ├── IdempotencyKeyTaken       (internal) the store holds a job with that key already
+    ├── SessionNotFound           no such session of this caller's (or it ended)
+    ├── SessionUnavailable        the session cannot take this execution (dead, too many waiting)
+    ├── SessionsUnsupported       this deployment runs no sessions (scale-out, turned off)
     ├── JobNotFinished            the job's files are asked for before it is final
     ├── RangeNotSatisfiable       a byte range outside a file (size)
     ├── ServiceUnavailable        the server is shutting down or overloaded (retry_after_s)
     │   ├── QueueFull             too many jobs wait to start on the whole server
+    │   ├── SessionsFull          the server holds as many sessions as it may
     │   └── RegistryUnavailable   the package registry did not answer (in time)
     ├── ExecutionError            a process could not be started or watched
     │   └── EnvironmentFailed     a job's package environment could not be built
@@ -124,6 +129,10 @@ class TooManyPendingJobs(RateLimited):
     """Too many of this key's jobs are waiting to start."""
 
 
+class TooManySessions(RateLimited):
+    """This API key holds as many sessions as it may; delete one first."""
+
+
 class JobNotFound(InterpreterError):
     """Job not found."""
 
@@ -162,6 +171,28 @@ class ServiceUnavailable(InterpreterError):
 
 class QueueFull(ServiceUnavailable):
     """Too many jobs are waiting to start on this server; retry later."""
+
+
+class SessionsFull(ServiceUnavailable):
+    """The server holds as many sessions as it may; retry later."""
+
+
+class SessionNotFound(InterpreterError):
+    """Session not found."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(
+            f"Session not found: {session_id} (sessions end when deleted, idle or too old, "
+            "and when the server restarts)"
+        )
+
+
+class SessionUnavailable(InterpreterError):
+    """The session cannot run this now."""
+
+
+class SessionsUnsupported(InterpreterError):
+    """This server runs no sessions."""
 
 
 class RegistryUnavailable(ServiceUnavailable):

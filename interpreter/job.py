@@ -96,6 +96,7 @@ class JobRequest:
     lock: tuple[str, ...] = ()
     resolve_ms: float | None = None
     lock_python: str | None = None  # the interpreter the pins are for ("cpython 3.11 x86_64")
+    session_id: str | None = None  # run in this session's kernel (sessions/), not a process
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +130,11 @@ class JobResult:
     # The package environment it ran with: {id, packages {name: version}, cached, resolve_ms,
     # install_ms}; None without packages
     environment: dict[str, Any] | None = None
+    # A session execution's notebook outputs: each {type: execute_result | display_data, data:
+    # {mime type: value}, truncated}, and its exception {name, value, traceback}
+    outputs: tuple[dict[str, Any], ...] = ()
+    outputs_truncated: bool = False
+    error: dict[str, str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -137,7 +143,7 @@ class JobResult:
     def from_dict(cls, data: dict[str, Any]) -> JobResult:
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
-        for name in ("files_created", "files_modified", "files_deleted"):
+        for name in ("files_created", "files_modified", "files_deleted", "outputs"):
             if name in values:
                 values[name] = tuple(values[name])
         if values.get("termination_reason") is not None:

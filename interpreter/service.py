@@ -78,6 +78,7 @@ class Submission:
     stdin: str | None = None
     input_files: tuple[InputFile, ...] = ()  # written into its directory before it starts
     packages: tuple[str, ...] = ()  # Python requirements, resolved when it is submitted
+    session_id: str | None = None  # run in this session's kernel
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +180,7 @@ class JobService:
             limits=resolve_limits(self.settings, sub.limits),
             stdin=sub.stdin,
             input_file_count=len(inputs),
+            session_id=sub.session_id,
         )
         return request, inputs
 

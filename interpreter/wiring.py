@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from interpreter.queues.procrastinate.worker import WorkerNode
+    from interpreter.sessions.manager import Sessions
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class Parts:
     watch: JobWatch
     outputs_in_store: bool  # scale-out: every replica reads outputs from the store
     packages: Packages | None  # None: no Python interpreter here to install packages for
+    sessions: Sessions | None = None  # None: this process holds no session (scale-out, off)
 
 
 def build(
@@ -67,6 +69,7 @@ def build(
     paths = runner.paths if runner is not None else JobPaths(settings.data_dir, settings.workspaces)
     metrics = Metrics()
     watch = JobWatch()
+    sessions = None
     if scale_out:
         from interpreter.queues.procrastinate.queue import PostgresQueue
         from interpreter.queues.procrastinate.worker import WorkerNode
@@ -87,12 +90,26 @@ def build(
         runner = runner or JobRunner.from_settings(
             settings, registry, paths, live=WakeStreams(watch), packages=packages
         )
+        if settings.sessions and isinstance(runner, JobRunner):
+            from interpreter.sessions.manager import Sessions
+
+            sessions = Sessions(settings, runner.sandbox, paths, packages, runner.live)
+            runner.sessions = sessions
         caps = PendingCaps(settings.max_pending_per_key, settings.max_pending_jobs)
         queue = queue or LocalQueue(store, runner, settings.max_jobs, metrics, watch, caps)
     if isinstance(runner, JobRunner):
         metrics.watch_warm_pool(runner.sandbox.warm_stats)
     return Parts(
-        store, queue, runner, registry, paths, metrics, watch, scale_out, packages=packages
+        store,
+        queue,
+        runner,
+        registry,
+        paths,
+        metrics,
+        watch,
+        scale_out,
+        packages=packages,
+        sessions=sessions,
     )
 
 

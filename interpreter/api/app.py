@@ -20,7 +20,7 @@ from interpreter.api.bodylimit import BodySizeLimit
 from interpreter.api.deps import AppParts
 from interpreter.api.openapi import document
 from interpreter.api.ratelimit import ExecuteRateLimit, rate_limiter
-from interpreter.api.routes import environments, files, jobs, sandbox, stream, system
+from interpreter.api.routes import environments, files, jobs, sandbox, sessions, stream, system
 from interpreter.config import Settings
 from interpreter.datadir import DataDirLock
 from interpreter.errors import ConfigurationError, InterpreterError
@@ -141,6 +141,7 @@ def build_parts(
         metrics=wired.metrics,
         api_keys=keys,
         started_monotonic=time.monotonic(),
+        sessions=wired.sessions,
     )
 
 
@@ -179,6 +180,8 @@ def create_app(
         packages = parts.service.packages
         if isinstance(parts.runner, JobRunner):
             parts.runner.warm_up()  # before the default packages' build says it is ready
+        if parts.sessions is not None:
+            parts.sessions.start()
         prebuild = None
         if packages is not None and parts.runner is not None:  # off the start's path
             prebuild = asyncio.create_task(packages.prebuild(), name="default-packages")
@@ -195,6 +198,8 @@ def create_app(
             retention.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await retention
+            if parts.sessions is not None:  # their executions' jobs stop with the queue
+                await parts.sessions.close()
             await parts.queue.stop(settings.shutdown_grace_s)
             await parts.store.close()
             if lock is not None:
@@ -221,6 +226,7 @@ def create_app(
     app.include_router(system.router)
     app.include_router(sandbox.router)
     app.include_router(environments.router)
+    app.include_router(sessions.router)
     # MCP over streamable HTTP; its tool calls are requests of this app, with the caller's key.
     mcp = mount.endpoint(app, presented_key, settings.max_body_bytes)
     if mcp is not None:

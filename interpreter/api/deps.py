@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
@@ -15,6 +15,9 @@ from interpreter.queues.base import JobQueue
 from interpreter.running.base import Runner
 from interpreter.service import JobService
 from interpreter.store.base import JobStore
+
+if TYPE_CHECKING:
+    from interpreter.sessions.manager import Sessions
 
 
 @dataclass
@@ -28,6 +31,7 @@ class AppParts:
     metrics: Metrics
     api_keys: tuple[str, ...]  # empty: authentication is off
     started_monotonic: float
+    sessions: Sessions | None = None  # None: this process holds no session
 
 
 # Dependencies are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in a worker

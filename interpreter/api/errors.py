@@ -26,6 +26,9 @@ from interpreter.errors import (
     RangeNotSatisfiable,
     RateLimited,
     ServiceUnavailable,
+    SessionNotFound,
+    SessionsUnsupported,
+    SessionUnavailable,
     StoreError,
 )
 
@@ -43,6 +46,9 @@ STATUS_CODES: list[tuple[type[InterpreterError], int]] = [
     (JobNotFinished, 409),
     (EnvironmentNotFound, 404),
     (EnvironmentInUse, 409),
+    (SessionNotFound, 404),
+    (SessionUnavailable, 409),
+    (SessionsUnsupported, 501),
     (RangeNotSatisfiable, 416),
     (ServiceUnavailable, 503),
     (StoreError, 503),  # the database is down or locked: retry, nothing was accepted

@@ -318,6 +318,23 @@ class EnvironmentReport(BaseModel):
     install_ms: float = Field(description="Installing them before the job started (0 if cached)")
 
 
+class OutputBundle(BaseModel):
+    type: str = Field(description="execute_result (the last expression) or display_data")
+    data: dict[str, Any] = Field(
+        description="MIME type to value: text/plain, text/html, image/png (base64), "
+        "image/svg+xml, application/json (JSON), ..."
+    )
+    truncated: bool = Field(
+        False, description="A value of this bundle was left out: it was over the bundle's cap"
+    )
+
+
+class CellError(BaseModel):
+    name: str = Field(examples=["ZeroDivisionError"])
+    value: str = Field(examples=["division by zero"])
+    traceback: str = Field(description="Plain text, without terminal colour codes")
+
+
 class FullResult(BaseModel):
     job_id: str
     status: JobStatus
@@ -358,6 +375,19 @@ class FullResult(BaseModel):
         None, description="Who ran it (PostgreSQL mode): file paths refer to its machine"
     )
     attempts: int = Field(0, description="Times a worker started it (2+: a worker was lost)")
+    session_id: str | None = Field(None, description="The session it ran in, if any")
+    results: list[OutputBundle] | None = Field(
+        None,
+        description="A session execution's display outputs in order: the last expression's "
+        "value (execute_result) and each display (display_data: plots, tables), as MIME bundles; "
+        "null for a job outside a session",
+    )
+    results_truncated: bool = Field(
+        False, description="Display outputs were left out: their total passed the output cap"
+    )
+    error: CellError | None = Field(
+        None, description="The exception a session execution raised, if it raised one"
+    )
 
 
 class EnvironmentRequest(BaseModel):
@@ -500,3 +530,106 @@ class JobFilesResponse(BaseModel):
     skipped: list[SkippedEntry] = Field(description="Entries not listed as files, and why")
     complete: bool = Field(description="False when the listing stopped at its bound")
     note: str | None = Field(description="Why the listing is incomplete")
+
+
+class SessionRequest(BaseModel):
+    model_config = ConfigDict(
+        **STRICT,
+        json_schema_extra={
+            "examples": [
+                {
+                    "language": "python",
+                    "packages": ["pandas", "matplotlib"],
+                    "idle_timeout_s": 600,
+                    "limits": {"memory_bytes": 1073741824},
+                }
+            ]
+        },
+    )
+
+    language: str = Field("python", description="python (the only language of sessions)")
+    packages: list[str] = Field(
+        default_factory=list,
+        description="Python packages the kernel can import, as for POST /execute (ipykernel is "
+        "added; with INTERPRETER_DEFAULT_PACKAGES, those too)",
+        json_schema_extra={"items": {"type": "string", "maxLength": 200}},
+    )
+    limits: LimitsRequest | None = Field(
+        None,
+        description="Limits of the whole session (all its executions together), within the "
+        "server's maximums; CPU time defaults to the maximum",
+    )
+    idle_timeout_s: float | None = Field(
+        None,
+        gt=0,
+        description="Ended after this long without an execution (default "
+        "INTERPRETER_SESSION_IDLE_TIMEOUT; at most INTERPRETER_SESSION_MAX_IDLE_TIMEOUT)",
+    )
+    max_lifetime_s: float | None = Field(
+        None,
+        gt=0,
+        description="Ended this long after it began (default INTERPRETER_SESSION_LIFETIME; at "
+        "most INTERPRETER_SESSION_MAX_LIFETIME)",
+    )
+    environment_variables: dict[str, str] = Field(
+        default_factory=dict,
+        description="Variables of the kernel's environment (the rules of POST /execute)",
+        json_schema_extra=ENVIRONMENT_SCHEMA,
+    )
+
+    @model_validator(mode="after")
+    def _storable(self) -> SessionRequest:
+        _check_text(self.language, "language")
+        for entry in self.packages:
+            _check_text(entry, "packages")
+        for name, value in self.environment_variables.items():
+            _check_text(name, "environment_variables")
+            _check_text(value, "environment_variables")
+        return self
+
+
+class SessionEnvironment(BaseModel):
+    id: str = Field(description="The package environment (GET /environments lists them)")
+    packages: dict[str, str] = Field(description="Every package installed: name to version")
+
+
+class SessionView(BaseModel):
+    session_id: str
+    status: str = Field(description="starting, idle, busy or dead (see error)")
+    language: str
+    created_at: datetime
+    last_activity_at: datetime
+    expires_at: datetime = Field(description="When its lifetime ends")
+    idle_timeout_s: float
+    max_lifetime_s: float
+    executions: int = Field(description="Executions run in it so far")
+    working_directory: str = Field(description="Its directory, as its code sees it")
+    environment: SessionEnvironment | None
+    limits: dict[str, float]
+    error: str | None = Field(description="Why it is dead (a restart makes a fresh kernel)")
+
+
+class SessionList(BaseModel):
+    sessions: list[SessionView]
+
+
+class SessionEnded(BaseModel):
+    session_id: str
+    status: str = Field(examples=["terminated"])
+
+
+class SessionExecuteRequest(BaseModel):
+    model_config = STRICT
+
+    code: str = Field(description="Python code, run as a notebook cell in the session's kernel")
+    timeout: float | None = Field(
+        None,
+        description="Wall-time limit in seconds, waiting for the session's earlier executions "
+        "included (default INTERPRETER_DEFAULT_TIMEOUT): the cell is interrupted, then, if it "
+        "does not stop within 3 s, the kernel is restarted",
+    )
+
+    @model_validator(mode="after")
+    def _storable(self) -> SessionExecuteRequest:
+        _check_text(self.code, "code")
+        return self

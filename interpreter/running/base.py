@@ -37,6 +37,11 @@ class RunLimits:
     resources: ResourceLimits | None = None  # the default of jobs stored without limits
 
 
+class SessionExecutor(Protocol):
+    async def execute(self, job: Job, cancel: asyncio.Event) -> Finish:
+        """Run a job of a session (``request.session_id``) in its kernel."""
+
+
 class Runner(Protocol):
     @property
     def paths(self) -> JobPaths:

@@ -32,7 +32,7 @@ from interpreter.process.filetrack import ScanLimits
 from interpreter.process.orphans import GUARD, OrphanMarks, kill_leftovers
 from interpreter.process.run import run_process
 from interpreter.process.spec import OutputListener, ProcessSpec
-from interpreter.running.base import InputReader, no_inputs
+from interpreter.running.base import InputReader, SessionExecutor, no_inputs
 from interpreter.running.base import RunLimits as RunLimits
 from interpreter.running.ending import (
     CANCELLED_BEFORE_START,
@@ -188,6 +188,7 @@ class JobRunner:
         # Removing a job's TMPDIR costs a few journaled-disk syscalls: one thread does it, off
         # the path between a job's exit and its final status.
         self._janitor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="janitor")
+        self.sessions: SessionExecutor | None = None  # runs the jobs of sessions, when set
 
     @classmethod
     def from_settings(
@@ -334,6 +335,11 @@ class JobRunner:
             logger.warning("a job's scratch files not removed: %s", exc)
 
     async def run(self, job: Job, cancel: asyncio.Event, inputs: InputReader = no_inputs) -> Finish:
+        if job.request.session_id is not None:  # it runs in a session's kernel
+            if self.sessions is None:
+                result = JobResult(termination_reason=TerminationReason.SANDBOX_ERROR)
+                return Finish(JobStatus.FAILED, result, "this server runs no sessions", None)
+            return await self.sessions.execute(job, cancel)
         try:
             return await self._run(job, cancel, inputs)
         except EnvironmentFailed as exc:  # its packages could not be installed: it never ran

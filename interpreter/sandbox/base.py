@@ -132,6 +132,10 @@ class SandboxJob:
     # The job may be forked from a warm parent (a Python job in the plain interpreter or the
     # default environment, never in packages a caller chose)
     warm: bool = False
+    # Host directories bound read-write where the job sees them (a session kernel's socket
+    # directory): (host directory, path in the sandbox). Without a sandbox the job uses the host
+    # path itself.
+    binds: tuple[tuple[Path, str], ...] = ()
 
 
 class WarmLaunch(Protocol):

@@ -96,6 +96,7 @@ ETC_FILES = (
     "services",
     "python3",
     "python3.11",
+    "fonts",  # fontconfig's configuration (matplotlib, Pillow)
 )
 GENERATED_ETC = {
     "passwd": f"root:x:0:0:root:/root:/usr/sbin/nologin\n"
@@ -668,6 +669,9 @@ class BwrapSandbox:
                     venv_point = self._bind_venv(job.venv, _volume_name(job.job_id))
                     undo.callback(_unbind, venv_point)
                     argv += ["--ro-bind", str(venv_point), VENV_DIR]
+                for host, inside in job.binds:
+                    fds.append(os.open(host, tree.DIR_FLAGS))
+                    argv += ["--bind-fd", str(fds[-1]), inside]
                 if job.code is not None:
                     path, content = job.code
                     fds.append(seccomp.memfd(content, "code"))

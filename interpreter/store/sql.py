@@ -94,6 +94,7 @@ def _row_to_job(row: Any) -> Job:
             lock=tuple(req.get("lock") or ()),
             resolve_ms=req.get("resolve_ms"),
             lock_python=req.get("lock_python"),
+            session_id=req.get("session_id"),
         ),
         status=JobStatus(row.status),
         owner=row.owner,

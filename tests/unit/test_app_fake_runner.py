@@ -436,6 +436,13 @@ async def test_operation_ids_read_as_method_names(api: Api) -> None:
         "GET /languages": "list_languages",
         "GET /metrics": "get_metrics",
         "GET /sandbox": "describe_sandbox",
+        "POST /sessions": "create_session",
+        "GET /sessions": "list_sessions",
+        "GET /sessions/{session_id}": "get_session",
+        "DELETE /sessions/{session_id}": "delete_session",
+        "POST /sessions/{session_id}/execute": "execute_in_session",
+        "POST /sessions/{session_id}/interrupt": "interrupt_session",
+        "POST /sessions/{session_id}/restart": "restart_session",
     }
 
 

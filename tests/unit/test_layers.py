@@ -17,7 +17,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("interpreter.server", "interpreter.worker"),
     ("interpreter.api",),
     ("interpreter.service", "interpreter.wiring"),
-    ("interpreter.queues",),
+    ("interpreter.queues", "interpreter.sessions"),
     ("interpreter.running",),
     ("interpreter.process", "interpreter.store"),
     ("interpreter.sandbox",),

@@ -10,12 +10,14 @@ from fastapi import APIRouter, Header, Query, Request, Response
 
 from interpreter.api.deps import OwnerDep, ServiceDep
 from interpreter.api.schemas import (
+    CellError,
     EnvironmentReport,
     ErrorResponse,
     ExecuteRequest,
     ExecuteResponse,
     FullResult,
     JobListResponse,
+    OutputBundle,
     ResourceUsage,
     StatusResponse,
     StructuredResult,
@@ -275,6 +277,12 @@ async def full_view(service: JobService, job: Job) -> FullResult:
         completed_at=job.completed_at,
         worker=WorkerInfo(id=job.worker_id, host=job.worker_host) if job.worker_id else None,
         attempts=job.attempts,
+        session_id=job.request.session_id,
+        results=[OutputBundle.model_validate(o) for o in result.outputs]
+        if job.request.session_id
+        else None,
+        results_truncated=result.outputs_truncated,
+        error=CellError.model_validate(result.error) if result.error else None,
     )
 
 

@@ -1,0 +1,208 @@
+"""Session routes: a sandboxed Python kernel per session, its executions each a job."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+
+from interpreter.api.deps import AppParts, OwnerDep, ServiceDep, get_parts
+from interpreter.api.routes.jobs import (
+    ExecuteWaitQuery,
+    Responses,
+    error,
+    full_view,
+)
+from interpreter.api.schemas import (
+    ExecuteResponse,
+    FullResult,
+    SessionEnded,
+    SessionEnvironment,
+    SessionExecuteRequest,
+    SessionList,
+    SessionRequest,
+    SessionView,
+)
+from interpreter.errors import InvalidRequest, SessionsUnsupported
+from interpreter.service import Submission
+from interpreter.sessions.manager import Session, Sessions
+from interpreter.sessions.manager import SessionRequest as NewSession
+
+router = APIRouter(tags=["sessions"])
+
+
+async def get_sessions(parts: Annotated[AppParts, Depends(get_parts)]) -> Sessions:
+    if parts.sessions is None:
+        raise SessionsUnsupported(
+            "this server runs no sessions: they need the embedded mode (not a PostgreSQL "
+            "database yet) and INTERPRETER_SESSIONS=true"
+        )
+    return parts.sessions
+
+
+SessionsDep = Annotated[Sessions, Depends(get_sessions)]
+
+NOT_FOUND: Responses = {
+    404: error("Session not found (or not yours, or it ended)"),
+    501: error("This server runs no sessions"),
+}
+
+
+def view(session: Session) -> SessionView:
+    env = session.environment
+    return SessionView(
+        session_id=session.id,
+        status=session.status,
+        language=session.request.language,
+        created_at=session.created_at,
+        last_activity_at=session.last_activity_at,
+        expires_at=session.expires_at,
+        idle_timeout_s=session.request.idle_timeout_s,
+        max_lifetime_s=session.request.max_lifetime_s,
+        executions=session.executions,
+        working_directory=str(session.directory),
+        environment=SessionEnvironment(id=env["id"], packages=env["packages"]) if env else None,
+        limits={k: v for k, v in session.request.limits.to_dict().items() if v is not None},
+        error=session.error,
+    )
+
+
+def _bounded(value: float | None, default: float, maximum: float, name: str, env: str) -> float:
+    chosen = default if value is None else value
+    if chosen > maximum:
+        raise InvalidRequest(f"{name} must be at most {maximum:g} seconds ({env}); got {chosen:g}")
+    return min(chosen, maximum)
+
+
+@router.post(
+    "/sessions",
+    response_model=SessionView,
+    status_code=201,
+    responses={
+        422: error("Invalid body, language, limits, environment or packages"),
+        429: error("This API key holds INTERPRETER_MAX_SESSIONS_PER_KEY sessions already"),
+        501: error("This server runs no sessions"),
+        503: error("The server holds INTERPRETER_MAX_SESSIONS sessions, or the registry is down"),
+    },
+)
+async def create_session(
+    body: SessionRequest, sessions: SessionsDep, service: ServiceDep, owner: OwnerDep
+) -> SessionView:
+    """Start a session: a Python kernel in the sandbox, in a directory of its own, that keeps
+    its variables, imports and files between executions. Answers once the kernel is ready
+    (installing its packages first, the first time a set is asked for)."""
+    settings = service.settings
+    request, _ = service.validate(
+        Submission(
+            code="",
+            language=body.language,
+            environment=body.environment_variables,
+            limits=body.limits.model_dump(exclude_none=True) if body.limits else None,
+        ),
+        owner,
+    )
+    if request.language != "python":
+        raise InvalidRequest(
+            f"sessions run python only; got {request.language} (run other languages as jobs)"
+        )
+    limits = request.limits
+    assert limits is not None
+    if body.limits is None or body.limits.cpu_time_s is None:  # the whole session's CPU time
+        limits = dataclasses.replace(limits, cpu_time_s=settings.max_cpu_time_limit_s)
+    session = await sessions.create(
+        owner,
+        NewSession(
+            language=request.language,
+            packages=tuple(body.packages),
+            limits=limits,
+            environment=request.environment,
+            idle_timeout_s=_bounded(
+                body.idle_timeout_s,
+                settings.session_idle_timeout_s,
+                settings.session_max_idle_timeout_s,
+                "idle_timeout_s",
+                "INTERPRETER_SESSION_MAX_IDLE_TIMEOUT",
+            ),
+            max_lifetime_s=_bounded(
+                body.max_lifetime_s,
+                settings.session_lifetime_s,
+                settings.session_max_lifetime_s,
+                "max_lifetime_s",
+                "INTERPRETER_SESSION_MAX_LIFETIME",
+            ),
+        ),
+    )
+    return view(session)
+
+
+@router.get("/sessions", response_model=SessionList, responses={501: NOT_FOUND[501]})
+async def list_sessions(sessions: SessionsDep, owner: OwnerDep) -> SessionList:
+    """The caller's sessions."""
+    return SessionList(sessions=[view(s) for s in sessions.list(owner)])
+
+
+@router.get("/sessions/{session_id}", response_model=SessionView, responses=NOT_FOUND)
+async def get_session(session_id: str, sessions: SessionsDep, owner: OwnerDep) -> SessionView:
+    """The session's status."""
+    return view(sessions.get(session_id, owner))
+
+
+@router.post(
+    "/sessions/{session_id}/execute",
+    response_model=FullResult | ExecuteResponse,
+    responses={
+        **NOT_FOUND,
+        409: error("The session's kernel is dead, or too many executions wait in it"),
+        422: error("Invalid body or timeout"),
+    },
+)
+async def execute_in_session(
+    session_id: str,
+    body: SessionExecuteRequest,
+    sessions: SessionsDep,
+    service: ServiceDep,
+    owner: OwnerDep,
+    wait: ExecuteWaitQuery = 60,
+) -> Any:
+    """Run code in the session's kernel, as a notebook cell: what earlier executions defined is
+    there. Each execution is a job (its `job_id` works with every /jobs route: status, stream,
+    cancel); with `wait` (60 s by default) the answer is its full result, with the cell's
+    display outputs (`results`) and exception (`error`)."""
+    sessions.admit(session_id, owner)
+    submitted = await service.submit(
+        Submission(
+            code=body.code,
+            language="python",
+            timeout_s=body.timeout,
+            capture_files=False,
+            session_id=session_id,
+        ),
+        owner,
+    )
+    job = submitted.job
+    if wait > 0:
+        job = await service.wait_final(job.id, owner, wait)
+        if job.is_final:
+            return await full_view(service, job)
+    estimate = submitted.estimate
+    return ExecuteResponse(job_id=job.id, status=job.status, estimated_start_time=estimate)
+
+
+@router.post("/sessions/{session_id}/interrupt", response_model=SessionView, responses=NOT_FOUND)
+async def interrupt_session(session_id: str, sessions: SessionsDep, owner: OwnerDep) -> SessionView:
+    """Interrupt what the kernel runs (a KeyboardInterrupt in the cell); its state stays."""
+    return view(await sessions.interrupt(session_id, owner))
+
+
+@router.post("/sessions/{session_id}/restart", response_model=SessionView, responses=NOT_FOUND)
+async def restart_session(session_id: str, sessions: SessionsDep, owner: OwnerDep) -> SessionView:
+    """A fresh kernel in the same directory: variables and imports are gone, files stay."""
+    return view(await sessions.restart(session_id, owner))
+
+
+@router.delete("/sessions/{session_id}", response_model=SessionEnded, responses=NOT_FOUND)
+async def delete_session(session_id: str, sessions: SessionsDep, owner: OwnerDep) -> SessionEnded:
+    """End the session: its kernel is killed and its directory removed."""
+    await sessions.delete(session_id, owner)
+    return SessionEnded(session_id=session_id, status="terminated")
