@@ -20,7 +20,16 @@ from interpreter.api.bodylimit import BodySizeLimit
 from interpreter.api.deps import AppParts
 from interpreter.api.openapi import document
 from interpreter.api.ratelimit import ExecuteRateLimit, rate_limiter
-from interpreter.api.routes import environments, files, jobs, sandbox, sessions, stream, system
+from interpreter.api.routes import (
+    environments,
+    files,
+    jobs,
+    kernels,
+    sandbox,
+    sessions,
+    stream,
+    system,
+)
 from interpreter.config import Settings
 from interpreter.datadir import DataDirLock
 from interpreter.errors import ConfigurationError, InterpreterError
@@ -227,6 +236,7 @@ def create_app(
     app.include_router(sandbox.router)
     app.include_router(environments.router)
     app.include_router(sessions.router)
+    app.include_router(kernels.router)
     # MCP over streamable HTTP; its tool calls are requests of this app, with the caller's key.
     mcp = mount.endpoint(app, presented_key, settings.max_body_bytes)
     if mcp is not None:

@@ -34,11 +34,11 @@ def owner_of(api_key: str | None) -> str | None:
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:
-    """The key in X-API-Key or Authorization: Bearer, if any."""
+    """The key in X-API-Key or Authorization: Bearer (or token, as Jupyter clients send it)."""
     if key := headers.get("x-api-key"):
         return key
     scheme, _, token = headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
+    if scheme.lower() in ("bearer", "token") and token.strip():  # token: Jupyter's word
         return token.strip()
     return None
 

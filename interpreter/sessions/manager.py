@@ -18,6 +18,7 @@ import secrets
 import shutil
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -94,6 +95,7 @@ class Session:
     environment: dict[str, Any] | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     waiting: int = 0
+    attached: int = 0  # websocket clients speaking to its kernel (Kernel Gateway's channels)
     directory_fd: int | None = None
 
     @property
@@ -313,6 +315,24 @@ class Sessions:
             reason = TerminationReason.SIGNAL if ending.signal else TerminationReason.EXIT
         return reason, f"the kernel died: {ending.error or 'it exited'}"
 
+    @contextlib.asynccontextmanager
+    async def attached(self, session: Session) -> AsyncIterator[Kernel]:
+        """The session's kernel, for a client that speaks to it directly (a websocket), held
+        from the session's executions until the client leaves."""
+        async with session.lock:
+            kernel = session.kernel
+            if session.status == "dead" or kernel is None or kernel.client is None:
+                raise SessionUnavailable(
+                    f"the session's kernel is dead ({session.error}); restart or delete it"
+                )
+            session.attached += 1
+            session.touch()
+            try:
+                yield kernel
+            finally:
+                session.attached -= 1
+                session.touch()
+
     async def delete(self, session_id: str, owner: str | None) -> None:
         await self._end(self.get(session_id, owner), "deleted")
 
@@ -383,6 +403,7 @@ class Sessions:
                 elif (
                     session.status in ("idle", "dead")
                     and not session.waiting
+                    and not session.attached
                     and now - session.last_activity > request.idle_timeout_s
                 ):
                     await self._end(session, f"idle for {request.idle_timeout_s:g} s")

@@ -443,6 +443,13 @@ async def test_operation_ids_read_as_method_names(api: Api) -> None:
         "POST /sessions/{session_id}/execute": "execute_in_session",
         "POST /sessions/{session_id}/interrupt": "interrupt_session",
         "POST /sessions/{session_id}/restart": "restart_session",
+        "GET /api/kernelspecs": "list_kernelspecs",
+        "POST /api/kernels": "start_kernel",
+        "GET /api/kernels": "list_kernels",
+        "GET /api/kernels/{kernel_id}": "get_kernel",
+        "DELETE /api/kernels/{kernel_id}": "shutdown_kernel",
+        "POST /api/kernels/{kernel_id}/interrupt": "interrupt_kernel",
+        "POST /api/kernels/{kernel_id}/restart": "restart_kernel",
     }
 
 

@@ -25,7 +25,7 @@ from interpreter.api.schemas import (
     SessionView,
 )
 from interpreter.errors import InvalidRequest, SessionsUnsupported
-from interpreter.service import Submission
+from interpreter.service import JobService, Submission
 from interpreter.sessions.manager import Session, Sessions
 from interpreter.sessions.manager import SessionRequest as NewSession
 
@@ -92,6 +92,13 @@ async def create_session(
     """Start a session: a Python kernel in the sandbox, in a directory of its own, that keeps
     its variables, imports and files between executions. Answers once the kernel is ready
     (installing its packages first, the first time a set is asked for)."""
+    return view(await start_session(body, sessions, service, owner))
+
+
+async def start_session(
+    body: SessionRequest, sessions: Sessions, service: JobService, owner: str | None
+) -> Session:
+    """A new session as ``body`` asks, once validated as a job's request would be."""
     settings = service.settings
     request, _ = service.validate(
         Submission(
@@ -110,7 +117,7 @@ async def create_session(
     assert limits is not None
     if body.limits is None or body.limits.cpu_time_s is None:  # the whole session's CPU time
         limits = dataclasses.replace(limits, cpu_time_s=settings.max_cpu_time_limit_s)
-    session = await sessions.create(
+    return await sessions.create(
         owner,
         NewSession(
             language=request.language,
@@ -133,7 +140,6 @@ async def create_session(
             ),
         ),
     )
-    return view(session)
 
 
 @router.get("/sessions", response_model=SessionList, responses={501: NOT_FOUND[501]})

@@ -1,0 +1,174 @@
+"""The Jupyter Kernel Gateway subset through a real server: a client that speaks to a Kernel
+Gateway (REST for kernels, Jupyter messages as JSON frames on a websocket) works against ours,
+behind the same API keys, with Jupyter's ``Authorization: token`` scheme."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import ClientConnection, connect
+
+from tests.acceptance.server import ServerProcess, running_server
+from tests.sandbox.usable import UNUSABLE
+
+pytestmark = [
+    pytest.mark.acceptance,
+    pytest.mark.timeout(300),
+    pytest.mark.skipif(UNUSABLE is not None, reason=f"no sandbox: {UNUSABLE}"),
+]
+
+KEY_A = {"Authorization": "token key-a"}  # as Jupyter's gateway client sends it
+KEY_B = {"Authorization": "token key-b"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with running_server(
+        tmp_path_factory.mktemp("gateway"), INTERPRETER_API_KEYS="key-a,key-b"
+    ) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def kernel(server: ServerProcess) -> Iterator[dict[str, Any]]:
+    client = server.client(headers=KEY_A, timeout=240)  # the first start installs ipykernel
+    response = client.post("/api/kernels", json={"name": "python3", "env": {"GREETING": "hi"}})
+    assert response.status_code == 201, response.text
+    model: dict[str, Any] = response.json()
+    yield model
+    client.delete(f"/api/kernels/{model['id']}")
+
+
+def channels(server: ServerProcess, kernel_id: str, headers: dict[str, str]) -> ClientConnection:
+    url = server.url.replace("http://", "ws://") + f"/api/kernels/{kernel_id}/channels"
+    return connect(url, additional_headers=headers, open_timeout=10)
+
+
+def execute(ws: ClientConnection, code: str) -> list[dict[str, Any]]:
+    """Send an execute_request as Jupyter clients build it; the frames answering it, until the
+    kernel is idle again."""
+    msg_id = uuid.uuid4().hex
+    header = {
+        "msg_id": msg_id,
+        "msg_type": "execute_request",
+        "username": "test",
+        "session": uuid.uuid4().hex,
+        "date": "2026-12-07T00:00:00Z",
+        "version": "5.3",
+    }
+    content = {"code": code, "silent": False, "store_history": True, "user_expressions": {}}
+    content |= {"allow_stdin": True, "stop_on_error": True}  # stdin is never offered
+    frame = {"header": header, "parent_header": {}, "metadata": {}, "content": content}
+    ws.send(json.dumps({**frame, "channel": "shell", "buffers": []}))
+    answers = []
+    for _ in range(200):
+        message = json.loads(ws.recv(timeout=30))
+        if message["parent_header"].get("msg_id") != msg_id:
+            continue
+        answers.append(message)
+        if message["msg_type"] == "status" and message["content"]["execution_state"] == "idle":
+            return answers
+    raise AssertionError(f"no idle status: {answers}")
+
+
+def of_type(answers: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [a["content"] for a in answers if a["msg_type"] == kind]
+
+
+def test_a_kernel_keeps_its_variables_and_answers_as_a_kernel_gateway_does(
+    server: ServerProcess, kernel: dict[str, Any]
+) -> None:
+    assert kernel["name"] == "python3" and kernel["execution_state"] == "idle"
+    with channels(server, kernel["id"], KEY_A) as ws:
+        first = execute(ws, "import os\nx = 21\nprint(os.environ['GREETING'])")
+        assert [a["msg_type"] for a in first][0] == "status"
+        assert of_type(first, "stream") == [{"name": "stdout", "text": "hi\n"}]
+        assert of_type(first, "execute_reply")[0]["status"] == "ok"
+        assert [a["channel"] for a in first if a["msg_type"] == "execute_reply"] == ["shell"]
+
+        second = execute(ws, "x * 2")
+        assert of_type(second, "execute_result")[0]["data"]["text/plain"] == "42"
+
+        shown = execute(ws, "from IPython.display import HTML, display\ndisplay(HTML('<b>b</b>'))")
+        assert of_type(shown, "display_data")[0]["data"]["text/html"] == "<b>b</b>"
+
+        failed = execute(ws, "1/0")
+        error = of_type(failed, "error")[0]
+        assert error["ename"] == "ZeroDivisionError"
+        assert "\x1b[" not in "\n".join(error["traceback"])
+
+        asked = execute(ws, "input()")  # never waits for a stdin nobody answers
+        assert of_type(asked, "error")[0]["ename"] == "StdinNotImplementedError"
+
+        # the kernel refuses a shutdown sent over the channels: DELETE ends a kernel
+        ws.send(
+            json.dumps(
+                {
+                    "header": {"msg_id": "x", "msg_type": "shutdown_request"},
+                    "channel": "control",
+                    "content": {},
+                }
+            )
+        )  # noqa: E501
+        assert of_type(execute(ws, "x"), "execute_result")[0]["data"]["text/plain"] == "21"
+
+    listed = server.client(headers=KEY_A).get("/api/kernels").json()
+    assert [k["id"] for k in listed] == [kernel["id"]]
+
+
+def test_another_key_and_no_key_cannot_reach_a_kernel(
+    server: ServerProcess, kernel: dict[str, Any]
+) -> None:
+    for headers in (KEY_B, {}):
+        with pytest.raises(InvalidStatus) as refused:
+            with channels(server, kernel["id"], headers) as ws:
+                ws.recv(timeout=5)
+        assert refused.value.response.status_code == 403
+    other = server.client(headers=KEY_B)
+    assert other.get("/api/kernels").json() == []
+    assert other.get(f"/api/kernels/{kernel['id']}").status_code == 404
+    assert other.delete(f"/api/kernels/{kernel['id']}").status_code == 404
+    assert server.client().get("/api/kernels").status_code == 401
+    # the owner's key in the query, as a browser's websocket sends it
+    url = server.url.replace("http://", "ws://") + f"/api/kernels/{kernel['id']}/channels"
+    with connect(f"{url}?token=key-a", open_timeout=10) as ws:
+        answers = execute(ws, "1 + 1")
+    assert of_type(answers, "execute_result")[0]["data"]["text/plain"] == "2"
+
+
+def test_kernelspecs_and_a_kernel_deleted_is_gone(server: ServerProcess) -> None:
+    client = server.client(headers=KEY_A, timeout=240)
+    specs = client.get("/api/kernelspecs").json()
+    assert specs["default"] == "python3" and "python3" in specs["kernelspecs"]
+    assert client.post("/api/kernels", json={"name": "ruby"}).status_code == 422
+
+    made = client.post("/api/kernels", json={}).json()
+    assert client.post(f"/api/kernels/{made['id']}/interrupt").status_code == 204
+    assert client.delete(f"/api/kernels/{made['id']}").status_code == 204
+    gone = client.get(f"/api/kernels/{made['id']}")
+    assert gone.status_code == 404 and "restarts" in gone.json()["detail"]
+    with pytest.raises(InvalidStatus):
+        with channels(server, made["id"], KEY_A) as ws:
+            ws.recv(timeout=5)
+
+
+def test_a_session_execution_waits_while_a_websocket_client_is_attached(
+    server: ServerProcess, kernel: dict[str, Any]
+) -> None:
+    client = server.client(headers=KEY_A, timeout=60)
+    with channels(server, kernel["id"], KEY_A) as ws:
+        execute(ws, "y = 5")
+        waited = client.post(
+            f"/sessions/{kernel['id']}/execute", json={"code": "y", "timeout": 1}
+        ).json()
+        assert waited["status"] == "timeout", waited
+        assert "waiting" in waited["error_message"]
+    done = client.post(f"/sessions/{kernel['id']}/execute", json={"code": "y"}).json()
+    assert done["status"] == "completed" and done["results"][0]["data"]["text/plain"] == "5"
+    assert httpx.codes.is_success(client.get(f"/sessions/{kernel['id']}").status_code)
