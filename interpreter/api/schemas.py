@@ -547,7 +547,11 @@ class SessionRequest(BaseModel):
         },
     )
 
-    language: str = Field("python", description="python (the only language of sessions)")
+    language: str = Field(
+        "python",
+        description="python (an IPython kernel) or shell (a bash whose directory and exported "
+        "variables carry over)",
+    )
     packages: list[str] = Field(
         default_factory=list,
         description="Python packages the kernel can import, as for POST /execute (ipykernel is "

@@ -53,6 +53,7 @@ class Launch:
 
     name: str  # its cgroup's name: one per start
     python: str  # the interpreter, as the sandbox sees it
+    module: str  # the kernel it runs: ipykernel_launcher, bash_kernel
     cwd: Path
     cwd_fd: int  # the session's directory, opened beneath the workspace root (the caller's)
     env: Mapping[str, str]
@@ -131,7 +132,7 @@ class Kernel:
         argv = (
             launch.python,
             "-m",
-            "ipykernel_launcher",
+            launch.module,
             "-f",
             f"{inside}/connection.json",
             "--InteractiveShell.colors=nocolor",

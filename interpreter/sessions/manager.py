@@ -64,6 +64,13 @@ KERNEL_ENV = {
 }
 
 
+# The kernel each language's sessions run; a shell session is a bash (bash_kernel: a bash behind
+# a pseudo-terminal, its commands' output as one stream) whose directory and exported variables
+# carry over.
+KERNEL_MODULES = {"python": "ipykernel_launcher", "shell": "bash_kernel"}
+BASH_KERNEL = "bash_kernel>=0.9"
+
+
 @dataclass(frozen=True, slots=True)
 class SessionRequest:
     """A new session as validated by the API."""
@@ -223,11 +230,14 @@ class Sessions:
     async def _environment(self, session: Session) -> None:
         assert self.packages is not None and self.packages.environments is not None
         resolver = self.packages.resolver
-        wanted = (
-            self.settings.session_kernel_requirement,
-            *self.packages.default,
-            *session.request.packages,
-        )
+        if session.request.language == "python":
+            wanted = (
+                self.settings.session_kernel_requirement,
+                *self.packages.default,
+                *session.request.packages,
+            )
+        else:
+            wanted = (BASH_KERNEL,)
         started = time.perf_counter()
         resolution = await resolver.resolve(wanted)
         resolve_ms = (time.perf_counter() - started) * 1000
@@ -265,6 +275,7 @@ class Sessions:
         launch = Launch(
             name=f"session-{session.id}-{session.starts}",
             python=f"{venv_inside}/bin/python",
+            module=KERNEL_MODULES[session.request.language],
             cwd=session.directory,
             cwd_fd=session.directory_fd,
             env=env,
@@ -479,7 +490,13 @@ class Sessions:
         duration_ms = (time.perf_counter() - started) * 1000
         status, reason, message = await self._ending(session, job, end, stopped_by)
         stdout, stderr = cell.captures["stdout"], cell.captures["stderr"]
+        exit_code = None
+        if session.request.language == "shell" and end.how in ("ok", "error"):
+            # bash_kernel's error is the last command's exit status
+            value = (cell.error_info or {}).get("value", "0")
+            exit_code = int(value) if value.isdigit() else None
         result = JobResult(
+            exit_code=exit_code,
             stdout_bytes=stdout.total_bytes,
             stderr_bytes=stderr.total_bytes,
             stdout_truncated=stdout.truncated,
@@ -507,6 +524,8 @@ class Sessions:
         match end.how:
             case "ok":
                 return JobStatus.COMPLETED, TerminationReason.EXIT, None
+            case "error" if session.request.language == "shell":
+                return JobStatus.FAILED, TerminationReason.EXIT, "the last command failed"
             case "error":
                 return JobStatus.FAILED, TerminationReason.EXIT, "the code raised an exception"
             case "interrupted":

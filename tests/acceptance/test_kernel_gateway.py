@@ -172,3 +172,35 @@ def test_a_session_execution_waits_while_a_websocket_client_is_attached(
     done = client.post(f"/sessions/{kernel['id']}/execute", json={"code": "y"}).json()
     assert done["status"] == "completed" and done["results"][0]["data"]["text/plain"] == "5"
     assert httpx.codes.is_success(client.get(f"/sessions/{kernel['id']}").status_code)
+
+
+def test_a_shell_session_keeps_its_directory_and_exported_variables(
+    server: ServerProcess,
+) -> None:
+    """Shell sessions ride on the same machinery (bash_kernel): a bash behind a terminal."""
+    client = server.client(headers=KEY_A, timeout=240)
+    made = client.post("/sessions", json={"language": "bash"})
+    assert made.status_code == 201, made.text
+    session_id = made.json()["session_id"]
+    assert made.json()["language"] == "shell"
+
+    def run(code: str) -> dict[str, Any]:
+        answer: dict[str, Any] = client.post(
+            f"/sessions/{session_id}/execute", json={"code": code, "timeout": 20}
+        ).json()
+        return answer
+
+    try:
+        first = run("mkdir -p sub && cd sub && export COLOUR=blue && echo set")
+        assert (first["status"], first["stdout"]) == ("completed", "set\n"), first
+        second = run('echo "$COLOUR in ${PWD##*/}"')
+        assert second["stdout"] == "blue in sub\n", second
+        failed = run("ls /nowhere")
+        assert failed["status"] == "failed" and failed["exit_code"] == 2, failed
+        assert "No such file or directory" in failed["stdout"]  # one terminal: one stream
+        assert (
+            client.post("/sessions", json={"language": "bash", "packages": ["six"]}).status_code
+            == 422
+        )
+    finally:
+        client.delete(f"/sessions/{session_id}")

@@ -26,7 +26,7 @@ from interpreter.api.schemas import (
 )
 from interpreter.errors import InvalidRequest, SessionsUnsupported
 from interpreter.service import JobService, Submission
-from interpreter.sessions.manager import Session, Sessions
+from interpreter.sessions.manager import KERNEL_MODULES, Session, Sessions
 from interpreter.sessions.manager import SessionRequest as NewSession
 
 router = APIRouter(tags=["sessions"])
@@ -109,10 +109,12 @@ async def start_session(
         ),
         owner,
     )
-    if request.language != "python":
+    if request.language not in KERNEL_MODULES:
         raise InvalidRequest(
-            f"sessions run python only; got {request.language} (run other languages as jobs)"
+            f"sessions run python or shell; got {request.language} (run it as a job instead)"
         )
+    if request.language != "python" and body.packages:
+        raise InvalidRequest("packages are installed for python sessions only")
     limits = request.limits
     assert limits is not None
     if body.limits is None or body.limits.cpu_time_s is None:  # the whole session's CPU time
@@ -175,11 +177,11 @@ async def execute_in_session(
     there. Each execution is a job (its `job_id` works with every /jobs route: status, stream,
     cancel); with `wait` (60 s by default) the answer is its full result, with the cell's
     display outputs (`results`) and exception (`error`)."""
-    sessions.admit(session_id, owner)
+    session = sessions.admit(session_id, owner)
     submitted = await service.submit(
         Submission(
             code=body.code,
-            language="python",
+            language=session.request.language,
             timeout_s=body.timeout,
             capture_files=False,
             session_id=session_id,
