@@ -15,6 +15,7 @@ from interpreter.cli.environments import environments_command
 from interpreter.cli.jobs import files_command, jobs_command
 from interpreter.cli.output import UsageError
 from interpreter.cli.run import run_command
+from interpreter.cli.sessions import add_session_commands, session_command
 from interpreter.client import Client, ClientError
 
 __all__ = ["EXIT_ERROR", "build_parser", "main"]
@@ -133,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     for sub in (env_list, env_build, env_delete):
         _add_globals(sub, top=False)
 
+    session = command("session", "start Python sessions that keep their state, run code in them")
+    add_session_commands(session, lambda sub: _add_globals(sub, top=False))
+
     command("serve", "run the server (settings from INTERPRETER_* variables)", client=False)
     worker = command("worker", "run a worker of the PostgreSQL queue", client=False)
     worker.add_argument("--concurrency", type=int, help="jobs run at once")
@@ -159,6 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return jobs_command(client, args)
             if args.command == "environments":
                 return environments_command(client, args)
+            if args.command == "session":
+                return session_command(client, args)
             return files_command(client, args)
     except (ClientError, UsageError) as exc:
         detail = exc.detail if isinstance(exc, ClientError) else str(exc)

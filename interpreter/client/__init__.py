@@ -6,11 +6,15 @@ typed results, retrying safely. It needs httpx only, nothing of the server's dep
     with Client("http://127.0.0.1:8000") as client:
         result = client.run("print(6 * 7)")
         print(result.stdout)  # 42
+
+        with client.session(packages=["matplotlib"]) as session:  # a kernel that keeps state
+            session.run("x = 6")
+            print(session.run("x * 7").text)  # 42
 """
 
 from __future__ import annotations
 
-from interpreter.client._async import AsyncClient, AsyncJob
+from interpreter.client._async import AsyncClient, AsyncJob, AsyncSession
 from interpreter.client._errors import (
     AuthenticationError,
     ClientError,
@@ -22,18 +26,21 @@ from interpreter.client._errors import (
     WaitTimeout,
 )
 from interpreter.client._models import (
+    CellResult,
     EnvironmentInfo,
     FileInfo,
     OutputEvent,
     PackageEnvironment,
     Result,
 )
-from interpreter.client._sync import Client, Job
+from interpreter.client._sync import Client, Job, Session
 
 __all__ = [
     "AsyncClient",
     "AsyncJob",
+    "AsyncSession",
     "AuthenticationError",
+    "CellResult",
     "Client",
     "ClientError",
     "EnvironmentInfo",
@@ -47,5 +54,6 @@ __all__ = [
     "RateLimited",
     "Result",
     "ServerUnavailable",
+    "Session",
     "WaitTimeout",
 ]

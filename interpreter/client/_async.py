@@ -4,23 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Generator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
 import httpx
 
 from interpreter.client import _core as core
-from interpreter.client._errors import InvalidRequest, WaitTimeout
+from interpreter.client._errors import ClientError, InvalidRequest, WaitTimeout
 from interpreter.client._models import (
     FINAL_STATUSES,
+    CellResult,
     EnvironmentInfo,
     FileInfo,
     OutputEvent,
     Result,
 )
 
-__all__ = ["AsyncClient", "AsyncJob"]
+__all__ = ["AsyncClient", "AsyncJob", "AsyncSession"]
 
 
 class AsyncClient:
@@ -156,6 +157,31 @@ class AsyncClient:
         """One page of ``GET /jobs``, newest first."""
         answer = await self._json(core.get("/jobs", status=status, limit=limit))
         return list(answer["jobs"])
+
+    # -- sessions --------------------------------------------------------------------------------
+    def session(
+        self,
+        packages: Sequence[str] = (),
+        limits: Mapping[str, float] | None = None,
+        idle_timeout_s: float | None = None,
+        max_lifetime_s: float | None = None,
+        environment_variables: Mapping[str, str] | None = None,
+    ) -> AsyncSession:
+        """``Client.session`` for ``async with client.session(...) as session`` (deleted on
+        exit) or ``session = await client.session(...)``: either starts it on the server."""
+        body = core.session_body(
+            packages=packages,
+            limits=limits,
+            idle_timeout_s=idle_timeout_s,
+            max_lifetime_s=max_lifetime_s,
+            environment_variables=environment_variables,
+        )
+        return AsyncSession(self, request=body)
+
+    async def sessions(self) -> list[dict[str, Any]]:
+        """This key's sessions (each the body of ``GET /sessions/{id}``)."""
+        answer = await self._json(core.get("/sessions"))
+        return list(answer["sessions"])
 
     # -- package environments --------------------------------------------------------------------
     async def environments(self) -> list[EnvironmentInfo]:
@@ -308,3 +334,104 @@ class AsyncJob:
                     raise core.ended_early(self.id)
                 attempt += 1
             state.reconnect()  # resume after the last event received
+
+
+class AsyncSession:
+    """``Session`` of an ``AsyncClient`` (every method a coroutine). ``AsyncClient.session``
+    answers one still to start: ``await`` it or enter it (``async with``, which deletes it on
+    exit). ``AsyncSession(client, id)`` is a handle on an existing one."""
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        session_id: str | None = None,
+        *,
+        request: dict[str, Any] | None = None,
+    ) -> None:
+        if (session_id is None) == (request is None):
+            raise TypeError("give a session_id or a request, one of them")
+        self.client = client
+        self._id = session_id
+        self._request = request
+        self.closed = False
+
+    def __repr__(self) -> str:
+        return f"AsyncSession({self._id!r})"
+
+    @property
+    def id(self) -> str:
+        if self._id is None:
+            raise ClientError(
+                "the session is not started: await client.session(...) or use async with"
+            )
+        return self._id
+
+    async def start(self) -> AsyncSession:
+        """Start the session on the server (``POST /sessions``), unless it is started."""
+        if self._id is None:
+            assert self._request is not None
+            answer = await self.client._json(core.create_session_call(self._request))
+            self._id = str(answer["session_id"])
+        return self
+
+    def __await__(self) -> Generator[Any, None, AsyncSession]:
+        return self.start().__await__()
+
+    async def info(self) -> dict[str, Any]:
+        """The session's status (``GET /sessions/{id}``)."""
+        answer: dict[str, Any] = await self.client._json(core.get(core.session_path(self.id)))
+        return answer
+
+    async def run(self, code: str, timeout: float | None = None) -> CellResult:
+        """Run ``code`` as a cell of the session's kernel; its result once final."""
+        call = core.session_execute_call(self.id, code, timeout, core.execute_wait_s(timeout))
+        answer = await self.client._json(call)
+        if core.is_execute_answer_final(answer) and answer.get("status") in FINAL_STATUSES:
+            return CellResult.from_dict(answer)
+        result = await self.client.job(str(answer["job_id"])).wait()
+        return CellResult.from_dict(result.raw)
+
+    async def submit(self, code: str, timeout: float | None = None) -> AsyncJob:
+        """Queue ``code`` as a cell and answer at once with its job."""
+        call = core.session_execute_call(self.id, code, timeout, 0.0)
+        answer = await self.client._json(call)
+        return self.client.job(str(answer["job_id"]))
+
+    async def interrupt(self) -> dict[str, Any]:
+        """Interrupt the running cell; the variables stay. Answers the session's status."""
+        call = core.session_action_call(self.id, "interrupt")
+        answer: dict[str, Any] = await self.client._json(call)
+        return answer
+
+    async def restart(self) -> dict[str, Any]:
+        """A fresh kernel in the same directory: variables and imports are gone, files stay."""
+        call = core.session_action_call(self.id, "restart")
+        answer: dict[str, Any] = await self.client._json(call)
+        return answer
+
+    async def close(self) -> bool:
+        """Delete the session; nothing to do once it has ended (or if it never started).
+        Whether this call ended it (False: it had ended already)."""
+        if self.closed or self._id is None:
+            return False
+        try:
+            await self.client._send(core.delete_session_call(self._id))
+        except ClientError as exc:
+            if not core.session_closed_already(exc):
+                raise
+            ended = False
+        else:
+            ended = True
+        self.closed = True
+        return ended
+
+    async def __aenter__(self) -> AsyncSession:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

@@ -216,6 +216,76 @@ def delete_environment_call(environment_id: str) -> Call:
     return Call("DELETE", path, retry_reads=False)
 
 
+# -- sessions ------------------------------------------------------------------------------------
+
+
+def session_body(
+    *,
+    packages: Sequence[str],
+    limits: Mapping[str, float] | None,
+    idle_timeout_s: float | None,
+    max_lifetime_s: float | None,
+    environment_variables: Mapping[str, str] | None,
+) -> dict[str, Any]:
+    if isinstance(packages, str):
+        raise TypeError("packages is a list of requirements, not one string")
+    body: dict[str, Any] = {"language": "python", "packages": list(packages)}
+    optional = {
+        "limits": dict(limits) if limits is not None else None,
+        "idle_timeout_s": idle_timeout_s,
+        "max_lifetime_s": max_lifetime_s,
+        "environment_variables": (
+            dict(environment_variables) if environment_variables is not None else None
+        ),
+    }
+    body.update({name: value for name, value in optional.items() if value is not None})
+    return body
+
+
+def create_session_call(body: dict[str, Any]) -> Call:
+    """``POST /sessions``: answered once the kernel is ready, its packages installed first (the
+    read timeout allows for it). Not sent again once it may have reached the server: that could
+    start a second session."""
+    return Call("POST", "/sessions", json=body, wait_s=BUILD_MARGIN_S, retry_reads=False)
+
+
+def session_path(session_id: str, *rest: str) -> str:
+    return "/".join([f"/sessions/{quote(session_id, safe='')}", *rest])
+
+
+def session_execute_call(session_id: str, code: str, timeout: float | None, wait_s: float) -> Call:
+    """``POST /sessions/{id}/execute?wait=``: a cell runs once only, so it is sent again only
+    when it never reached the server (``wait=0``: answer at once with the job id)."""
+    body: dict[str, Any] = {"code": code}
+    if timeout is not None:
+        body["timeout"] = timeout
+    params = {"wait": _seconds(wait_s)}
+    return Call(
+        "POST",
+        session_path(session_id, "execute"),
+        params,
+        json=body,
+        wait_s=wait_s,
+        retry_reads=False,
+    )
+
+
+def session_action_call(session_id: str, action: str) -> Call:
+    """``POST /sessions/{id}/interrupt`` or ``/restart`` (not sent twice: a second interrupt
+    could stop the next cell)."""
+    return Call("POST", session_path(session_id, action), retry_reads=False)
+
+
+def delete_session_call(session_id: str) -> Call:
+    """``DELETE /sessions/{id}``: safe to send again, as a 404 means it ended already."""
+    return Call("DELETE", session_path(session_id))
+
+
+def session_closed_already(error: ClientError) -> bool:
+    """A 404 to ``DELETE /sessions/{id}``: it ended already (deleted, reaped, a restart)."""
+    return error.status_code == 404
+
+
 def results_call(job_id: str, wait_s: float) -> Call:
     return get(job_path(job_id, "results"), wait_s=min(MAX_WAIT_S, max(0.0, wait_s)))
 

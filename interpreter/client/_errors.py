@@ -38,8 +38,8 @@ class AuthenticationError(ClientError):
 
 
 class JobNotFound(ClientError):
-    """404: no such job for this key (another key's job too), no such file of a job, or no
-    such package environment."""
+    """404: no such job for this key (another key's job too), no such file of a job, no such
+    package environment, or no such session (another key's, or one that ended)."""
 
 
 class InvalidRequest(ClientError):
@@ -56,8 +56,9 @@ class InvalidRequest(ClientError):
 
 
 class JobConflict(ClientError):
-    """409: the state of the job or environment forbids it (cancelling a finished job, files of
-    a running one, deleting an environment a running job uses)."""
+    """409: the state of the job, environment or session forbids it (cancelling a finished
+    job, files of a running one, deleting an environment a running job uses, running code in
+    a session whose kernel is dead or has too many cells waiting)."""
 
 
 class RateLimited(ClientError):

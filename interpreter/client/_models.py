@@ -1,5 +1,5 @@
 """What the client returns: a job's result, a file of its directory, an event of its stream, a
-package environment of the server."""
+package environment of the server, the result of a session's cell."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 __all__ = [
     "FINAL_STATUSES",
+    "CellResult",
     "EnvironmentInfo",
     "FileInfo",
     "OutputEvent",
@@ -196,3 +197,75 @@ class OutputEvent:
     def offset(self) -> int | None:
         value = self.data.get("offset")
         return value if isinstance(value, int) else None
+
+
+@dataclass(frozen=True)
+class CellResult:
+    """The result of one execution in a session (``Session.run``), a job of its own: its
+    ``status`` (``completed`` when the cell ran to its end; ``failed`` when it raised, with
+    ``error``; ``timeout``, ``cancelled``), the cell's prints, its display outputs (``results``:
+    ``{"type": "execute_result" | "display_data", "data": {mime: value}, "truncated": bool}``)
+    and its exception (``error``: ``name``, ``value``, ``traceback`` as plain text)."""
+
+    job_id: str
+    status: str
+    stdout: str
+    stderr: str
+    results: list[dict[str, Any]]
+    error: dict[str, Any] | None
+    error_message: str | None
+    termination_reason: str | None
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        """The cell ran to its end."""
+        return self.status == "completed"
+
+    @property
+    def text(self) -> str | None:
+        """The ``text/plain`` of the cell's value (its last expression), None without one."""
+        for bundle in self.results:
+            if bundle.get("type") == "execute_result":
+                value = _data(bundle).get("text/plain")
+                return value if isinstance(value, str) else None
+        return None
+
+    @property
+    def images(self) -> list[bytes]:
+        """Every PNG image the cell displayed (a plot, ``display(Image(...))``), as bytes."""
+        images = []
+        for bundle in self.results:
+            encoded = _data(bundle).get("image/png")
+            if isinstance(encoded, str):
+                try:
+                    images.append(base64.b64decode(encoded))
+                except (binascii.Error, ValueError):
+                    continue
+        return images
+
+    @property
+    def html(self) -> list[str]:
+        """Every ``text/html`` output of the cell (a DataFrame's table, say)."""
+        found = (_data(bundle).get("text/html") for bundle in self.results)
+        return [value for value in found if isinstance(value, str)]
+
+    @classmethod
+    def from_dict(cls, body: dict[str, Any]) -> CellResult:
+        error = body.get("error")
+        return cls(
+            job_id=str(body["job_id"]),
+            status=str(body["status"]),
+            stdout=body.get("stdout") or "",
+            stderr=body.get("stderr") or "",
+            results=[entry for entry in body.get("results") or [] if isinstance(entry, dict)],
+            error=error if isinstance(error, dict) else None,
+            error_message=body.get("error_message"),
+            termination_reason=body.get("termination_reason"),
+            raw=body,
+        )
+
+
+def _data(bundle: dict[str, Any]) -> dict[str, Any]:
+    data = bundle.get("data")
+    return data if isinstance(data, dict) else {}

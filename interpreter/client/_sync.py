@@ -10,16 +10,17 @@ from typing import Any
 import httpx
 
 from interpreter.client import _core as core
-from interpreter.client._errors import InvalidRequest, WaitTimeout
+from interpreter.client._errors import ClientError, InvalidRequest, WaitTimeout
 from interpreter.client._models import (
     FINAL_STATUSES,
+    CellResult,
     EnvironmentInfo,
     FileInfo,
     OutputEvent,
     Result,
 )
 
-__all__ = ["Client", "Job"]
+__all__ = ["Client", "Job", "Session"]
 
 
 class Client:
@@ -155,6 +156,36 @@ class Client:
         """One page of ``GET /jobs``, newest first."""
         answer = self._json(core.get("/jobs", status=status, limit=limit))
         return list(answer["jobs"])
+
+    # -- sessions --------------------------------------------------------------------------------
+    def session(
+        self,
+        packages: Sequence[str] = (),
+        limits: Mapping[str, float] | None = None,
+        idle_timeout_s: float | None = None,
+        max_lifetime_s: float | None = None,
+        environment_variables: Mapping[str, str] | None = None,
+    ) -> Session:
+        """Start a session: a Python kernel in the server's sandbox that keeps its variables,
+        imports and files between ``run`` calls. Answers once the kernel is ready (the first
+        time a set of ``packages`` is asked for, the server installs it first). As a context
+        manager the session is deleted on exit; else ``close()`` it (the server also ends it
+        after ``idle_timeout_s`` idle and ``max_lifetime_s`` in all). ``limits``: the whole
+        session's, as ``run``'s."""
+        body = core.session_body(
+            packages=packages,
+            limits=limits,
+            idle_timeout_s=idle_timeout_s,
+            max_lifetime_s=max_lifetime_s,
+            environment_variables=environment_variables,
+        )
+        answer = self._json(core.create_session_call(body))
+        return Session(self, str(answer["session_id"]))
+
+    def sessions(self) -> list[dict[str, Any]]:
+        """This key's sessions (each the body of ``GET /sessions/{id}``)."""
+        answer = self._json(core.get("/sessions"))
+        return list(answer["sessions"])
 
     # -- package environments --------------------------------------------------------------------
     def environments(self) -> list[EnvironmentInfo]:
@@ -307,3 +338,78 @@ class Job:
                     raise core.ended_early(self.id)
                 attempt += 1
             state.reconnect()  # resume after the last event received
+
+
+class Session:
+    """A session of a ``Client`` (``Client.session`` starts one; ``Session(client, id)`` is a
+    handle on an existing one and sends no request). Its cells run one at a time, each a job;
+    ``JobNotFound`` once it ended, ``JobConflict`` while its kernel is dead (the server's detail
+    says why; ``restart`` makes a fresh one)."""
+
+    def __init__(self, client: Client, session_id: str) -> None:
+        self.client = client
+        self.id = session_id
+        self.closed = False
+
+    def __repr__(self) -> str:
+        return f"Session({self.id!r})"
+
+    def info(self) -> dict[str, Any]:
+        """The session's status (``GET /sessions/{id}``): ``status`` (idle, busy, dead),
+        ``executions``, ``expires_at``, ``environment`` (its packages), ``error``, ..."""
+        answer: dict[str, Any] = self.client._json(core.get(core.session_path(self.id)))
+        return answer
+
+    def run(self, code: str, timeout: float | None = None) -> CellResult:
+        """Run ``code`` as a notebook cell of the session's kernel and answer its result once
+        final: what earlier cells defined is there. ``timeout``: the cell's seconds, its wait
+        behind the session's earlier cells included (the server's job timeout if None)."""
+        call = core.session_execute_call(self.id, code, timeout, core.execute_wait_s(timeout))
+        answer = self.client._json(call)
+        if core.is_execute_answer_final(answer) and answer.get("status") in FINAL_STATUSES:
+            return CellResult.from_dict(answer)
+        return CellResult.from_dict(self.client.job(str(answer["job_id"])).wait().raw)
+
+    def submit(self, code: str, timeout: float | None = None) -> Job:
+        """Queue ``code`` as a cell and answer at once with its job (``wait``, ``stream``,
+        ``cancel``; ``CellResult.from_dict(job.wait().raw)`` reads it as a cell)."""
+        answer = self.client._json(core.session_execute_call(self.id, code, timeout, 0.0))
+        return self.client.job(str(answer["job_id"]))
+
+    def interrupt(self) -> dict[str, Any]:
+        """Interrupt the running cell (a ``KeyboardInterrupt``); the variables stay. Answers
+        the session's status."""
+        answer: dict[str, Any] = self.client._json(core.session_action_call(self.id, "interrupt"))
+        return answer
+
+    def restart(self) -> dict[str, Any]:
+        """A fresh kernel in the same directory: variables and imports are gone, files stay."""
+        answer: dict[str, Any] = self.client._json(core.session_action_call(self.id, "restart"))
+        return answer
+
+    def close(self) -> bool:
+        """Delete the session (its kernel is killed); nothing to do once it has ended.
+        Whether this call ended it (False: it had ended already)."""
+        if self.closed:
+            return False
+        try:
+            self.client._send(core.delete_session_call(self.id))
+        except ClientError as exc:
+            if not core.session_closed_already(exc):
+                raise
+            ended = False
+        else:
+            ended = True
+        self.closed = True
+        return ended
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

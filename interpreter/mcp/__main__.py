@@ -11,8 +11,8 @@ from interpreter.mcp.stdio import main
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m interpreter.mcp",
-        description="Serve the interpreter's tools (run_code, read_file, list_files) to an MCP "
-        "client over stdio.",
+        description="Serve the interpreter's tools (run_code, read_file, list_files, "
+        "create_session, close_session) to an MCP client over stdio.",
     )
     parser.add_argument(
         "--server", help="the server's URL (default: $INTERPRETER_URL or http://127.0.0.1:8000)"

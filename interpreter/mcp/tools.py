@@ -1,4 +1,6 @@
-"""The tools, whatever the transport: ``run_code``, ``read_file`` and ``list_files``.
+"""The tools, whatever the transport: ``run_code``, ``read_file`` and ``list_files``; and
+``create_session`` and ``close_session`` for a Python kernel that keeps its state between
+``run_code`` calls that name it (their images come back as image content).
 
 Each call gets an ``AsyncClient`` from ``connect`` (the transport decides which server and which
 key) and goes through the SDK: the server's checks all apply, and its refusals (an unknown
@@ -9,8 +11,10 @@ server's one-sentence ``detail``.
 from __future__ import annotations
 
 import base64
+import binascii
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -20,10 +24,18 @@ from typing import Annotated, Any, Literal
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp_types import CallToolResult, ContentBlock, ImageContent, TextContent
 from pydantic import BaseModel, Field
 
 from interpreter import __version__
-from interpreter.client import AsyncClient, AsyncJob, ClientError, Result
+from interpreter.client import (
+    AsyncClient,
+    AsyncJob,
+    AsyncSession,
+    CellResult,
+    ClientError,
+    Result,
+)
 
 Connect = Callable[[Context], AbstractAsyncContextManager[AsyncClient]]
 
@@ -31,10 +43,13 @@ READ_MAX_BYTES = 100_000  # read_file returns at most this much of a file
 OUTPUT_MAX_CHARS = 50_000  # run_code returns at most this much of stdout, and of stderr
 PROGRESS_EVERY_S = 1.0
 PROGRESS_TAIL_CHARS = 300  # output so far, in a progress message
+MAX_IMAGES = 8  # run_code in a session attaches at most this many images
 
 INSTRUCTIONS = (
     "Runs code (python, shell, javascript) in a sandbox, one job per run_code call, and reads "
-    "back the files a job left in its working directory (list_files, read_file)."
+    "back the files a job left in its working directory (list_files, read_file). For Python "
+    "work over several steps (data analysis, plots), create_session starts a kernel that keeps "
+    "variables between run_code calls given its session_id; close_session ends it."
 )
 
 RUN_CODE = f"""Run code in a fresh sandboxed job and return once it has finished.
@@ -50,7 +65,24 @@ calls except through the files you pass in.
 Python code can ask for PyPI packages in `packages` (e.g. ["numpy", "pandas>=2"]): they are
 installed before the job starts (wheels only; `packages` reports the versions) and the job itself
 has no network, so it cannot pip install. Packages that cannot be found or installed are a tool
-error saying why."""
+error saying why.
+With `session_id` (from create_session) the Python code runs instead in that session's kernel,
+as a notebook cell: variables, imports and files of earlier calls in it are there. The result
+then adds `value` (the text of the last expression's value), `outputs` (what the code displayed,
+in order) and `error` (the exception it raised: name, value, traceback; status "failed"), and
+each PNG image the code displayed (e.g. a matplotlib plot) comes back as image content. `files`
+and `packages` do not apply to a session (give packages to create_session)."""
+
+CREATE_SESSION = """Start a session: a sandboxed Python kernel that keeps its variables, imports
+and files between run_code calls that pass its session_id. Use it for work in several steps
+(load data once, then explore it; plot with matplotlib and see the images).
+`packages`: PyPI packages the session imports (e.g. ["pandas", "matplotlib"]); installing a set
+the first time takes a while (up to a minute). The kernel has no network, so it cannot pip
+install. The session ends with close_session, or by itself after `idle_timeout_s` unused or at
+`expires_at`; then run_code with its id is a tool error."""
+
+CLOSE_SESSION = """End a session that create_session started: its kernel is stopped and its
+variables and files are gone."""
 
 READ_FILE = f"""Read one file that a finished job left in its working directory.
 
@@ -61,6 +93,12 @@ whole file's size)."""
 
 LIST_FILES = """List the files a finished job left in its working directory: each file's path
 (relative to the directory, for read_file) and size in bytes."""
+
+
+class CellError(BaseModel):
+    name: str = Field(description="the exception's class, e.g. ZeroDivisionError")
+    value: str = Field(description="its message")
+    traceback: str
 
 
 class FileEntry(BaseModel):
@@ -85,6 +123,33 @@ class RunResult(BaseModel):
         default=None, description="the Python packages installed for the job: name -> version"
     )
     note: str | None = Field(default=None, description="set when stdout or stderr was cut")
+    session_id: str | None = Field(
+        default=None, description="the session the code ran in (run_code with session_id)"
+    )
+    value: str | None = Field(
+        default=None, description="in a session: the text of the last expression's value"
+    )
+    outputs: list[str] | None = Field(
+        default=None,
+        description="in a session: what the code displayed, in order (an image as "
+        "'[image N]', attached as image content)",
+    )
+    error: CellError | None = Field(
+        default=None, description="in a session: the exception the code raised"
+    )
+
+
+class SessionInfo(BaseModel):
+    session_id: str = Field(description="pass it to run_code and close_session")
+    status: str = Field(description="idle, busy or dead")
+    packages: dict[str, str] = Field(description="the requested packages: name -> version")
+    idle_timeout_s: float = Field(description="the session ends after this many seconds unused")
+    expires_at: str = Field(description="the session ends at this time in any case (UTC)")
+
+
+class SessionClosed(BaseModel):
+    session_id: str
+    status: str = Field(description="terminated")
 
 
 class FileList(BaseModel):
@@ -102,7 +167,7 @@ class FileContent(BaseModel):
 
 
 def build_server(connect: Connect) -> MCPServer[Any]:
-    """The MCP server with the three tools, each calling the API through ``connect``."""
+    """The MCP server with its tools, each calling the API through ``connect``."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     server: MCPServer[Any] = MCPServer(
@@ -134,7 +199,26 @@ def build_server(connect: Connect) -> MCPServer[Any]:
                 'requirements (e.g. ["numpy", "pandas>=2"]); wheels only, no network in the job'
             ),
         ] = None,
-    ) -> RunResult:
+        session_id: Annotated[
+            str | None,
+            Field(description="run in this session's Python kernel (create_session's id)"),
+        ] = None,
+    ) -> Annotated[CallToolResult, RunResult]:
+        if session_id is not None:
+            if language != "python":
+                raise ToolError(f"sessions run python only, not {language}")
+            if files or packages:
+                raise ToolError(
+                    "files and packages do not apply to a session: give packages to "
+                    "create_session, and write files from the code"
+                )
+            async with connect(ctx) as client:
+                try:
+                    job = await AsyncSession(client, session_id).submit(code, timeout=timeout)
+                    result = await finish(job, ctx)
+                except ClientError as exc:
+                    raise ToolError(exc.detail) from None
+            return cell_result(session_id, CellResult.from_dict(result.raw))
         async with connect(ctx) as client:
             try:
                 job = await client.submit(
@@ -144,7 +228,9 @@ def build_server(connect: Connect) -> MCPServer[Any]:
                 listing = await job.files()
             except ClientError as exc:
                 raise ToolError(exc.detail) from None
-        return run_result(result, [FileEntry(path=f.path, size=f.size) for f in listing])
+        return tool_result(
+            run_result(result, [FileEntry(path=f.path, size=f.size) for f in listing])
+        )
 
     @server.tool(description=READ_FILE)
     async def read_file(
@@ -179,6 +265,43 @@ def build_server(connect: Connect) -> MCPServer[Any]:
             except ClientError as exc:
                 raise ToolError(exc.detail) from None
         return FileList(job_id=job_id, files=[FileEntry(path=f.path, size=f.size) for f in listing])
+
+    @server.tool(description=CREATE_SESSION)
+    async def create_session(
+        ctx: Context,
+        packages: Annotated[
+            list[str] | None,
+            Field(description='PyPI packages to install in it, e.g. ["pandas", "matplotlib"]'),
+        ] = None,
+    ) -> SessionInfo:
+        async with connect(ctx) as client:
+            try:
+                session = await client.session(packages=packages or ())
+                info = await session.info()
+            except ClientError as exc:
+                raise ToolError(exc.detail) from None
+        environment = info.get("environment") or {}
+        return SessionInfo(
+            session_id=session.id,
+            status=str(info["status"]),
+            packages=requested_versions(packages or [], environment.get("packages") or {}),
+            idle_timeout_s=float(info["idle_timeout_s"]),
+            expires_at=str(info["expires_at"]),
+        )
+
+    @server.tool(description=CLOSE_SESSION)
+    async def close_session(
+        session_id: Annotated[str, Field(description="the session create_session started")],
+        ctx: Context,
+    ) -> SessionClosed:
+        async with connect(ctx) as client:
+            try:
+                ended = await AsyncSession(client, session_id).close()
+            except ClientError as exc:
+                raise ToolError(exc.detail) from None
+        if not ended:
+            raise ToolError(f"Session not found: {session_id} (it ended already)")
+        return SessionClosed(session_id=session_id, status="terminated")
 
     return server
 
@@ -289,3 +412,91 @@ def encode(data: bytes, truncated: bool) -> tuple[Literal["utf-8", "base64"], st
             with contextlib.suppress(UnicodeDecodeError):
                 return "utf-8", data[: exc.start].decode("utf-8")
         return "base64", base64.b64encode(data).decode("ascii")
+
+
+# -- sessions ------------------------------------------------------------------------------------
+
+
+def cell_result(session_id: str, cell: CellResult) -> CallToolResult:
+    """A session's cell as ``run_code`` answers it: the ``RunResult`` (its text, and as
+    structured content), then each PNG image the cell displayed as image content."""
+    stdout, stdout_cut = cut(cell.stdout, OUTPUT_MAX_CHARS)
+    stderr, stderr_cut = cut(cell.stderr, OUTPUT_MAX_CHARS)
+    notes = [
+        f"{name}: {dropped} characters cut in the middle"
+        for name, dropped in (("stdout", stdout_cut), ("stderr", stderr_cut))
+        if dropped
+    ]
+    outputs: list[str] = []
+    images: list[ContentBlock] = []
+    value = None
+    for bundle in cell.results:
+        data = bundle.get("data")
+        if not isinstance(data, dict):
+            continue
+        png = data.get("image/png")
+        text = data.get("text/plain")
+        if isinstance(png, str):
+            try:
+                encoded = base64.b64encode(base64.b64decode(png)).decode("ascii")
+            except (binascii.Error, ValueError):
+                outputs.append("[an image that is not valid base64]")
+            else:
+                if len(images) < MAX_IMAGES:
+                    images.append(ImageContent(type="image", data=encoded, mime_type="image/png"))
+                    outputs.append(f"[image {len(images)}]")
+                else:
+                    outputs.append("[image not attached]")
+                    notes.append(f"only the first {MAX_IMAGES} images are attached")
+        elif bundle.get("type") == "execute_result" and isinstance(text, str):
+            value = cut(text, OUTPUT_MAX_CHARS)[0]
+        elif isinstance(text, str):
+            outputs.append(cut(text, OUTPUT_MAX_CHARS)[0])
+        if bundle.get("truncated"):
+            notes.append("an output was cut by the server")
+    error = None
+    if cell.error is not None:
+        error = CellError(
+            name=str(cell.error.get("name")),
+            value=str(cell.error.get("value")),
+            traceback=cut(str(cell.error.get("traceback") or ""), OUTPUT_MAX_CHARS)[0],
+        )
+    result = RunResult(
+        job_id=cell.job_id,
+        status=cell.status,
+        exit_code=None,
+        termination_reason=cell.termination_reason,
+        stdout=stdout,
+        stderr=stderr,
+        error_message=cell.error_message,
+        execution_time_ms=cell.raw.get("execution_time_ms"),
+        files=[],
+        note="; ".join(dict.fromkeys(notes)) or None,
+        session_id=session_id,
+        value=value,
+        outputs=outputs,
+        error=error,
+    )
+    return tool_result(result, images)
+
+
+def tool_result(result: RunResult, images: list[ContentBlock] | None = None) -> CallToolResult:
+    """``run_code``'s answer: the result as JSON text (what the model reads) and as structured
+    content, then the images."""
+    text = TextContent(type="text", text=result.model_dump_json(indent=2))
+    return CallToolResult(
+        content=[text, *(images or [])], structured_content=result.model_dump(mode="json")
+    )
+
+
+def _name(requirement: str) -> str:
+    """A requirement's project name, normalized (``Pandas>=2`` -> ``pandas``)."""
+    name = re.split(r"[\s\[<>=!~;@(]", requirement.strip(), maxsplit=1)[0]
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def requested_versions(requested: list[str], installed: dict[str, str]) -> dict[str, str]:
+    """The installed versions of the packages asked for (not of everything they pulled in)."""
+    versions = {_name(name): version for name, version in installed.items()}
+    wanted = (_name(requirement) for requirement in requested)
+    return {name: versions[name] for name in wanted if name in versions}

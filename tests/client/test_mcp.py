@@ -26,7 +26,7 @@ from interpreter.client import AsyncClient
 from tests.acceptance.server import ServerProcess
 from tests.client.conftest import KEY, OTHER_KEY
 
-TOOLS = {"run_code", "read_file", "list_files"}
+TOOLS = {"run_code", "read_file", "list_files", "create_session", "close_session"}
 
 
 @contextlib.asynccontextmanager
@@ -85,6 +85,7 @@ async def test_tools_are_listed_with_descriptions(
             "timeout",
             "files",
             "packages",
+            "session_id",
         }
         assert tools["run_code"].input_schema["required"] == ["code"]
         assert set(tools["read_file"].input_schema["required"]) == {"job_id", "path"}
