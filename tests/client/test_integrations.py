@@ -363,6 +363,7 @@ async def test_an_agent_runs_the_shell_tool_on_the_server(server: ServerProcess)
 def test_only_the_integrations_import_the_frameworks() -> None:
     package = Path(interpreter.__file__).parent
     frameworks = {"agents", "deepagents", "langchain", "langchain_core", "langgraph", "openai"}
+    frameworks |= {"smolagents"}
     importers = set()
     for path in package.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
@@ -374,4 +375,9 @@ def test_only_the_integrations_import_the_frameworks() -> None:
                 continue
             if any(name.partition(".")[0] in frameworks for name in names):
                 importers.add(path.relative_to(package).as_posix())
-    assert importers == {"integrations/deepagents.py", "integrations/openai_agents.py"}
+    assert importers == {
+        "integrations/deepagents.py",
+        "integrations/openai_agents.py",
+        "integrations/langchain.py",
+        "integrations/smolagents.py",
+    }
