@@ -27,10 +27,10 @@ import stat
 import tarfile
 import time
 import zlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from interpreter import tree
 from interpreter.errors import JobFileNotFound, RangeNotSatisfiable
@@ -528,6 +528,40 @@ class DiskFiles:
 
     async def open(self, path: str) -> OpenFile:
         return await asyncio.to_thread(self._open, path)
+
+
+class LiveFiles:
+    """The files of a directory that is still in use (a session's, while its kernel runs), read
+    through ``with_root``: it calls its argument with a descriptor of the directory, in a
+    thread, and answers None once the directory is gone."""
+
+    source = "directory"
+
+    def __init__(
+        self,
+        with_root: Callable[[Callable[[int], Any]], Any],
+        max_entries: int,
+        max_seconds: float,
+    ) -> None:
+        self.with_root = with_root
+        self.max_entries = max_entries
+        self.max_seconds = max_seconds
+
+    async def listing(self, hashed: bool = True) -> Listing:
+        budget = HASH_BUDGET_BYTES if hashed else -1
+        found = await asyncio.to_thread(
+            self.with_root, lambda root: scan(root, self.max_entries, self.max_seconds, budget)
+        )
+        return found if isinstance(found, Listing) else EMPTY
+
+    async def open(self, path: str) -> OpenFile:
+        path_parts(path)
+        opened = await asyncio.to_thread(
+            self.with_root, lambda root: _DiskFile(*open_regular(root, path))
+        )
+        if not isinstance(opened, _DiskFile):
+            raise JobFileNotFound()
+        return opened
 
 
 class _StoredFile:

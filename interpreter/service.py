@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from interpreter.config import Settings
 from interpreter.environment import invalid_names, refused_names
@@ -61,6 +61,11 @@ def _is_uuid(value: str) -> bool:
         return str(uuid.UUID(value)) == value.lower()
     except ValueError:
         return False
+
+
+class SessionFiles(Protocol):
+    def files(self, session_id: str) -> FileSource | None:
+        """The session's files now; None when it does not run here."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +125,7 @@ class JobService:
         self.registry = registry
         self.paths = paths
         self.outputs_in_store = outputs_in_store  # scale-out: workers put them in the store
+        self.sessions: SessionFiles | None = None  # the sessions whose files this process reads
 
     # -- submission -------------------------------------------------------------------------
     @property
@@ -322,6 +328,9 @@ class JobService:
             )
         if job.result is None:
             return NoFiles()  # it never ran
+        if job.request.session_id is not None:  # the session's directory, while it runs here
+            live = None if self.sessions is None else self.sessions.files(job.request.session_id)
+            return live or NoFiles()
         if self.outputs_in_store:
             return StoredFiles(self.store, job.id)
         return DiskFiles(

@@ -140,6 +140,7 @@ def build_parts(
         outputs_in_store=wired.outputs_in_store,
         packages=wired.packages,
     )
+    service.sessions = wired.sessions
     return AppParts(
         settings=settings,
         store=wired.store,

@@ -21,10 +21,11 @@ import queue
 import re
 import secrets
 import shutil
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import zmq
 import zmq.asyncio
@@ -45,6 +46,7 @@ INTERRUPT_GRACE_S = 3.0  # after an interrupt, how long a cell may take to stop 
 MAX_MESSAGE_BYTES = 64 * 2**20
 LOG_BYTES = 64 * 1024  # the kernel process's own stdout and stderr (its log), kept for errors
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +99,10 @@ class Kernel:
         self._kill = asyncio.Event()
         self._process: asyncio.Task[ProcessOutcome] | None = None
         self.pid: int | None = None
+        # The kernel's directory as it sees it (its volume's view), for reading its files while
+        # it runs; closed, under the lock, before its changes are applied to the directory.
+        self._root: int | None = None
+        self._root_lock = threading.Lock()
 
     # -- life ------------------------------------------------------------------------------
     @property
@@ -153,6 +159,8 @@ class Kernel:
         )
         prepared = await asyncio.to_thread(self.sandbox.prepare, job)
         try:
+            view = launch.cwd_fd if prepared.view_fd is None else prepared.view_fd
+            self._root = os.dup(view)
             if prepared.uid is not None:  # the kernel binds its sockets there, then no more
                 os.chown(self.socket_dir, prepared.uid, prepared.uid)
             spec = ProcessSpec(
@@ -176,6 +184,7 @@ class Kernel:
                 else OrphanMarks(tmpdir=None, workdir=str(launch.cwd)),
             )
         except BaseException:
+            self._close_root()
             self.sandbox.release(prepared)
             raise
         self._kill = asyncio.Event()
@@ -194,9 +203,34 @@ class Kernel:
             return await run_process(spec, self._kill)
         finally:
             try:
-                await asyncio.shield(asyncio.to_thread(self.sandbox.collect, prepared))
+                await asyncio.shield(asyncio.to_thread(self._collect, prepared))
             finally:
                 self.sandbox.release(prepared)
+
+    def _collect(self, prepared: Prepared) -> None:
+        self._close_root()
+        self.sandbox.collect(prepared)
+
+    def _close_root(self) -> None:
+        with self._root_lock:
+            if self._root is not None:
+                os.close(self._root)
+                self._root = None
+
+    def with_root(self, read: Callable[[int], T]) -> T | None:
+        """``read`` called (in this thread) with a descriptor of the kernel's directory as the
+        kernel sees it; None once the kernel has ended. A file ``read`` leaves open outlives
+        the call: its directory is then detached lazily when the kernel ends."""
+        with self._root_lock:
+            if self._root is None:
+                return None
+            fd = os.dup(self._root)
+            try:
+                return read(fd)
+            except OSError:
+                return None
+            finally:
+                os.close(fd)
 
     async def _connect(self, info: dict[str, Any]) -> None:
         context = zmq.asyncio.Context()

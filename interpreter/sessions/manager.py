@@ -38,6 +38,7 @@ from interpreter.errors import (
     TooManySessions,
 )
 from interpreter.job import Job, JobRequest, JobResult, JobStatus, TerminationReason, utcnow
+from interpreter.jobfiles import FileSource, LiveFiles
 from interpreter.limits import ResourceLimits
 from interpreter.packages import Lease, Packages
 from interpreter.process.spec import OutputListener
@@ -344,6 +345,16 @@ class Sessions:
                 session.attached -= 1
                 session.touch()
 
+    def files(self, session_id: str) -> FileSource | None:
+        """The files of the session's directory as its kernel sees them now; None when the
+        session is not running here."""
+        session = self._sessions.get(session_id)
+        kernel = None if session is None else session.kernel
+        if kernel is None:
+            return None
+        scan = self.settings.file_scan_max_entries, self.settings.file_scan_max_seconds
+        return LiveFiles(kernel.with_root, *scan)
+
     async def delete(self, session_id: str, owner: str | None) -> None:
         await self._end(self.get(session_id, owner), "deleted")
 
@@ -502,7 +513,8 @@ class Sessions:
             stdout_truncated=stdout.truncated,
             stderr_truncated=stderr.truncated,
             files_complete=False,
-            files_note="not tracked in a session: its files stay in the session's directory",
+            files_note="not tracked per execution: GET /jobs/{id}/files lists the session's "
+            "directory as it is while the session runs",
             working_directory=str(session.directory),
             termination_reason=reason,
             environment=session.environment,

@@ -1,6 +1,8 @@
 """The Jupyter Kernel Gateway subset through a real server: a client that speaks to a Kernel
 Gateway (REST for kernels, Jupyter messages as JSON frames on a websocket) works against ours,
-behind the same API keys, with Jupyter's ``Authorization: token`` scheme."""
+behind the same API keys, with Jupyter's ``Authorization: token`` scheme. The module's server
+also serves the sessions tests that need one beyond tests/acceptance/test_sessions.py: shell
+sessions, and a session's files read through its executions' jobs."""
 
 from __future__ import annotations
 
@@ -204,3 +206,31 @@ def test_a_shell_session_keeps_its_directory_and_exported_variables(
         )
     finally:
         client.delete(f"/sessions/{session_id}")
+
+
+def test_a_session_executions_job_serves_the_sessions_files_while_it_runs(
+    server: ServerProcess,
+) -> None:
+    client = server.client(headers=KEY_A, timeout=240)
+    session_id = client.post("/sessions", json={}).json()["session_id"]
+    try:
+        code = (
+            "import os\nos.makedirs('out', exist_ok=True)\n"
+            "open('out/table.csv', 'w').write('a,b\\n1,2\\n')\nos.symlink('/etc/passwd', 'link')"
+        )
+        ran = client.post(f"/sessions/{session_id}/execute", json={"code": code}).json()
+        assert ran["status"] == "completed", ran
+        job = ran["job_id"]
+        listed = client.get(f"/jobs/{job}/files").json()
+        assert [f["path"] for f in listed["files"]] == ["out/table.csv"]
+        assert [s["path"] for s in listed["skipped"]] == ["link"]  # never followed
+        assert client.get(f"/jobs/{job}/files/out/table.csv").text == "a,b\n1,2\n"
+        assert client.get(f"/jobs/{job}/files/link").status_code == 404
+        # a later execution's change shows through an earlier job: the session's directory now
+        client.post(f"/sessions/{session_id}/execute", json={"code": "os.remove('out/table.csv')"})
+        assert client.get(f"/jobs/{job}/files/out/table.csv").status_code == 404
+        assert server.client(headers=KEY_B).get(f"/jobs/{job}/files").status_code == 404
+    finally:
+        client.delete(f"/sessions/{session_id}")
+    gone = client.get(f"/jobs/{job}/files").json()
+    assert gone["files"] == [] and gone["source"] == "none"
