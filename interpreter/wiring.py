@@ -31,7 +31,9 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from interpreter.queues.procrastinate.worker import WorkerNode
+    from interpreter.sessions.host import SessionHost
     from interpreter.sessions.manager import Sessions
+    from interpreter.sessions.remote import RemoteSessions
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,8 @@ class Parts:
     watch: JobWatch
     outputs_in_store: bool  # scale-out: every replica reads outputs from the store
     packages: Packages | None  # None: no Python interpreter here to install packages for
-    sessions: Sessions | None = None  # None: this process holds no session (scale-out, off)
+    # What the API asks of sessions: held here (embedded), on workers (scale-out), or none
+    sessions: Sessions | RemoteSessions | None = None
 
 
 def build(
@@ -69,7 +72,7 @@ def build(
     paths = runner.paths if runner is not None else JobPaths(settings.data_dir, settings.workspaces)
     metrics = Metrics()
     watch = JobWatch()
-    sessions = None
+    sessions: Sessions | RemoteSessions | None = None
     if scale_out:
         from interpreter.queues.procrastinate.queue import PostgresQueue
         from interpreter.queues.procrastinate.worker import WorkerNode
@@ -78,11 +81,16 @@ def build(
         store = store or sql
         app = postgres_app(settings)
         worker = None
+        if settings.sessions:
+            from interpreter.sessions.remote import RemoteSessions
+
+            sessions = RemoteSessions(settings, engine, app)
         if settings.inprocess_worker:
             runner = runner or JobRunner.from_settings(
                 settings, registry, paths, live=ChunkPublisher(store), packages=packages
             )
-            worker = WorkerNode(settings, app, store, runner, metrics, watch)
+            host = session_host(settings, runner, paths, packages, engine)
+            worker = WorkerNode(settings, app, store, runner, metrics, watch, host)
         queue = queue or PostgresQueue(settings, engine, store, app, metrics, watch, worker)
     else:
         if store is None:  # embedded: this process is the database's only writer
@@ -111,6 +119,24 @@ def build(
         packages=packages,
         sessions=sessions,
     )
+
+
+def session_host(
+    settings: Settings,
+    runner: Runner,
+    paths: JobPaths,
+    packages: Packages | None,
+    engine: AsyncEngine,
+) -> SessionHost | None:
+    """The sessions a worker holds (scale-out), when sessions are on and it runs real jobs."""
+    if not settings.sessions or not isinstance(runner, JobRunner):
+        return None
+    from interpreter.sessions.host import SessionHost
+    from interpreter.sessions.manager import Sessions
+
+    local = Sessions(settings, runner.sandbox, paths, packages, runner.live)
+    runner.sessions = local
+    return SessionHost(local, engine)
 
 
 def packages_for(
@@ -168,11 +194,12 @@ def build_worker(settings: Settings) -> WorkerParts:
 
     registry = LanguageRegistry.from_settings(settings)
     paths = JobPaths(settings.data_dir, settings.workspaces)
-    store, _ = postgres_store(settings)
+    store, engine = postgres_store(settings)
     app = postgres_app(settings)
     packages = packages_for(settings, registry, runs_jobs=True)
     runner = JobRunner.from_settings(
         settings, registry, paths, live=ChunkPublisher(store), packages=packages
     )
-    node = WorkerNode(settings, app, store, runner, Metrics(), JobWatch())
+    host = session_host(settings, runner, paths, packages, engine)
+    node = WorkerNode(settings, app, store, runner, Metrics(), JobWatch(), host)
     return WorkerParts(store, app, runner, node, registry, paths, packages)

@@ -39,6 +39,7 @@ from interpreter.queues.base import JobQueue
 from interpreter.running.base import Runner
 from interpreter.running.runner import JobRunner
 from interpreter.service import JobService
+from interpreter.sessions.manager import Sessions
 from interpreter.store.base import JobStore
 
 logger = logging.getLogger("interpreter.access")
@@ -190,7 +191,7 @@ def create_app(
         packages = parts.service.packages
         if isinstance(parts.runner, JobRunner):
             parts.runner.warm_up()  # before the default packages' build says it is ready
-        if parts.sessions is not None:
+        if isinstance(parts.sessions, Sessions):  # held here (on workers, they start there)
             parts.sessions.start()
         prebuild = None
         if packages is not None and parts.runner is not None:  # off the start's path
@@ -208,7 +209,7 @@ def create_app(
             retention.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await retention
-            if parts.sessions is not None:  # their executions' jobs stop with the queue
+            if isinstance(parts.sessions, Sessions):  # their executions end with their kernels
                 await parts.sessions.close()
             await parts.queue.stop(settings.shutdown_grace_s)
             await parts.store.close()

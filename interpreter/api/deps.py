@@ -18,6 +18,7 @@ from interpreter.store.base import JobStore
 
 if TYPE_CHECKING:
     from interpreter.sessions.manager import Sessions
+    from interpreter.sessions.remote import RemoteSessions
 
 
 @dataclass
@@ -31,7 +32,7 @@ class AppParts:
     metrics: Metrics
     api_keys: tuple[str, ...]  # empty: authentication is off
     started_monotonic: float
-    sessions: Sessions | None = None  # None: this process holds no session
+    sessions: Sessions | RemoteSessions | None = None  # None: this server runs no session
 
 
 # Dependencies are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in a worker

@@ -18,7 +18,7 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -115,6 +115,29 @@ class Session:
         self.last_activity_at = utcnow()
 
 
+def snapshot(session: Session) -> dict[str, Any]:
+    """What GET /sessions/{id} shows of ``session``, as JSON values (a worker stores it for
+    the API replicas in the scale-out)."""
+    env = session.environment
+    limits = session.request.limits.to_dict()
+    return {
+        "session_id": session.id,
+        "status": session.status,
+        "language": session.request.language,
+        "created_at": session.created_at.isoformat(),
+        "last_activity_at": session.last_activity_at.isoformat(),
+        "expires_at": session.expires_at.isoformat(),
+        "idle_timeout_s": session.request.idle_timeout_s,
+        "max_lifetime_s": session.request.max_lifetime_s,
+        "executions": session.executions,
+        "working_directory": str(session.directory),
+        "environment": {"id": env["id"], "packages": env["packages"]} if env else None,
+        "limits": {k: v for k, v in limits.items() if v is not None},
+        "error": session.error,
+        "starts": session.starts,
+    }
+
+
 def _socket_root(settings: Settings) -> Path:
     """Where kernels' socket directories go: short paths (ipc paths are at most 107 bytes),
     searchable by the kernels' uids, one per data directory."""
@@ -146,6 +169,9 @@ class Sessions:
         self._sessions: dict[str, Session] = {}
         self._reaper: asyncio.Task[None] | None = None
         self._closed = False
+        # Told when a session's state changed (an execution ended, its kernel died): a worker
+        # writes it for the API replicas at once (host.py)
+        self.on_change: Callable[[Session], None] | None = None
 
     # -- the server's life -----------------------------------------------------------------
     def start(self) -> None:
@@ -171,8 +197,17 @@ class Sessions:
         )
 
     # -- what the API asks -----------------------------------------------------------------
-    def list(self, owner: str | None) -> list[Session]:
+    def all(self) -> list[Session]:
+        return list(self._sessions.values())
+
+    def owned(self, owner: str | None) -> list[Session]:
         return [s for s in self._sessions.values() if s.owner == owner]
+
+    async def mine(self, owner: str | None) -> list[dict[str, Any]]:
+        return [snapshot(s) for s in self.owned(owner)]
+
+    async def show(self, session_id: str, owner: str | None) -> dict[str, Any]:
+        return snapshot(self.get(session_id, owner))
 
     def get(self, session_id: str, owner: str | None) -> Session:
         session = self._sessions.get(session_id)
@@ -180,8 +215,8 @@ class Sessions:
             raise SessionNotFound(session_id)
         return session
 
-    def admit(self, session_id: str, owner: str | None) -> Session:
-        """The session an execution is submitted to, when it can take one."""
+    async def admit(self, session_id: str, owner: str | None) -> str:
+        """The language of the session an execution is submitted to, when it can take one."""
         session = self.get(session_id, owner)
         if session.status == "dead":
             raise SessionUnavailable(
@@ -191,9 +226,11 @@ class Sessions:
             raise SessionUnavailable(
                 f"{session.waiting} executions already wait in this session; retry later"
             )
-        return session
+        return session.request.language
 
-    async def create(self, owner: str | None, request: SessionRequest) -> Session:
+    async def create(
+        self, owner: str | None, request: SessionRequest, session_id: str | None = None
+    ) -> Session:
         if self._closed:
             raise SessionsUnsupported("the server is shutting down")
         if self.packages is None or self.packages.environments is None:
@@ -213,7 +250,7 @@ class Sessions:
                 "(INTERPRETER_MAX_SESSIONS); retry later",
                 retry_after_s=5.0,
             )
-        session_id = secrets.token_hex(16)
+        session_id = session_id or secrets.token_hex(16)
         session = Session(session_id, owner, request, self.paths.workspace(f"session-{session_id}"))
         self._sessions[session_id] = session  # counted from now: caps hold while it starts
         try:
@@ -303,6 +340,7 @@ class Sessions:
             session.status = "dead"
             session.error = self._death(session, kernel)[1]
             logger.warning("session kernel died", extra={"session_id": session.id})
+            self._changed(session)
 
     def _death(self, session: Session, kernel: Kernel) -> tuple[TerminationReason, str]:
         """Why ``kernel`` (ended) died, as a job's process would say it."""
@@ -465,6 +503,11 @@ class Sessions:
             return await self._execute(session, job, cancel, timeout_s)
         finally:
             session.lock.release()
+            self._changed(session)
+
+    def _changed(self, session: Session) -> None:
+        if self.on_change is not None:
+            self.on_change(session)
 
     async def _execute(
         self, session: Session, job: Job, cancel: asyncio.Event, timeout_s: float

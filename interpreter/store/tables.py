@@ -116,3 +116,22 @@ job_chunks = sa.Table(
     sa.Column("data", sa.LargeBinary, nullable=False),
     sa.Index("ix_job_chunks_job_stream_start", "job_id", "stream", "start"),
 )
+
+
+# Sessions in the scale-out (interpreter/sessions/remote.py): each lives on one worker, which
+# keeps its row up to date (``view``: what GET /sessions/{id} shows) and touches ``seen_at``
+# every second; ``queue`` is that worker's own queue, where the session's executions and
+# operations go. A row no worker touched for the lost-worker window is a session that ended
+# with its worker.
+sessions = sa.Table(
+    "sessions",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("owner", sa.String(64), nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("queue", sa.String(128), nullable=True),
+    sa.Column("view", sa.JSON, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("seen_at", UTCDateTime, nullable=False),
+    sa.Index("ix_sessions_owner", "owner"),
+)

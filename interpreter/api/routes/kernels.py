@@ -10,23 +10,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response, WebSocket
+from fastapi import APIRouter, Depends, Response, WebSocket
 from pydantic import BaseModel, ConfigDict, Field
 
 from interpreter.api.auth import known_owner
-from interpreter.api.deps import AppParts, OwnerDep, ServiceDep
+from interpreter.api.deps import AppParts, OwnerDep, ServiceDep, get_parts
 from interpreter.api.routes.jobs import Responses, error
-from interpreter.api.routes.sessions import SessionsDep, start_session
+from interpreter.api.routes.sessions import start_session
 from interpreter.api.schemas import ENVIRONMENT_SCHEMA, SessionRequest
-from interpreter.errors import InterpreterError, InvalidRequest
-from interpreter.sessions.manager import Session
+from interpreter.errors import InterpreterError, InvalidRequest, SessionsUnsupported
+from interpreter.sessions.manager import Session, Sessions
 from interpreter.sessions.relay import Relay
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api", tags=["kernel gateway"])
+
+
+async def local_sessions(parts: Annotated[AppParts, Depends(get_parts)]) -> Sessions:
+    """The sessions this process holds: a websocket reaches a kernel only where it runs."""
+    if not isinstance(parts.sessions, Sessions):
+        raise SessionsUnsupported(
+            "the Kernel Gateway routes need the embedded mode (sessions on this process); "
+            "with PostgreSQL use /sessions"
+        )
+    return parts.sessions
+
+
+SessionsDep = Annotated[Sessions, Depends(local_sessions)]
 
 KERNEL_NAMES = ("python3", "python")
 NOT_FOUND: Responses = {404: error("Kernel not found (or not yours, or it ended)")}
@@ -93,13 +106,15 @@ async def start_kernel(
     if body.name is not None and body.name not in KERNEL_NAMES:
         raise InvalidRequest(f"no kernel named {body.name}; this server starts python3")
     request = SessionRequest(language="python", environment_variables=body.env)
-    return model(await start_session(request, sessions, service, owner))
+    session = await start_session(request, sessions, service, owner)
+    assert isinstance(session, Session)  # held here (local_sessions)
+    return model(session)
 
 
 @router.get("/kernels", response_model=list[KernelModel])
 async def list_kernels(sessions: SessionsDep, owner: OwnerDep) -> list[KernelModel]:
     """The caller's kernels (its sessions)."""
-    return [model(s) for s in sessions.list(owner)]
+    return [model(s) for s in sessions.owned(owner)]
 
 
 @router.get("/kernels/{kernel_id}", response_model=KernelModel, responses=NOT_FOUND)
@@ -141,8 +156,8 @@ async def kernel_channels(websocket: WebSocket, kernel_id: str) -> None:
             return
     sessions = parts.sessions
     try:
-        if sessions is None:
-            raise InvalidRequest("this server runs no sessions")
+        if not isinstance(sessions, Sessions):
+            raise InvalidRequest("this server holds no sessions of its own")
         session = sessions.get(kernel_id, owner)
     except InterpreterError as exc:
         await websocket.close(code=1008, reason=exc.message[:120])

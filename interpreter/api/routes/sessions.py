@@ -18,7 +18,6 @@ from interpreter.api.schemas import (
     ExecuteResponse,
     FullResult,
     SessionEnded,
-    SessionEnvironment,
     SessionExecuteRequest,
     SessionList,
     SessionRequest,
@@ -26,22 +25,23 @@ from interpreter.api.schemas import (
 )
 from interpreter.errors import InvalidRequest, SessionsUnsupported
 from interpreter.service import JobService, Submission
-from interpreter.sessions.manager import KERNEL_MODULES, Session, Sessions
+from interpreter.sessions.manager import KERNEL_MODULES, Session, Sessions, snapshot
 from interpreter.sessions.manager import SessionRequest as NewSession
+from interpreter.sessions.remote import RemoteSessions
 
 router = APIRouter(tags=["sessions"])
 
 
-async def get_sessions(parts: Annotated[AppParts, Depends(get_parts)]) -> Sessions:
+AnySessions = Sessions | RemoteSessions
+
+
+async def get_sessions(parts: Annotated[AppParts, Depends(get_parts)]) -> AnySessions:
     if parts.sessions is None:
-        raise SessionsUnsupported(
-            "this server runs no sessions: they need the embedded mode (not a PostgreSQL "
-            "database yet) and INTERPRETER_SESSIONS=true"
-        )
+        raise SessionsUnsupported("this server runs no sessions (INTERPRETER_SESSIONS=false)")
     return parts.sessions
 
 
-SessionsDep = Annotated[Sessions, Depends(get_sessions)]
+SessionsDep = Annotated[AnySessions, Depends(get_sessions)]
 
 NOT_FOUND: Responses = {
     404: error("Session not found (or not yours, or it ended)"),
@@ -49,23 +49,8 @@ NOT_FOUND: Responses = {
 }
 
 
-def view(session: Session) -> SessionView:
-    env = session.environment
-    return SessionView(
-        session_id=session.id,
-        status=session.status,
-        language=session.request.language,
-        created_at=session.created_at,
-        last_activity_at=session.last_activity_at,
-        expires_at=session.expires_at,
-        idle_timeout_s=session.request.idle_timeout_s,
-        max_lifetime_s=session.request.max_lifetime_s,
-        executions=session.executions,
-        working_directory=str(session.directory),
-        environment=SessionEnvironment(id=env["id"], packages=env["packages"]) if env else None,
-        limits={k: v for k, v in session.request.limits.to_dict().items() if v is not None},
-        error=session.error,
-    )
+def view(session: Session | dict[str, Any]) -> SessionView:
+    return SessionView.model_validate(session if isinstance(session, dict) else snapshot(session))
 
 
 def _bounded(value: float | None, default: float, maximum: float, name: str, env: str) -> float:
@@ -96,8 +81,8 @@ async def create_session(
 
 
 async def start_session(
-    body: SessionRequest, sessions: Sessions, service: JobService, owner: str | None
-) -> Session:
+    body: SessionRequest, sessions: AnySessions, service: JobService, owner: str | None
+) -> Session | dict[str, Any]:
     """A new session as ``body`` asks, once validated as a job's request would be."""
     settings = service.settings
     request, _ = service.validate(
@@ -147,13 +132,13 @@ async def start_session(
 @router.get("/sessions", response_model=SessionList, responses={501: NOT_FOUND[501]})
 async def list_sessions(sessions: SessionsDep, owner: OwnerDep) -> SessionList:
     """The caller's sessions."""
-    return SessionList(sessions=[view(s) for s in sessions.list(owner)])
+    return SessionList(sessions=[view(s) for s in await sessions.mine(owner)])
 
 
 @router.get("/sessions/{session_id}", response_model=SessionView, responses=NOT_FOUND)
 async def get_session(session_id: str, sessions: SessionsDep, owner: OwnerDep) -> SessionView:
     """The session's status."""
-    return view(sessions.get(session_id, owner))
+    return view(await sessions.show(session_id, owner))
 
 
 @router.post(
@@ -177,11 +162,11 @@ async def execute_in_session(
     there. Each execution is a job (its `job_id` works with every /jobs route: status, stream,
     cancel); with `wait` (60 s by default) the answer is its full result, with the cell's
     display outputs (`results`) and exception (`error`)."""
-    session = sessions.admit(session_id, owner)
+    language = await sessions.admit(session_id, owner)
     submitted = await service.submit(
         Submission(
             code=body.code,
-            language=session.request.language,
+            language=language,
             timeout_s=body.timeout,
             capture_files=False,
             session_id=session_id,

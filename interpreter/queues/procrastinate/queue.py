@@ -28,7 +28,7 @@ from interpreter.errors import IdempotencyKeyTaken, QueueFull, StoreError, TooMa
 from interpreter.job import InputFile, Job, JobStatus, utcnow
 from interpreter.metrics import Metrics
 from interpreter.queues.base import QueueState, cancel_wait_s, until_final
-from interpreter.queues.procrastinate.app import queue_entry
+from interpreter.queues.procrastinate.app import QUEUE, queue_entry
 from interpreter.queues.procrastinate.schema import FINAL_CHANNEL, OUTPUT_CHANNEL
 from interpreter.queues.procrastinate.worker import WorkerNode
 from interpreter.running.lifecycle import cancel_in_store
@@ -105,8 +105,15 @@ class PostgresQueue:
         try:  # plain psycopg on procrastinate's pool: a third of SQLAlchemy's cost per statement
             async with connector.pool.connection() as conn, conn.transaction():
                 pending = await self._admit(conn, job.owner)
+                queue = QUEUE
+                if job.request.session_id is not None:  # the worker that holds the session
+                    held = await conn.execute(
+                        "SELECT queue FROM sessions WHERE id = %s", (job.request.session_id,)
+                    )
+                    found = await held.fetchone()
+                    queue = found[0] if found is not None and found[0] else QUEUE
                 entry = await self.app.job_manager.defer_job_async(
-                    queue_entry(job.id), connection=conn
+                    queue_entry(job.id, queue), connection=conn
                 )
                 job = job.evolve(queue_id=entry.id)
                 sql, params = POSTGRESQL.insert(insert_values(job), returning="seq")

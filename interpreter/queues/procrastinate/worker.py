@@ -36,7 +36,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import procrastinate
 import psycopg
@@ -47,12 +47,15 @@ from interpreter.errors import StoreError
 from interpreter.job import Job, JobStatus, utcnow
 from interpreter.jobfiles import CaptureLimits
 from interpreter.metrics import Metrics
-from interpreter.queues.procrastinate.app import QUEUE, TASK, queue_entry
+from interpreter.queues.procrastinate.app import QUEUE, SESSION_TASK, TASK, queue_entry
 from interpreter.queues.procrastinate.steady import SteadyWorker
 from interpreter.running.base import Runner
 from interpreter.running.lifecycle import SHUTDOWN_MESSAGE, Execution
 from interpreter.store.base import JobStore, fencing_token
 from interpreter.watch import JobWatch
+
+if TYPE_CHECKING:
+    from interpreter.sessions.host import SessionHost
 
 logger = logging.getLogger("interpreter.worker")
 
@@ -136,8 +139,10 @@ class WorkerNode:
         runner: Runner,
         metrics: Metrics,
         watch: JobWatch,
+        sessions: SessionHost | None = None,
     ) -> None:
         self.settings = settings
+        self.sessions = sessions  # the sessions this worker holds, on a queue of its own
         self.app = app
         self.store = store
         self.runner = runner
@@ -154,9 +159,13 @@ class WorkerNode:
         self.host = socket.gethostname()
         self.name = settings.worker_name or f"{self.host}:{os.getpid()}"
         app.task(name=TASK, pass_context=True)(self._run_job)
+        queues = [QUEUE]
+        if sessions is not None:
+            app.task(name=SESSION_TASK)(sessions.handle)
+            queues.append(sessions.queue)
         self._worker = SteadyWorker(
             app=app,
-            queues=[QUEUE],
+            queues=queues,
             name=self.name,
             concurrency=settings.concurrency,
             shutdown_graceful_timeout=settings.shutdown_grace_s,
@@ -174,6 +183,8 @@ class WorkerNode:
         self.reachability = Reachability(settings.worker_lost_after_s, 3 * heartbeat + 1)
 
     async def start(self) -> None:
+        if self.sessions is not None:
+            self.sessions.start()
         run = self._worker.run()  # type: ignore[no-untyped-call]
         self._tasks = [
             asyncio.create_task(run, name="procrastinate-worker"),
@@ -194,6 +205,8 @@ class WorkerNode:
         for task in side:
             task.cancel()
         limit = grace_s + self.runner.limits.kill_grace_s + 10
+        if self.sessions is not None:  # their executions end with their kernels
+            await self.sessions.close()
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(asyncio.gather(*side, return_exceptions=True), 5)
             await asyncio.wait_for(run, limit)
