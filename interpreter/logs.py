@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from typing import Any
 
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+# An API key a websocket sent as ?token= (uvicorn logs the path of each websocket it accepts)
+TOKEN = re.compile(r"([?&]token=)[^&\s\"']+", re.IGNORECASE)
 
 
 class JsonFormatter(logging.Formatter):
@@ -16,7 +19,7 @@ class JsonFormatter(logging.Formatter):
             "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": TOKEN.sub(r"\1[REDACTED]", record.getMessage()),
         }
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):

@@ -46,7 +46,12 @@ STORAGE_WARNING_EVERY_S = 60.0
 SWEEP_EVERY_S = 1.0
 # What costs the server work per request: a job, or an environment built (packages resolved
 # and installed). One budget for both.
-LIMITED_PATHS = frozenset({"/execute", "/environments"})
+LIMITED_PATHS = frozenset({"/execute", "/environments", "/sessions", "/api/kernels"})
+
+
+def limited(path: str) -> bool:
+    """Whether a POST to ``path`` counts: code run, environments and kernels started."""
+    return path in LIMITED_PATHS or (path.startswith("/sessions/") and path.endswith("/execute"))
 
 
 AUTO = "auto"
@@ -205,8 +210,8 @@ def client_address(scope: Scope) -> str:
 
 
 class ExecuteRateLimit:
-    """Pure ASGI: one hit per ``POST /execute`` or ``POST /environments`` before the body is
-    read; 429 over the limit.
+    """Pure ASGI: one hit per ``POST /execute``, ``/environments``, ``/sessions``,
+    ``/sessions/{id}/execute`` or ``/api/kernels`` before the body is read; 429 over the limit.
 
     The identity is the owner of a valid API key (the hash that owns its jobs), or else the
     client's address: without authentication, and for requests whose key is missing or wrong
@@ -218,11 +223,7 @@ class ExecuteRateLimit:
         self.api_keys = api_keys  # empty without authentication
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] == "http"
-            and scope["method"] == "POST"
-            and route_path(scope) in LIMITED_PATHS
-        ):
+        if scope["type"] == "http" and scope["method"] == "POST" and limited(route_path(scope)):
             try:
                 await self.limiter.hit(self.identity(scope))
             except RateLimited as exc:

@@ -166,10 +166,12 @@ class AsyncClient:
         idle_timeout_s: float | None = None,
         max_lifetime_s: float | None = None,
         environment_variables: Mapping[str, str] | None = None,
+        language: str = "python",
     ) -> AsyncSession:
         """``Client.session`` for ``async with client.session(...) as session`` (deleted on
         exit) or ``session = await client.session(...)``: either starts it on the server."""
         body = core.session_body(
+            language=language,
             packages=packages,
             limits=limits,
             idle_timeout_s=idle_timeout_s,

@@ -221,6 +221,7 @@ def delete_environment_call(environment_id: str) -> Call:
 
 def session_body(
     *,
+    language: str = "python",
     packages: Sequence[str],
     limits: Mapping[str, float] | None,
     idle_timeout_s: float | None,
@@ -229,7 +230,7 @@ def session_body(
 ) -> dict[str, Any]:
     if isinstance(packages, str):
         raise TypeError("packages is a list of requirements, not one string")
-    body: dict[str, Any] = {"language": "python", "packages": list(packages)}
+    body: dict[str, Any] = {"language": language, "packages": list(packages)}
     optional = {
         "limits": dict(limits) if limits is not None else None,
         "idle_timeout_s": idle_timeout_s,

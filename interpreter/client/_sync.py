@@ -165,6 +165,7 @@ class Client:
         idle_timeout_s: float | None = None,
         max_lifetime_s: float | None = None,
         environment_variables: Mapping[str, str] | None = None,
+        language: str = "python",
     ) -> Session:
         """Start a session: a Python kernel in the server's sandbox that keeps its variables,
         imports and files between ``run`` calls. Answers once the kernel is ready (the first
@@ -173,6 +174,7 @@ class Client:
         after ``idle_timeout_s`` idle and ``max_lifetime_s`` in all). ``limits``: the whole
         session's, as ``run``'s."""
         body = core.session_body(
+            language=language,
             packages=packages,
             limits=limits,
             idle_timeout_s=idle_timeout_s,

@@ -21,6 +21,7 @@ import queue
 import re
 import secrets
 import shutil
+import stat
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -43,7 +44,9 @@ logger = logging.getLogger(__name__)
 KERNEL_DIR = "/.kernel"  # where a sandboxed kernel sees its socket directory
 READY_TIMEOUT_S = 60.0
 INTERRUPT_GRACE_S = 3.0  # after an interrupt, how long a cell may take to stop before a kill
-MAX_MESSAGE_BYTES = 64 * 2**20
+MAX_MESSAGE_BYTES = 32 * 2**20  # a bigger one drops the connection (it reconnects)
+QUEUED_MESSAGES = 16
+SOCKETS = frozenset(f"k-{n}" for n in range(1, 6))
 LOG_BYTES = 64 * 1024  # the kernel process's own stdout and stderr (its log), kept for errors
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 T = TypeVar("T")
@@ -78,8 +81,9 @@ class CellSink:
 @dataclass(frozen=True, slots=True)
 class CellEnd:
     """How a cell ended: ``ok``, ``error`` (it raised), ``interrupted`` (it stopped after an
-    interrupt), ``killed`` (it did not: the kernel was killed) or ``died`` (the kernel ended
-    by itself: ``outcome`` says how)."""
+    interrupt), ``killed`` (it did not: the kernel was killed), ``died`` (the kernel ended by
+    itself: ``outcome`` says how) or ``ended`` (the server stopped the kernel: the session
+    ended)."""
 
     how: str
     outcome: ProcessOutcome | None = None
@@ -99,6 +103,7 @@ class Kernel:
         self._kill = asyncio.Event()
         self._process: asyncio.Task[ProcessOutcome] | None = None
         self.pid: int | None = None
+        self.stopped = False  # stop() was called: the server ended it
         # The kernel's directory as it sees it (its volume's view), for reading its files while
         # it runs; closed, under the lock, before its changes are applied to the directory.
         self._root: int | None = None
@@ -137,6 +142,7 @@ class Kernel:
             json.dump({**info, "ip": f"{inside}/k"}, file)
         argv = (
             launch.python,
+            "-P",  # the session's directory is not on sys.path while the kernel starts
             "-m",
             launch.module,
             "-f",
@@ -195,8 +201,32 @@ class Kernel:
             await self.stop()
             raise
         if prepared.uid is not None:
-            os.chown(self.socket_dir, 0, 0)
-            os.chmod(self.socket_dir, 0o755)
+            try:
+                self._seal()
+            except BaseException:
+                await self.stop()
+                raise
+
+    def _seal(self) -> None:
+        """Make the socket directory root's again, holding only the connection file and the
+        kernel's sockets: whatever else code in the kernel could have put there while it
+        started (a package's .pth, PYTHONPATH) is removed, and a socket that is not one (a
+        symlink the server would follow when it reconnects) refuses the start."""
+        os.chown(self.socket_dir, 0, 0)
+        os.chmod(self.socket_dir, 0o755)
+        for entry in os.scandir(self.socket_dir):
+            mode = os.lstat(entry.path).st_mode
+            if entry.name in SOCKETS and stat.S_ISSOCK(mode):
+                continue
+            if entry.name == "connection.json" and stat.S_ISREG(mode):
+                continue
+            if stat.S_ISDIR(mode):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+        for name in ("k-1", "k-2", "k-4"):  # shell, iopub, control
+            if not (self.socket_dir / name).exists():
+                raise ExecutionError("the kernel's sockets are not where it was told to bind them")
 
     async def _run(self, spec: ProcessSpec, prepared: Prepared) -> ProcessOutcome:
         try:
@@ -235,6 +265,10 @@ class Kernel:
     async def _connect(self, info: dict[str, Any]) -> None:
         context = zmq.asyncio.Context()
         context.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        # A few messages queued per socket, not ZeroMQ's 1000: what a kernel sends between
+        # cells (nobody reads iopub then) or faster than it is read is dropped, not held
+        context.setsockopt(zmq.RCVHWM, QUEUED_MESSAGES)
+        context.setsockopt(zmq.SNDHWM, QUEUED_MESSAGES)
         context.setsockopt(zmq.LINGER, 0)
         self._context = context
         client = AsyncKernelClient(context=context)
@@ -261,7 +295,13 @@ class Kernel:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while True:
-            msg = await self.client.get_shell_msg(timeout=max(deadline - loop.time(), 0.001))
+            try:
+                msg = await self.client.get_shell_msg(timeout=max(deadline - loop.time(), 0.001))
+            except (queue.Empty, asyncio.CancelledError, zmq.ZMQError):
+                raise
+            except Exception as exc:  # not a message we can read (the kernel is untrusted)
+                logger.warning("a kernel message was dropped: %s", type(exc).__name__)
+                continue
             if _parent(msg) == msg_id:
                 content = msg.get("content")
                 return content if isinstance(content, dict) else {}
@@ -275,6 +315,10 @@ class Kernel:
                 msg = await self.client.get_iopub_msg(timeout=max(deadline - loop.time(), 0.001))
             except queue.Empty:
                 return False
+            except (asyncio.CancelledError, zmq.ZMQError):
+                raise
+            except Exception:  # not a message we can read
+                continue
             if _parent(msg) == msg_id and msg.get("msg_type") == "status":
                 return True
         return False
@@ -296,21 +340,38 @@ class Kernel:
         self.client.control_channel.send(message)
 
     async def stop(self) -> ProcessOutcome | None:
-        """Kill the kernel (its whole cgroup) and wait for it; the client closes."""
+        """Kill the kernel (its whole cgroup) and wait for it, then close the client: a cell
+        being read ends as ``ended``."""
+        self.stopped = True
+        outcome = None
+        if self._process is not None:
+            self._kill.set()
+            try:
+                outcome = await asyncio.shield(self._process)
+            except Exception as exc:
+                logger.warning("a kernel did not stop cleanly: %s", exc)
         if self.client is not None:
             self.client.stop_channels()
             self.client = None
         if self._context is not None:
             self._context.destroy(linger=0)
             self._context = None
-        if self._process is None:
-            return None
-        self._kill.set()
-        try:
-            return await asyncio.shield(self._process)
-        except Exception as exc:
-            logger.warning("a kernel did not stop cleanly: %s", exc)
-            return None
+        return outcome
+
+    def _ended(self) -> CellEnd:
+        """How a cell ends when its kernel is gone: ``ended`` (stopped by the server), else
+        ``died`` with how the process ended."""
+        task = self._process
+        if self.stopped or task is None or not task.done():
+            return CellEnd("ended")
+        if task.cancelled() or task.exception() is not None:
+            return CellEnd("ended")
+        return CellEnd("died", task.result())
+
+    def _read(self, reading: asyncio.Task[CellEnd]) -> CellEnd:
+        if reading.cancelled() or reading.exception() is not None:  # its channel closed
+            return self._ended()
+        return reading.result()
 
     # -- cells -----------------------------------------------------------------------------
     async def execute(
@@ -331,9 +392,9 @@ class Kernel:
                 return_when=asyncio.FIRST_COMPLETED,
             )
             if reading in done:
-                return reading.result(), None
+                return self._read(reading), None
             if self._process in done:
-                return CellEnd("died", self._process.result()), None
+                return self._ended(), None
             stopped_by = "cancelled" if cancelled in done else "timeout"
             self.interrupt()
             done, _ = await asyncio.wait(
@@ -342,9 +403,10 @@ class Kernel:
                 return_when=asyncio.FIRST_COMPLETED,
             )
             if reading in done:
-                return CellEnd("interrupted"), stopped_by
+                end = self._read(reading)
+                return (CellEnd("interrupted") if end.how in ("ok", "error") else end), stopped_by
             if self._process in done:
-                return CellEnd("died", self._process.result()), stopped_by
+                return self._ended(), stopped_by
             await self.stop()
             return CellEnd("killed"), stopped_by
         finally:
@@ -359,7 +421,11 @@ class Kernel:
         while True:
             try:
                 msg = await self.client.get_iopub_msg()
-            except (ValueError, KeyError, TypeError) as exc:  # not a message we can read
+            except asyncio.CancelledError:
+                raise
+            except zmq.ZMQError:
+                raise
+            except Exception as exc:  # not a message we can read (the kernel is untrusted)
                 logger.warning("a kernel message was dropped: %s", type(exc).__name__)
                 continue
             if _parent(msg) != msg_id:

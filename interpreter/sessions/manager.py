@@ -52,6 +52,10 @@ from interpreter.workspace import JobPaths
 logger = logging.getLogger(__name__)
 
 MAX_WAITING = 4  # executions that may wait for a session's running one; more: 409
+ATTACHED = (
+    "a websocket client speaks to this session's kernel (/api/kernels/{id}/channels); "
+    "its executions are refused until it leaves"
+)
 REAP_EVERY_S = 1.0
 LIFETIME_SLACK_S = 60.0  # the process's own bound, beyond the reaper's
 # The kernel's scratch (IPython's profile, matplotlib's cache) in its private /tmp; the inline
@@ -103,6 +107,7 @@ class Session:
     environment: dict[str, Any] | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     waiting: int = 0
+    creating: bool = False  # create() runs: it cleans up itself if the session ends meanwhile
     attached: int = 0  # websocket clients speaking to its kernel (Kernel Gateway's channels)
     directory_fd: int | None = None
 
@@ -147,8 +152,8 @@ def _socket_root(settings: Settings) -> Path:
         root.mkdir(mode=0o711, parents=True, exist_ok=True)
         os.chmod(root, 0o711)
         return root / instance
-    except OSError:  # not root, and no sandbox: a directory of the server's own
-        return Path(tempfile.gettempdir()) / f"interpreter-kernels-{instance}"
+    except OSError:  # not root, and no sandbox: a fresh directory of the server's own
+        return Path(tempfile.mkdtemp(prefix="interpreter-kernels-"))
 
 
 class Sessions:
@@ -195,6 +200,7 @@ class Sessions:
         await asyncio.gather(
             *(self._end(s, "the server stopped") for s in list(self._sessions.values()))
         )
+        shutil.rmtree(self.socket_root, ignore_errors=True)
 
     # -- what the API asks -----------------------------------------------------------------
     def all(self) -> list[Session]:
@@ -226,13 +232,15 @@ class Sessions:
             raise SessionUnavailable(
                 f"{session.waiting} executions already wait in this session; retry later"
             )
+        if session.attached:
+            raise SessionUnavailable(ATTACHED)
         return session.request.language
 
     async def create(
         self, owner: str | None, request: SessionRequest, session_id: str | None = None
     ) -> Session:
         if self._closed:
-            raise SessionsUnsupported("the server is shutting down")
+            raise ServiceUnavailable("the server is shutting down and starts no session")
         if self.packages is None or self.packages.environments is None:
             raise SessionsUnsupported(
                 "sessions need a Python interpreter and uv for the kernel's packages"
@@ -253,17 +261,28 @@ class Sessions:
         session_id = session_id or secrets.token_hex(16)
         session = Session(session_id, owner, request, self.paths.workspace(f"session-{session_id}"))
         self._sessions[session_id] = session  # counted from now: caps hold while it starts
+        session.creating = True
         try:
             await self._environment(session)
+            self._still_there(session)
             session.directory_fd = self.paths.open_fresh(f"session-{session_id}", again=False)
             await self._start_kernel(session)
+            self._still_there(session)
         except ExecutionError as exc:  # the kernel's words: no host path, its last line only
-            await self._end(session, "it could not start")
+            await self._end(session, "it could not start", force=True)
             raise ServiceUnavailable(f"the session could not start: {exc.message}") from None
         except BaseException:
-            await self._end(session, "it could not start")
+            await self._end(session, "it could not start", force=True)
             raise
+        finally:
+            session.creating = False
         return session
+
+    def _still_there(self, session: Session) -> None:
+        """Raise when the session ended (deleted, reaped, the server stopping) while it
+        started: its start then cleans up what it holds."""
+        if self._sessions.get(session.id) is not session:
+            raise SessionNotFound(session.id)
 
     async def _environment(self, session: Session) -> None:
         assert self.packages is not None and self.packages.environments is not None
@@ -367,21 +386,23 @@ class Sessions:
 
     @contextlib.asynccontextmanager
     async def attached(self, session: Session) -> AsyncIterator[Kernel]:
-        """The session's kernel, for a client that speaks to it directly (a websocket), held
-        from the session's executions until the client leaves."""
-        async with session.lock:
+        """The session's kernel, for a client that speaks to it directly (a websocket). While
+        one is attached, the session's own executions are refused (they would read the same
+        messages); a restart or the session's end stops the kernel, which ends the client's
+        connection."""
+        async with session.lock:  # after the running execution, if any
             kernel = session.kernel
             if session.status == "dead" or kernel is None or kernel.client is None:
                 raise SessionUnavailable(
                     f"the session's kernel is dead ({session.error}); restart or delete it"
                 )
             session.attached += 1
+        session.touch()
+        try:
+            yield kernel
+        finally:
+            session.attached -= 1
             session.touch()
-            try:
-                yield kernel
-            finally:
-                session.attached -= 1
-                session.touch()
 
     def files(self, session_id: str) -> FileSource | None:
         """The files of the session's directory as its kernel sees them now; None when the
@@ -423,18 +444,27 @@ class Sessions:
             session.status = "dead"
             session.error = f"the kernel could not start again: {exc.message}"
 
-    async def _end(self, session: Session, why: str) -> None:
-        if self._sessions.pop(session.id, None) is None:
+    async def _end(self, session: Session, why: str, force: bool = False) -> None:
+        """End the session: its kernel killed, its environment let go, its files removed. A
+        session still starting is only taken off the list: its start does the rest (``force``)
+        when it sees that."""
+        listed = self._sessions.get(session.id) is session
+        if listed:
+            del self._sessions[session.id]
+            logger.info("session ended: %s", why, extra={"session_id": session.id})
+            session.status = "dead"
+            session.error = f"the session ended: {why}"
+        if session.creating and not force:
             return
-        logger.info("session ended: %s", why, extra={"session_id": session.id})
-        session.status = "dead"
-        session.error = f"the session ended: {why}"
+        if not listed and not force:
+            return
         kernel, session.kernel = session.kernel, None
         if kernel is not None:
             await kernel.stop()
             self._forget_kernel(kernel)
         if session.lease is not None:
             session.lease.release()
+            session.lease = None
         if session.directory_fd is not None:
             os.close(session.directory_fd)
             session.directory_fd = None
@@ -455,18 +485,24 @@ class Sessions:
     async def _reap(self) -> None:
         while True:
             await asyncio.sleep(REAP_EVERY_S)
-            now = time.monotonic()
-            for session in list(self._sessions.values()):
-                request = session.request
-                if now - session.started > request.max_lifetime_s:
-                    await self._end(session, f"its lifetime ({request.max_lifetime_s:g} s) passed")
-                elif (
-                    session.status in ("idle", "dead")
-                    and not session.waiting
-                    and not session.attached
-                    and now - session.last_activity > request.idle_timeout_s
-                ):
-                    await self._end(session, f"idle for {request.idle_timeout_s:g} s")
+            try:
+                await self._reap_once()
+            except Exception:  # one session's failure stops no reaping of the others
+                logger.exception("session reaping failed")
+
+    async def _reap_once(self) -> None:
+        now = time.monotonic()
+        for session in list(self._sessions.values()):
+            request = session.request
+            if now - session.started > request.max_lifetime_s:
+                await self._end(session, f"its lifetime ({request.max_lifetime_s:g} s) passed")
+            elif (
+                session.status in ("idle", "dead")
+                and not session.waiting
+                and not session.attached
+                and now - session.last_activity > request.idle_timeout_s
+            ):
+                await self._end(session, f"idle for {request.idle_timeout_s:g} s")
 
     # -- executions (the runner's) ---------------------------------------------------------
     def _listener(self, job_id: str) -> OutputListener | None:
@@ -501,6 +537,12 @@ class Sessions:
         try:
             timeout_s = job.request.timeout_s - (loop.time() - queued)
             return await self._execute(session, job, cancel, timeout_s)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():  # this job's own cancellation
+                raise
+            # a cancellation from below (a channel closed under a read): the session ended
+            return _failed(f"the session ended: {session.error}", TerminationReason.SANDBOX_ERROR)
         finally:
             session.lock.release()
             self._changed(session)
@@ -513,11 +555,18 @@ class Sessions:
         self, session: Session, job: Job, cancel: asyncio.Event, timeout_s: float
     ) -> Finish:
         kernel = session.kernel
+        if self._sessions.get(session.id) is not session:  # deleted, reaped: before it ran
+            why = (session.error or "").removeprefix("the session ended: ")
+            return _failed(
+                f"the session ended before the cell ran: {why}", TerminationReason.SANDBOX_ERROR
+            )
         if session.status == "dead" or kernel is None or kernel.client is None:
             return _failed(
                 f"the session's kernel is dead ({session.error}); restart or delete the session",
                 TerminationReason.SANDBOX_ERROR,
             )
+        if session.attached:
+            return _failed(ATTACHED, TerminationReason.SANDBOX_ERROR)
         if cancel.is_set():
             return CANCELLED_BEFORE_START
         cell = Cell(
@@ -576,6 +625,11 @@ class Sessions:
         reason = (
             TerminationReason.CANCELLED if stopped_by == "cancelled" else TerminationReason.TIMEOUT
         )
+        if self._sessions.get(session.id) is not session or end.how == "ended":
+            # deleted, reaped or the server stopping while the cell ran
+            why_ended = (session.error or "").removeprefix("the session ended: ")
+            ended = f"the session ended while the cell ran: {why_ended}"
+            return JobStatus.FAILED, TerminationReason.SANDBOX_ERROR, ended
         match end.how:
             case "ok":
                 return JobStatus.COMPLETED, TerminationReason.EXIT, None
@@ -594,7 +648,8 @@ class Sessions:
                     f"{why}: the cell did not stop within {INTERRUPT_GRACE_S:g} s of an "
                     "interrupt, so the kernel was restarted; its variables are gone",
                 )
-        assert session.kernel is not None
+        if session.kernel is None:  # stopped by a restart meanwhile
+            return JobStatus.FAILED, TerminationReason.SANDBOX_ERROR, "the kernel was restarted"
         died, session.error = self._death(session, session.kernel)
         session.status = "dead"
         return JobStatus.FAILED, died, session.error

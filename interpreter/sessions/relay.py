@@ -16,6 +16,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import zmq
 from jupyter_client.jsonutil import json_default
 
 from interpreter.errors import InvalidRequest
@@ -40,6 +41,8 @@ SHELL_TYPES = frozenset(
 # No shutdown_request: a client ends its kernel with DELETE /api/kernels/{id}
 CONTROL_TYPES = frozenset({"interrupt_request", "kernel_info_request"})
 CHANNELS = ("shell", "iopub", "control")
+MAX_FRAME_BYTES = 4 * 2**20  # a client's message (code and all); the kernel's are capped apart
+QUEUED_FRAMES = 16  # the kernel's messages waiting for a slow client
 
 
 def _dict(value: Any, name: str) -> dict[str, Any]:
@@ -58,12 +61,16 @@ class Relay:
 
     def send(self, frame: str | bytes) -> None:
         """Send one client frame to the kernel; ``InvalidRequest`` for one it cannot take."""
+        if len(frame) > MAX_FRAME_BYTES:
+            raise InvalidRequest(f"a frame may be at most {MAX_FRAME_BYTES} bytes")
         try:
             data = json.loads(frame)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise InvalidRequest("a frame must be a JSON message") from None
         data = _dict(data, "a message")
         channel = data.get("channel") or "shell"
+        if not isinstance(channel, str):
+            raise InvalidRequest("channel must be a string")
         header = _dict(data.get("header"), "header")
         kind, msg_id = header.get("msg_type"), header.get("msg_id")
         if not isinstance(kind, str) or not isinstance(msg_id, str):
@@ -83,11 +90,14 @@ class Relay:
             "content": content,
         }
         target = self.client.shell_channel if channel == "shell" else self.client.control_channel
-        target.send(message)
+        try:
+            target.send(message)
+        except (TypeError, ValueError, RecursionError):  # not a message JSON can carry
+            raise InvalidRequest("the message cannot be sent as JSON") from None
 
     async def frames(self) -> AsyncIterator[str]:
         """The kernel's messages as frames, until the kernel ends."""
-        out: asyncio.Queue[str] = asyncio.Queue(maxsize=256)
+        out: asyncio.Queue[str] = asyncio.Queue(maxsize=QUEUED_FRAMES)
         readers = [
             asyncio.create_task(self._read(name, out), name=f"relay {name}") for name in CHANNELS
         ]
@@ -113,7 +123,9 @@ class Relay:
         while True:
             try:
                 msg = await get()
-            except (ValueError, KeyError, TypeError) as exc:
+            except (asyncio.CancelledError, zmq.ZMQError):
+                raise
+            except Exception as exc:  # not a message we can read (the kernel is untrusted)
                 logger.warning("a kernel message was dropped: %s", type(exc).__name__)
                 continue
             frame = {
@@ -126,4 +138,9 @@ class Relay:
                 "content": msg.get("content", {}),
                 "buffers": [],
             }
-            await out.put(json.dumps(frame, default=json_default))
+            try:
+                text = json.dumps(frame, default=json_default)
+            except (TypeError, ValueError, RecursionError) as exc:
+                logger.warning("a kernel message was dropped: %s", type(exc).__name__)
+                continue
+            await out.put(text)

@@ -7,13 +7,16 @@ sessions, and a session's files read through its executions' jobs."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import psutil
 import pytest
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from tests.acceptance.server import ServerProcess, running_server
@@ -89,7 +92,8 @@ def test_a_kernel_keeps_its_variables_and_answers_as_a_kernel_gateway_does(
     assert kernel["name"] == "python3" and kernel["execution_state"] == "idle"
     with channels(server, kernel["id"], KEY_A) as ws:
         first = execute(ws, "import os\nx = 21\nprint(os.environ['GREETING'])")
-        assert [a["msg_type"] for a in first][0] == "status"
+        states = [a["execution_state"] for a in of_type(first, "status")]
+        assert states == ["busy", "idle"], first
         assert of_type(first, "stream") == [{"name": "stdout", "text": "hi\n"}]
         assert of_type(first, "execute_reply")[0]["status"] == "ok"
         assert [a["channel"] for a in first if a["msg_type"] == "execute_reply"] == ["shell"]
@@ -160,20 +164,97 @@ def test_kernelspecs_and_a_kernel_deleted_is_gone(server: ServerProcess) -> None
             ws.recv(timeout=5)
 
 
-def test_a_session_execution_waits_while_a_websocket_client_is_attached(
+def test_a_session_refuses_its_own_executions_while_a_websocket_client_is_attached(
     server: ServerProcess, kernel: dict[str, Any]
 ) -> None:
     client = server.client(headers=KEY_A, timeout=60)
     with channels(server, kernel["id"], KEY_A) as ws:
         execute(ws, "y = 5")
-        waited = client.post(
-            f"/sessions/{kernel['id']}/execute", json={"code": "y", "timeout": 1}
-        ).json()
-        assert waited["status"] == "timeout", waited
-        assert "waiting" in waited["error_message"]
+        refused = client.post(f"/sessions/{kernel['id']}/execute", json={"code": "y"})
+        assert refused.status_code == 409 and "websocket" in refused.json()["detail"]
+        assert client.get(f"/api/kernels/{kernel['id']}").json()["connections"] == 1
     done = client.post(f"/sessions/{kernel['id']}/execute", json={"code": "y"}).json()
     assert done["status"] == "completed" and done["results"][0]["data"]["text/plain"] == "5"
-    assert httpx.codes.is_success(client.get(f"/sessions/{kernel['id']}").status_code)
+
+
+def test_a_restart_ends_a_websocket_clients_connection(
+    server: ServerProcess, kernel: dict[str, Any]
+) -> None:
+    client = server.client(headers=KEY_A, timeout=60)
+    with channels(server, kernel["id"], KEY_A) as ws:
+        execute(ws, "z = 1")
+        restarted = client.post(f"/api/kernels/{kernel['id']}/restart")  # never waits on it
+        assert restarted.status_code == 200, restarted.text
+        with pytest.raises(ConnectionClosed) as closed:
+            for _ in range(100):
+                ws.recv(timeout=10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
+    with channels(server, kernel["id"], KEY_A) as ws:
+        assert of_type(execute(ws, "z"), "error")[0]["ename"] == "NameError"
+
+
+def test_deleting_a_session_while_its_cell_runs_cancels_the_cell_and_the_server_runs_on(
+    server: ServerProcess,
+) -> None:
+    client = server.client(headers=KEY_A, timeout=240)
+    for _ in range(3):  # each once cost the server a job worker for good
+        session_id = client.post("/sessions", json={}).json()["session_id"]
+        started = client.post(
+            f"/sessions/{session_id}/execute",
+            params={"wait": 0},
+            json={"code": "import time\ntime.sleep(60)"},
+        ).json()
+        job = started["job_id"]
+        for _ in range(200):
+            if client.get(f"/jobs/{job}/status").json()["status"] == "running":
+                break
+            time.sleep(0.05)
+        assert client.delete(f"/sessions/{session_id}").status_code == 200
+        ended = client.get(f"/jobs/{job}/status", params={"wait": 20}).json()
+        assert ended["status"] == "failed", ended
+        # ended in the cell, or (deleted at once) before the kernel ran it
+        assert ended["error_message"] in (
+            "the session ended while the cell ran: deleted",
+            "the session ended before the cell ran: deleted",
+        ), ended
+    assert client.get("/health").json()["status"] == "healthy"
+    plain = client.post("/execute", params={"wait": 30}, json={"code": "print(1)"}).json()
+    assert plain["status"] == "completed"
+
+
+def test_a_session_deleted_while_it_starts_leaves_no_kernel(server: ServerProcess) -> None:
+    client = server.client(headers=KEY_A, timeout=240)
+    kernels_before = len(_kernels(server))
+    sessions_before = [s["session_id"] for s in client.get("/sessions").json()["sessions"]]
+    answers: list[httpx.Response] = []
+    starting = threading.Thread(target=lambda: answers.append(client.post("/sessions", json={})))
+    starting.start()
+    deleted = False
+    give_up = time.monotonic() + 30
+    while starting.is_alive() and not deleted and time.monotonic() < give_up:
+        for listed in client.get("/sessions").json()["sessions"]:
+            if listed["status"] == "starting":
+                deleted = client.delete(f"/sessions/{listed['session_id']}").status_code == 200
+        time.sleep(0.01)
+    starting.join(60)
+    assert deleted, "the session was never seen starting"
+    assert answers[0].status_code == 404, answers[0].text  # it ended before it was ready
+    while len(_kernels(server)) > kernels_before:
+        assert time.monotonic() < give_up + 15, "a kernel outlived its session's start"
+        time.sleep(0.2)
+    listed = [s["session_id"] for s in client.get("/sessions").json()["sessions"]]
+    assert listed == sessions_before
+
+
+def _kernels(server: ServerProcess) -> list[Any]:
+    found = []
+    for proc in server.descendants():
+        try:
+            if "ipykernel_launcher" in " ".join(proc.cmdline()):
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
 
 
 def test_a_shell_session_keeps_its_directory_and_exported_variables(
