@@ -92,6 +92,7 @@ async def list_kernelspecs() -> dict[str, Any]:
     response_model=KernelModel,
     status_code=201,
     responses={
+        400: error("The body could not be read"),
         422: error("Invalid body, kernel name or environment"),
         429: error("This API key holds INTERPRETER_MAX_SESSIONS_PER_KEY sessions already"),
         501: error("This server runs no sessions"),

@@ -65,6 +65,7 @@ def _bounded(value: float | None, default: float, maximum: float, name: str, env
     response_model=SessionView,
     status_code=201,
     responses={
+        400: error("The body could not be read"),
         422: error("Invalid body, language, limits, environment or packages"),
         429: error("This API key holds INTERPRETER_MAX_SESSIONS_PER_KEY sessions already"),
         501: error("This server runs no sessions"),
@@ -146,7 +147,8 @@ async def get_session(session_id: str, sessions: SessionsDep, owner: OwnerDep) -
     response_model=FullResult | ExecuteResponse,
     responses={
         **NOT_FOUND,
-        409: error("The session's kernel is dead, or too many executions wait in it"),
+        400: error("The body could not be read"),
+        409: error("The kernel is dead, too many executions wait, or a websocket is attached"),
         422: error("Invalid body or timeout"),
     },
 )
