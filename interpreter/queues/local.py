@@ -157,8 +157,24 @@ class LocalQueue:
         except BaseException:
             self.pending.discard(job.id)
             raise
-        self.enqueue(job.id)
+        if job.request.session_id is not None:
+            # A session runs one execution at a time, in its own kernel: it takes no worker,
+            # so that executions waiting for their session never hold back other jobs
+            self._run_apart(job.id)
+        else:
+            self.enqueue(job.id)
         return job, estimate
+
+    def _run_apart(self, job_id: str) -> None:
+        async def run() -> None:
+            try:
+                await self._run_one(job_id)
+            except Exception:  # a store outage: the job is failed at the next start
+                logger.exception("cannot run a session's job", extra={"job_id": job_id})
+
+        task = asyncio.create_task(run(), name=f"session-job-{job_id}")
+        self._busy.add(task)
+        task.add_done_callback(self._busy.discard)
 
     def _admit(self, job_id: str, owner: str | None) -> None:
         """Count the job as pending if the caps allow it (no await between check and count).

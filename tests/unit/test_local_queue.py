@@ -321,3 +321,25 @@ async def test_a_runner_fault_fails_the_job_and_the_queue_goes_on(
     assert failed.error_message.startswith("internal error (RuntimeError)")
     assert (await final(queue, after)).status is JobStatus.COMPLETED
     assert queue.alive
+
+
+async def test_a_sessions_execution_takes_no_worker_from_other_jobs(
+    make_queue: MakeQueue, runner: FakeRunner, store: MemoryStore
+) -> None:
+    """A session's execution waits for its session (one at a time), never for a worker: with
+    one worker, a blocked session execution holds back no other job."""
+    queue = make_queue(max_jobs=1)
+    await queue.start()
+    in_session = job("block").evolve(
+        request=JobRequest(code="block", language="python", timeout_s=10.0, session_id="s1")
+    )
+    await queue.submit(in_session)
+    await runner.wait_started(in_session.id)
+    plain, _ = await queue.submit(job("print('ok')"))
+    await runner.wait_ended(plain.id)
+    finished = await store.get(plain.id)
+    assert finished is not None and finished.status == JobStatus.COMPLETED
+    still = await store.get(in_session.id)
+    assert still is not None and still.status == JobStatus.RUNNING
+    runner.release(in_session.id)
+    await runner.wait_ended(in_session.id)
