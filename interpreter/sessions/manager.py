@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import logging
 import os
@@ -44,6 +45,7 @@ from interpreter.packages import Lease, Packages
 from interpreter.process.spec import OutputListener
 from interpreter.running.ending import CANCELLED_BEFORE_START, Finish, read_ending
 from interpreter.running.live import LiveOutput
+from interpreter.sandbox import mounts
 from interpreter.sandbox.base import Sandbox
 from interpreter.sessions.cell import Cell
 from interpreter.sessions.kernel import INTERRUPT_GRACE_S, CellEnd, Kernel, Launch
@@ -57,6 +59,7 @@ ATTACHED = (
     "its executions are refused until it leaves"
 )
 REAP_EVERY_S = 1.0
+SOCKET_ROOT_BYTES = 64 * 2**20  # every kernel's socket directory on the machine: sockets, a file
 LIFETIME_SLACK_S = 60.0  # the process's own bound, beyond the reaper's
 # The kernel's scratch (IPython's profile, matplotlib's cache) in its private /tmp; the inline
 # backend turns plt.show() and open figures into display outputs.
@@ -174,6 +177,7 @@ class Sessions:
         self._sessions: dict[str, Session] = {}
         self._reaper: asyncio.Task[None] | None = None
         self._closed = False
+        self._held: int | None = None  # the socket root, locked while this server lives
         # Told when a session's state changed (an execution ended, its kernel died): a worker
         # writes it for the API replicas at once (host.py)
         self.on_change: Callable[[Session], None] | None = None
@@ -181,14 +185,59 @@ class Sessions:
     # -- the server's life -----------------------------------------------------------------
     def start(self) -> None:
         """Remove what sessions of a previous server left, and start reaping."""
+        shared = self.socket_root.parent
+        if self.sandbox.name != "none" and os.geteuid() == 0 and shared.is_dir():
+            self._mount_shared(shared)
         shutil.rmtree(self.socket_root, ignore_errors=True)
         self.socket_root.mkdir(mode=0o711, parents=True, exist_ok=True)
+        # Held while this server lives: a server that starts later removes the directories of
+        # the servers that hold theirs no more (killed: they left their sockets behind)
+        self._held = os.open(self.socket_root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fcntl.flock(self._held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if shared == self.settings.sandbox_run_dir / "kernels":  # never a temporary directory's
+            self._sweep_dead(shared)
         root = self.paths.workspace_root
         with contextlib.suppress(OSError):
             for entry in root.iterdir():
                 if entry.name.startswith("session-"):
                     tree.remove_path(entry)
         self._reaper = asyncio.create_task(self._reap(), name="session-reaper")
+
+    def _sweep_dead(self, shared: Path) -> None:
+        with contextlib.suppress(OSError):
+            for entry in shared.iterdir():
+                if entry == self.socket_root or not entry.is_dir() or entry.is_symlink():
+                    continue
+                try:
+                    fd = os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                except OSError:
+                    continue
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    shutil.rmtree(entry, ignore_errors=True)
+                except BlockingIOError:
+                    continue  # its server lives
+                finally:
+                    os.close(fd)
+
+    @staticmethod
+    def _mount_shared(shared: Path) -> None:
+        """What a kernel can write in its socket directory while it starts is capped: one
+        small tmpfs for the machine's kernels, mounted by the first server (under a lock every
+        server takes) and left for the others, like the run directory it is in. A session's
+        own volume and /tmp hold its disk and memory; this directory is the server's."""
+        lock = os.open(f"{shared}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if mounts.is_mount_point(shared):
+                return
+            options = f"size={SOCKET_ROOT_BYTES},nr_inodes=65536,mode=0711"
+            flags = mounts.MS_NOSUID | mounts.MS_NODEV
+            mounts.mount("interpreter-kernels", str(shared), "tmpfs", flags, options)
+        except OSError as exc:
+            logger.warning("kernel sockets not on a tmpfs of their own: %s", exc)
+        finally:
+            os.close(lock)
 
     async def close(self) -> None:
         """End every session: nothing of them is left running."""
@@ -201,6 +250,9 @@ class Sessions:
             *(self._end(s, "the server stopped") for s in list(self._sessions.values()))
         )
         shutil.rmtree(self.socket_root, ignore_errors=True)
+        if self._held is not None:
+            os.close(self._held)
+            self._held = None
 
     # -- what the API asks -----------------------------------------------------------------
     def all(self) -> list[Session]:
