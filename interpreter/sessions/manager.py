@@ -317,9 +317,13 @@ class Sessions:
         try:
             await self._environment(session)
             self._still_there(session)
+            # its lifetime counts from here: installing its packages took none of it
+            session.started = time.monotonic()
+            session.created_at = utcnow()
             session.directory_fd = self.paths.open_fresh(f"session-{session_id}", again=False)
             await self._start_kernel(session)
             self._still_there(session)
+            session.touch()
         except ExecutionError as exc:  # the kernel's words: no host path, its last line only
             await self._end(session, "it could not start", force=True)
             raise ServiceUnavailable(f"the session could not start: {exc.message}") from None
@@ -546,6 +550,8 @@ class Sessions:
         now = time.monotonic()
         for session in list(self._sessions.values()):
             request = session.request
+            if session.creating:  # its lifetime begins once it is ready
+                continue
             if now - session.started > request.max_lifetime_s:
                 await self._end(session, f"its lifetime ({request.max_lifetime_s:g} s) passed")
             elif (

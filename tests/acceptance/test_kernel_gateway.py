@@ -315,3 +315,18 @@ def test_a_session_executions_job_serves_the_sessions_files_while_it_runs(
         client.delete(f"/sessions/{session_id}")
     gone = client.get(f"/jobs/{job}/files").json()
     assert gone["files"] == [] and gone["source"] == "none"
+
+
+def test_a_session_past_its_lifetime_is_reaped_while_in_use(server: ServerProcess) -> None:
+    """Idle reaping is tests/acceptance/test_sessions.py's; a lifetime ends a session that is
+    used all along."""
+    client = server.client(headers=KEY_A, timeout=240)
+    made = client.post("/sessions", json={"max_lifetime_s": 4, "idle_timeout_s": 600})
+    assert made.status_code == 201, made.text
+    session_id = made.json()["session_id"]
+    give_up = time.monotonic() + 20
+    while (answer := client.post(f"/sessions/{session_id}/execute", json={"code": "1"})).is_success:
+        assert time.monotonic() < give_up, "the session outlived its lifetime"
+        time.sleep(0.5)
+    assert answer.status_code == 404 and "too old" in answer.json()["detail"], answer.text
+    assert client.get(f"/sessions/{session_id}").status_code == 404
