@@ -57,7 +57,7 @@ def channels(server: ServerProcess, kernel_id: str, headers: dict[str, str]) -> 
 
 def execute(ws: ClientConnection, code: str) -> list[dict[str, Any]]:
     """Send an execute_request as Jupyter clients build it; the frames answering it, until the
-    kernel is idle again."""
+    kernel is idle again and its reply came."""
     msg_id = uuid.uuid4().hex
     header = {
         "msg_id": msg_id,
@@ -77,9 +77,12 @@ def execute(ws: ClientConnection, code: str) -> list[dict[str, Any]]:
         if message["parent_header"].get("msg_id") != msg_id:
             continue
         answers.append(message)
-        if message["msg_type"] == "status" and message["content"]["execution_state"] == "idle":
+        # done once the kernel is idle again and its reply came: shell and iopub are two
+        # channels, either may come first
+        kinds = {(a["msg_type"], a["content"].get("execution_state")) for a in answers}
+        if ("status", "idle") in kinds and ("execute_reply", None) in kinds:
             return answers
-    raise AssertionError(f"no idle status: {answers}")
+    raise AssertionError(f"no idle status and reply: {answers}")
 
 
 def of_type(answers: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
