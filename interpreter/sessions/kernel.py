@@ -47,6 +47,8 @@ INTERRUPT_GRACE_S = 3.0  # after an interrupt, how long a cell may take to stop 
 MAX_MESSAGE_BYTES = 32 * 2**20  # a bigger one drops the connection (it reconnects)
 QUEUED_MESSAGES = 16
 SOCKETS = frozenset(f"k-{n}" for n in range(1, 6))
+QUIET_S = 0.5  # after its reply, iopub this long quiet ends a cell whose idle status was lost
+REPLY_WAIT_S = 7 * 24 * 3600.0  # a cell's reply is read for as long as the cell runs
 LOG_BYTES = 64 * 1024  # the kernel process's own stdout and stderr (its log), kept for errors
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 T = TypeVar("T")
@@ -416,11 +418,29 @@ class Kernel:
                 await reading
 
     async def _read_cell(self, msg_id: str, sink: CellSink) -> CellEnd:
+        """The cell's outputs until the kernel is idle again. Its reply (on shell) is read
+        alongside: ZeroMQ drops what a slow reader leaves queued past ``QUEUED_MESSAGES``,
+        and a cell whose idle status was dropped ends once it replied and iopub went quiet."""
+        replied = asyncio.ensure_future(self._reply(msg_id, REPLY_WAIT_S))
+        try:
+            return await self._outputs(msg_id, sink, replied)
+        finally:
+            replied.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await replied
+
+    async def _outputs(
+        self, msg_id: str, sink: CellSink, replied: asyncio.Future[dict[str, Any]]
+    ) -> CellEnd:
         assert self.client is not None
         failed = False
         while True:
             try:
-                msg = await self.client.get_iopub_msg()
+                msg = await self.client.get_iopub_msg(timeout=QUIET_S)
+            except queue.Empty:
+                if replied.done():  # it replied, and nothing came since: its idle was lost
+                    break
+                continue
             except asyncio.CancelledError:
                 raise
             except zmq.ZMQError:
@@ -452,8 +472,8 @@ class Kernel:
                 )
             elif kind == "status" and content.get("execution_state") == "idle":
                 break
-        with contextlib.suppress(queue.Empty):  # its reply, so that replies never pile up
-            reply = await self._reply(msg_id, 2.0)
+        with contextlib.suppress(queue.Empty, TimeoutError):  # replies never pile up
+            reply = await asyncio.wait_for(asyncio.shield(replied), 2.0)
             failed = failed or reply.get("status") == "error"
         return CellEnd("error" if failed else "ok")
 
