@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 KERNEL_DIR = "/.kernel"  # where a sandboxed kernel sees its socket directory
 READY_TIMEOUT_S = 60.0
 INTERRUPT_GRACE_S = 3.0  # after an interrupt, how long a cell may take to stop before a kill
+INTERRUPTS = 3  # interrupt requests sent over that grace
 MAX_MESSAGE_BYTES = 32 * 2**20  # a bigger one drops the connection (it reconnects)
 QUEUED_MESSAGES = 16
 SOCKETS = frozenset(f"k-{n}" for n in range(1, 6))
@@ -398,12 +399,16 @@ class Kernel:
             if self._process in done:
                 return self._ended(), None
             stopped_by = "cancelled" if cancelled in done else "timeout"
-            self.interrupt()
-            done, _ = await asyncio.wait(
-                {reading, self._process},
-                timeout=INTERRUPT_GRACE_S,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
+            done = set()
+            for _ in range(INTERRUPTS):  # sent again: one can be lost on a loaded machine
+                self.interrupt()
+                done, _ = await asyncio.wait(
+                    {reading, self._process},
+                    timeout=INTERRUPT_GRACE_S / INTERRUPTS,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if done:
+                    break
             if reading in done:
                 end = self._read(reading)
                 return (CellEnd("interrupted") if end.how in ("ok", "error") else end), stopped_by

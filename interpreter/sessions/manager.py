@@ -48,7 +48,7 @@ from interpreter.running.live import LiveOutput
 from interpreter.sandbox import mounts
 from interpreter.sandbox.base import Sandbox
 from interpreter.sessions.cell import Cell
-from interpreter.sessions.kernel import INTERRUPT_GRACE_S, CellEnd, Kernel, Launch
+from interpreter.sessions.kernel import INTERRUPT_GRACE_S, INTERRUPTS, CellEnd, Kernel, Launch
 from interpreter.workspace import JobPaths
 
 logger = logging.getLogger(__name__)
@@ -178,6 +178,7 @@ class Sessions:
         self._reaper: asyncio.Task[None] | None = None
         self._closed = False
         self._held: int | None = None  # the socket root, locked while this server lives
+        self._interrupts: set[asyncio.Task[None]] = set()
         # Told when a session's state changed (an execution ended, its kernel died): a worker
         # writes it for the API replicas at once (host.py)
         self.on_change: Callable[[Session], None] | None = None
@@ -474,9 +475,28 @@ class Sessions:
         await self._end(self.get(session_id, owner), "deleted")
 
     async def interrupt(self, session_id: str, owner: str | None) -> Session:
+        """Interrupt the running cell: the request is sent again (up to three times, a second
+        apart) while that same cell still runs, as one can be lost on a loaded machine."""
         session = self.get(session_id, owner)
-        if session.kernel is not None:
-            session.kernel.interrupt()
+        kernel = session.kernel
+        if kernel is None:
+            return session
+        kernel.interrupt()  # a websocket client's cell too (its cells leave the status idle)
+        if session.status != "busy":
+            return session
+        cell = session.executions
+
+        async def again() -> None:
+            for _ in range(INTERRUPTS - 1):
+                await asyncio.sleep(1.0)
+                running = session.status == "busy" and session.executions == cell
+                if not running or session.kernel is not kernel:
+                    return
+                kernel.interrupt()
+
+        task = asyncio.create_task(again(), name=f"interrupt {session.id}")
+        self._interrupts.add(task)
+        task.add_done_callback(self._interrupts.discard)
         return session
 
     async def restart(self, session_id: str, owner: str | None) -> Session:
