@@ -45,7 +45,7 @@ class SessionHost:
         self.sessions = sessions
         self.engine = engine
         self.queue = f"{QUEUE}.{secrets.token_hex(8)}"
-        self._written: set[str] = set()
+        self._written: dict[str, dict[str, Any]] = {}  # each row's view as last written
         self._keeper: asyncio.Task[None] | None = None
         self._pending: set[asyncio.Task[None]] = set()
 
@@ -62,7 +62,7 @@ class SessionHost:
         await self.sessions.close()
         with contextlib.suppress(Exception):  # the database may be down: the rows go stale
             async with self.engine.begin() as conn:
-                await conn.execute(sa.delete(table).where(table.c.id.in_(self._written)))
+                await conn.execute(sa.delete(table).where(table.c.id.in_(list(self._written))))
 
     def _soon(self, session: Session) -> None:
         """Write the session's row now (an execution ended), not at the next keeping."""
@@ -112,6 +112,7 @@ class SessionHost:
             await self.sessions.delete(session_id, owner)
 
     async def _write(self, session: Session) -> bool:
+        view = snapshot(session)
         async with self.engine.begin() as conn:
             written = await conn.execute(
                 sa.update(table)
@@ -119,30 +120,50 @@ class SessionHost:
                 .values(
                     status=session.status,
                     queue=self.queue,
-                    view=snapshot(session),
+                    view=view,
                     error=session.error,
                     seen_at=utcnow(),
                 )
             )
         if written.rowcount:
-            self._written.add(session.id)
+            self._written[session.id] = view
         return bool(written.rowcount)
 
     async def _remove(self, session_id: str) -> None:
-        self._written.discard(session_id)
+        self._written.pop(session_id, None)
         async with self.engine.begin() as conn:
             await conn.execute(sa.delete(table).where(table.c.id == session_id))
+
+    async def _touch(self, session_ids: list[str]) -> set[str]:
+        """Mark the rows of unchanged sessions seen, in one statement; the ids whose row is
+        still there."""
+        if not session_ids:
+            return set()
+        async with self.engine.begin() as conn:
+            touched = await conn.execute(
+                sa.update(table)
+                .where(table.c.id.in_(session_ids))
+                .values(seen_at=utcnow())
+                .returning(table.c.id)
+            )
+            return {row[0] for row in touched}
 
     async def _keep_rows(self) -> None:
         while True:
             await asyncio.sleep(KEEP_EVERY_S)
             try:
-                held = {s.id: s for s in self.sessions.all()}
-                for session in held.values():
-                    if session.id in self._written and not await self._write(session):
-                        self._written.discard(session.id)  # its row was removed: it is no one's
-                        await self.sessions.delete(session.id, session.owner)
-                for gone in self._written - held.keys():  # ended here: reaped, or died
-                    await self._remove(gone)
+                await self._keep_once()
             except Exception as exc:  # an outage: the rows go stale, the sessions live on
                 logger.debug("session rows not written: %s", type(exc).__name__)
+
+    async def _keep_once(self) -> None:
+        held = {s.id: s for s in self.sessions.all() if s.id in self._written}
+        unchanged = [i for i, s in held.items() if snapshot(s) == self._written[i]]
+        kept = await self._touch(unchanged)
+        for session in held.values():
+            there = session.id in kept if session.id in unchanged else await self._write(session)
+            if not there:  # its row was removed (a replica found it stale): it is no one's
+                self._written.pop(session.id, None)
+                await self.sessions.delete(session.id, session.owner)
+        for gone in self._written.keys() - {s.id for s in self.sessions.all()}:
+            await self._remove(gone)  # ended here: reaped, or died
