@@ -105,7 +105,6 @@ class Kernel:
         self._context: zmq.asyncio.Context | None = None
         self._kill = asyncio.Event()
         self._process: asyncio.Task[ProcessOutcome] | None = None
-        self.pid: int | None = None
         self.stopped = False  # stop() was called: the server ended it
         # The kernel's directory as it sees it (its volume's view), for reading its files while
         # it runs; closed, under the lock, before its changes are applied to the directory.

@@ -402,8 +402,6 @@ class Sessions:
         session.status = "starting"
         try:
             await kernel.start(launch)
-        except InterpreterError:
-            raise
         except OSError as exc:
             raise ExecutionError(f"the kernel could not start: {exc.strerror or exc}") from exc
         session.status = "idle"
