@@ -83,6 +83,19 @@ class Server:
             return "(no log)"
 
 
+def run_footer(report: dict[str, Any]) -> str:
+    """The closing lines of a benchmark that ran at ``report["machine"]``: how long, where, on
+    which commit, and the load before and after."""
+    machine = report["machine"]
+    changes = " + changes in interpreter/" if machine["interpreter_has_uncommitted_changes"] else ""
+    return (
+        f"\ntotal {report['total_run_s']} s on {machine['cpu_model']}, {machine['cores']} cores, "
+        f"kernel {machine['kernel']}, commit {machine['git_commit']}{changes}\n"
+        f"load average 1 min: {report['loadavg_1m_at_start']:.2f} at start, "
+        f"{report['loadavg_1m_at_end']:.2f} at end"
+    )
+
+
 def load_at_start() -> float:
     """The 1-minute load average, with a warning when something else is using the CPU."""
     load = os.getloadavg()[0]

@@ -63,6 +63,7 @@ from run import (  # noqa: E402
     load_at_start,
     machine_info,
     ms,
+    run_footer,
     start_ours,
     summary,
     wait_healthy,
@@ -481,16 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     report["loadavg_1m_at_end"] = os.getloadavg()[0]
     print()
     print(table(report))
-    machine = report["machine"]
-    print(
-        f"\ntotal {report['total_run_s']} s on {machine['cpu_model']}, {machine['cores']} cores, "
-        f"kernel {machine['kernel']}, commit {machine['git_commit']}"
-        f"{' + changes in interpreter/' if machine['interpreter_has_uncommitted_changes'] else ''}"
-    )
-    print(
-        f"load average 1 min: {report['loadavg_1m_at_start']:.2f} at start, "
-        f"{report['loadavg_1m_at_end']:.2f} at end"
-    )
+    print(run_footer(report))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -67,6 +67,7 @@ from run import (  # noqa: E402
     load_at_start,
     machine_info,
     ms,
+    run_footer,
     start_baseline,
     stop,
     summary,
@@ -593,16 +594,7 @@ def main(argv: list[str] | None = None) -> int:
     report["loadavg_1m_at_end"] = os.getloadavg()[0]
     print()
     print(table(report))
-    machine = report["machine"]
-    print(
-        f"\ntotal {report['total_run_s']} s on {machine['cpu_model']}, {machine['cores']} cores, "
-        f"kernel {machine['kernel']}, commit {machine['git_commit']}"
-        f"{' + changes in interpreter/' if machine['interpreter_has_uncommitted_changes'] else ''}"
-    )
-    print(
-        f"load average 1 min: {report['loadavg_1m_at_start']:.2f} at start, "
-        f"{report['loadavg_1m_at_end']:.2f} at end"
-    )
+    print(run_footer(report))
     if not report["metrics"]["pool"]["starts_by_outcome"]:
         ran = "warm parents were up" if report["idle_memory"]["pool"]["parents"] else "it ran cold"
         print(f"note: the pool server exports no interpreter_warm_pool_starts_total ({ran})")
