@@ -76,7 +76,9 @@ def client_detail(exc: InterpreterError) -> str:
     """The detail a client reads: the message, except for the server's own failures."""
     if isinstance(exc, StoreError):
         return STORE_UNAVAILABLE
-    if status_code_for(exc) >= 500 and not isinstance(exc, ServiceUnavailable):
+    if status_code_for(exc) >= 500 and not isinstance(
+        exc, ServiceUnavailable | SessionsUnsupported
+    ):
         return INTERNAL_ERROR
     return exc.message
 
@@ -107,7 +109,7 @@ def error_response(exc: InterpreterError, headers: dict[str, str] | None = None)
 
 async def _interpreter_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, InterpreterError)
-    if status_code_for(exc) >= 500:
+    if status_code_for(exc) >= 500 and not isinstance(exc, SessionsUnsupported):
         logger.error("request failed: %s", exc.message, extra={"path": request.url.path})
     return error_response(exc)
 

@@ -134,11 +134,18 @@ def test_a_kernel_keeps_its_variables_and_answers_as_a_kernel_gateway_does(
 def test_another_key_and_no_key_cannot_reach_a_kernel(
     server: ServerProcess, kernel: dict[str, Any]
 ) -> None:
-    for headers in (KEY_B, {}):
+    # refused at the handshake as Kernel Gateway refuses: the HTTP status and a JSON detail
+    for kernel_id, headers, status in (
+        (kernel["id"], KEY_B, 404),
+        (kernel["id"], {}, 401),
+        ("no-such-kernel", KEY_A, 404),
+    ):
         with pytest.raises(InvalidStatus) as refused:
-            with channels(server, kernel["id"], headers) as ws:
+            with channels(server, kernel_id, headers) as ws:
                 ws.recv(timeout=5)
-        assert refused.value.response.status_code == 403
+        response = refused.value.response
+        assert response.status_code == status, kernel_id
+        assert json.loads(response.body)["detail"], response.body
     other = server.client(headers=KEY_B)
     assert other.get("/api/kernels").json() == []
     assert other.get(f"/api/kernels/{kernel['id']}").status_code == 404

@@ -298,3 +298,13 @@ async def test_unknown_routes_and_methods_answer_json(api) -> None:
     assert missing.json()["detail"]
     assert wrong_method.status_code == 405
     assert wrong_method.json()["detail"]
+
+
+async def test_sessions_turned_off_answer_501_saying_why(make_api) -> None:
+    api = await make_api(sessions=False)
+
+    for method, route in (("POST", "/sessions"), ("GET", "/sessions"), ("GET", "/api/kernels")):
+        response = await api.client.request(method, route, json={})
+
+        assert response.status_code == 501, response.text
+        assert "INTERPRETER_SESSIONS=false" in response.json()["detail"], route

@@ -4,11 +4,14 @@ it; a worker's death ends its sessions, and their executions fail instead of wai
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
 import httpx
 import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
 
 from tests.scaleout.conftest import Cluster
 
@@ -57,6 +60,16 @@ def test_a_session_on_a_worker_serves_every_replica_and_ends_with_it(cluster: Cl
     assert other.get(f"/sessions/{session_id}").status_code == 404
     assert other.post(f"/sessions/{session_id}/execute", json={"code": "x"}).status_code == 404
     assert other.get("/sessions").json()["sessions"] == []
+    # the Kernel Gateway routes need the process that holds the kernel: refused, REST and
+    # websocket alike, with 501 and a JSON detail
+    rest = one.get("/api/kernels")
+    assert rest.status_code == 501 and "PostgreSQL" in rest.json()["detail"], rest.text
+    url = first.url.replace("http://", "ws://") + f"/api/kernels/{session_id}/channels"
+    with pytest.raises(InvalidStatus) as refused:
+        with connect(url, additional_headers=KEY_A, open_timeout=10):
+            pass
+    assert refused.value.response.status_code == 501
+    assert "PostgreSQL" in json.loads(refused.value.response.body)["detail"]
 
     restarted = two.post(f"/sessions/{session_id}/restart")
     assert restarted.status_code == 200, restarted.text

@@ -17,10 +17,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from interpreter.api.auth import known_owner
 from interpreter.api.deps import AppParts, OwnerDep, ServiceDep, get_parts
+from interpreter.api.errors import error_response
 from interpreter.api.routes.jobs import Responses, error
-from interpreter.api.routes.sessions import start_session
+from interpreter.api.routes.sessions import get_sessions, start_session
 from interpreter.api.schemas import ENVIRONMENT_SCHEMA, SessionRequest
-from interpreter.errors import InterpreterError, InvalidRequest, SessionsUnsupported
+from interpreter.errors import (
+    AuthenticationFailed,
+    InterpreterError,
+    InvalidRequest,
+    SessionsUnsupported,
+)
 from interpreter.sessions.manager import Session, Sessions
 from interpreter.sessions.relay import Relay
 
@@ -31,12 +37,13 @@ router = APIRouter(prefix="/api", tags=["kernel gateway"])
 
 async def local_sessions(parts: Annotated[AppParts, Depends(get_parts)]) -> Sessions:
     """The sessions this process holds: a websocket reaches a kernel only where it runs."""
-    if not isinstance(parts.sessions, Sessions):
+    sessions = await get_sessions(parts)
+    if not isinstance(sessions, Sessions):
         raise SessionsUnsupported(
             "the Kernel Gateway routes need the embedded mode (sessions on this process); "
             "with PostgreSQL use /sessions"
         )
-    return parts.sessions
+    return sessions
 
 
 SessionsDep = Annotated[Sessions, Depends(local_sessions)]
@@ -153,16 +160,15 @@ async def kernel_channels(websocket: WebSocket, kernel_id: str) -> None:
             headers.setdefault("authorization", f"token {token}")
         owner = known_owner(headers, parts.api_keys)
         if owner is None:
-            await websocket.close(code=1008, reason="missing or invalid API key")
+            await _refuse(websocket, AuthenticationFailed("missing or invalid API key"))
             return
-    sessions = parts.sessions
     try:
-        if not isinstance(sessions, Sessions):
-            raise InvalidRequest("this server holds no sessions of its own")
-        session = sessions.get(kernel_id, owner)
+        session = (await local_sessions(parts)).get(kernel_id, owner)
     except InterpreterError as exc:
-        await websocket.close(code=1008, reason=exc.message[:120])
+        await _refuse(websocket, exc)
         return
+    sessions = parts.sessions
+    assert isinstance(sessions, Sessions)
     await websocket.accept()
     try:
         async with sessions.attached(session) as kernel:
@@ -170,6 +176,16 @@ async def kernel_channels(websocket: WebSocket, kernel_id: str) -> None:
     except InterpreterError as exc:  # its kernel is dead
         with contextlib.suppress(RuntimeError):
             await websocket.close(code=1011, reason=exc.message[:120])
+
+
+async def _refuse(websocket: WebSocket, exc: InterpreterError) -> None:
+    """Refuse the handshake with the HTTP answer a route would give (401, 404, 501 and its
+    JSON ``detail``), as Kernel Gateway does; a server without the denial response extension
+    can only close it (clients see 403)."""
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(error_response(exc))
+    else:
+        await websocket.close(code=1008, reason=exc.message[:120])
 
 
 async def _pump(websocket: WebSocket, relay: Relay, session: Session) -> None:
