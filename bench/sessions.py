@@ -14,8 +14,12 @@ caller dropped), in the default sandbox (bubblewrap), with ``INTERPRETER_MAX_SES
 2. **round trip**: in one session (``x = 1`` run first), ``x + 1`` through
    ``POST /sessions/{id}/execute`` (``wait`` left to its default), the answer checked (``2`` as
    the execute_result's text/plain), against the baseline of the same run on the same server: a
-   plain job, ``POST /execute?wait=30`` with ``print(1)`` (stdout checked); 20 warm-up calls
-   each, then ``--calls`` each in blocks of 10 whose order alternates;
+   plain job, ``POST /execute?wait=30`` with ``print(1)`` (stdout checked); and against the same
+   kernel reached directly, past the server: a bare ZeroMQ client on its sockets (the
+   connection file under ``/run/interpreter/kernels``, which root can read) sends the same
+   ``execute_request`` and reads until the reply and the idle status, so that the server's share
+   of the round trip is the difference of the medians; 20 warm-up calls each, then ``--calls``
+   each in blocks of 10 whose order rotates;
 3. **idle memory**: K sessions, ``x = 1`` run in each, then 2 s idle; for each kernel, the
    memory of its cgroup (``session-<id>-<n>`` under the server's jobs parent in the memory
    controller: ``memory.usage_in_bytes`` on cgroup v1, ``memory.current`` on v2, and the
@@ -36,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -51,6 +56,8 @@ from typing import Any
 
 import httpx
 import psutil
+import zmq
+from jupyter_client.session import Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -85,6 +92,7 @@ IDLE_S = 2.0
 START_TIMEOUT_S = 120.0  # the sandbox's checks at start
 INSTALL_TIMEOUT_S = 900.0  # a first session: uv resolves, downloads and installs
 GIB = 2**30
+KERNELS_ROOT = Path("/run/interpreter/kernels")  # the default INTERPRETER_SANDBOX_RUN_DIR's
 
 
 # ---------------------------------------------------------------- sessions
@@ -144,6 +152,62 @@ def plain_job(c: httpx.Client, url: str) -> float:
     return elapsed
 
 
+class RawKernel:
+    """A bare ZeroMQ client on the session's own kernel, past the server: the same
+    ``execute_request`` as the server sends, read until the reply and the idle status. What is
+    left of a cell's round trip when HTTP, the job and the server's own client are taken away."""
+
+    def __init__(self, connection: Path) -> None:
+        info = json.loads(connection.read_text())
+        base = connection.parent / "k"  # the sockets as the host sees them (the kernel: /.kernel)
+        self.session = Session(key=info["key"].encode(), signature_scheme=info["signature_scheme"])
+        self.context = zmq.Context()
+        self.shell = self.context.socket(zmq.DEALER)
+        self.shell.connect(f"ipc://{base}-{info['shell_port']}")
+        self.iopub = self.context.socket(zmq.SUB)
+        self.iopub.setsockopt(zmq.SUBSCRIBE, b"")
+        self.iopub.connect(f"ipc://{base}-{info['iopub_port']}")
+        self.poller = zmq.Poller()
+        self.poller.register(self.shell, zmq.POLLIN)
+        self.poller.register(self.iopub, zmq.POLLIN)
+        time.sleep(0.5)  # the subscription reaches the kernel
+
+    def cell(self, code: str) -> float:
+        t0 = time.perf_counter()
+        content = {"code": code, "silent": False, "store_history": True, "user_expressions": {}}
+        content |= {"allow_stdin": False, "stop_on_error": True}
+        msg_id = self.session.send(self.shell, "execute_request", content)["header"]["msg_id"]
+        idle, reply, value = False, None, None
+        while not (idle and reply is not None):
+            ready = dict(self.poller.poll(10_000))
+            expect(bool(ready), f"the kernel did not answer {code!r} within 10 s")
+            for sock in ready:
+                _, msg = self.session.recv(sock, mode=0)
+                if msg is None or msg["parent_header"].get("msg_id") != msg_id:
+                    continue
+                if sock is self.shell:
+                    reply = msg["content"]
+                elif msg["msg_type"] == "execute_result":
+                    value = msg["content"]["data"].get("text/plain")
+                elif msg["msg_type"] == "status":
+                    idle = msg["content"]["execution_state"] == "idle"
+        elapsed = time.perf_counter() - t0
+        expect(reply.get("status") == "ok" and value == "2", f"x + 1 answered {reply}, {value}")
+        return elapsed
+
+    def close(self) -> None:
+        self.context.destroy(linger=0)
+
+
+def kernel_connection(server: Server) -> Path:
+    """The connection file of the server's one session (a root can read the sealed directory)."""
+    data_dir = os.path.realpath(server.log.parent / f"{server.name}-data")  # start_ours's
+    instance = hashlib.sha256(os.fsencode(data_dir)).hexdigest()[:12]
+    found = list((KERNELS_ROOT / instance).glob("*/connection.json"))
+    expect(len(found) == 1, f"one kernel's connection file expected, found {found}")
+    return found[0]
+
+
 # ---------------------------------------------------------------- phases
 
 
@@ -174,36 +238,45 @@ def start_phase(server: Server, n: int) -> dict[str, Any]:
 
 
 def round_trip_phase(server: Server, calls: int) -> dict[str, Any]:
-    """``x + 1`` in a session against a plain ``print(1)`` job, in alternating blocks."""
-    times: dict[str, list[float]] = {"session": [], "job": []}
+    """``x + 1`` in a session against a plain ``print(1)`` job and against the same kernel
+    reached directly, in alternating blocks."""
+    times: dict[str, list[float]] = {"session": [], "job": [], "kernel": []}
     with client() as c:
         _, session = create_session(c, server.url, [])
         session_id = session["session_id"]
         cell(c, server.url, session_id, PLAIN_CODE)
+        raw = RawKernel(kernel_connection(server))
         try:
             run: dict[str, Callable[[], float]] = {
                 "session": lambda: plus_one(c, server.url, session_id),
                 "job": lambda: plain_job(c, server.url),
+                "kernel": lambda: raw.cell(CELL_CODE),
             }
             for _ in range(WARMUP):
                 for fn in run.values():
                     fn()
             for b, start in enumerate(range(0, calls, BLOCK)):
-                order = ["session", "job"] if b % 2 == 0 else ["job", "session"]
+                order = ["session", "job", "kernel"][b % 3 :] + ["session", "job", "kernel"][
+                    : b % 3
+                ]
                 for name in order:
                     times[name] += [run[name]() for _ in range(min(BLOCK, calls - start))]
                 server.check_alive()
             info = _json(c.get(f"{server.url}/sessions/{session_id}"), "GET /sessions/{id}")
         finally:
+            raw.close()
             delete_session(c, server.url, session_id)
     expect(info.get("executions") == 1 + WARMUP + calls, f"executions counted: {info}")
     session_ms, job_ms = summary(ms(times["session"])), summary(ms(times["job"]))
+    kernel_ms = summary(ms(times["kernel"]))
     return {
         "calls": calls,
         "warmup": WARMUP,
         "session_x_plus_1_ms": session_ms,
+        "kernel_x_plus_1_ms": kernel_ms,
         "job_print_1_ms": job_ms,
         "ratio_medians": round(float(session_ms["median"]) / float(job_ms["median"]), 3),
+        "server_share_ms": round(float(session_ms["median"]) - float(kernel_ms["median"]), 2),
     }
 
 
@@ -339,6 +412,7 @@ def line(label: str, value: str) -> str:
 def table(report: dict[str, Any]) -> str:
     start, trip = report["start"], report["round_trip"]
     s, j, c = trip["session_x_plus_1_ms"], trip["job_print_1_ms"], start["start_cached_ms"]
+    k = trip["kernel_x_plus_1_ms"]
     lines = [
         line(
             "session start, first, with install", f"{start['first_with_install_ms'] / 1000:.1f} s"
@@ -356,6 +430,11 @@ def table(report: dict[str, Any]) -> str:
             f"{j['median']:.2f} / {j['p90']:.2f} ms (N={j['n']})",
         ),
         line("  ratio of the medians", f"{trip['ratio_medians']:.3f}"),
+        line(
+            "x + 1, the kernel alone, p50 / p90",
+            f"{k['median']:.2f} / {k['p90']:.2f} ms (N={k['n']})",
+        ),
+        line("  the server's share (p50 difference)", f"{trip['server_share_ms']:.2f} ms"),
     ]
     for key, label in (("memory", PLAIN_CODE), ("memory_packages", PACKAGES_CODE)):
         mem = report.get(key)
