@@ -20,7 +20,8 @@ from interpreter.errors import StoreError
 from interpreter.job import Job, JobRequest, JobStatus, new_job_id, utcnow
 from interpreter.queues.procrastinate.app import queue_entry
 from interpreter.queues.procrastinate.queue import PostgresQueue
-from interpreter.store.base import JobStore
+from interpreter.queues.procrastinate.worker import LOST_MESSAGE, Attempt
+from interpreter.store.base import JobStore, fencing_token
 from tests.pg import fresh_database
 
 
@@ -94,6 +95,53 @@ async def test_a_job_runs_and_its_outputs_are_in_the_store(queue) -> None:
             break
         await asyncio.sleep(0.1)
     assert await queue_rows(queue) == 0
+
+
+@pytest.mark.steady
+async def test_only_an_attempt_that_lost_its_job_is_stopped_as_stale(queue) -> None:
+    """The worker's check of its own attempts, as it runs every heartbeat: an attempt whose job
+    it has just recorded (final, its own fencing token) goes on; one whose job the API cancelled
+    in the store is stopped and still owns its queue entry; one whose job was re-queued, failed
+    as lost or deleted is stopped and leaves its entry to the new owner."""
+    queue, store = queue
+    node = queue.worker
+    assert node is not None
+    cases = {
+        "recorded": lambda job: None,
+        "cancelled by the API": lambda job: store.transition(
+            job.id, JobStatus.CANCELLED, expect=fencing_token(job)
+        ),
+        "re-queued": lambda job: store.transition(
+            job.id, JobStatus.PENDING, worker_id=None, worker_host=None, started_at=None
+        ),
+        "failed as lost": lambda job: store.transition(
+            job.id, JobStatus.FAILED, expect=fencing_token(job), error_message=LOST_MESSAGE
+        ),
+        "deleted": lambda job: store.delete([job.id]),
+    }
+    stopped = {}
+    for case, change in cases.items():
+        job, _ = await queue.submit(new_job())
+        done = await final(store, job.id)
+        async with queue.engine.begin() as conn:  # as it was while it ran: running, its token
+            await conn.execute(
+                sa.text("UPDATE jobs SET status = 'running' WHERE id = :id"), {"id": done.id}
+            )
+        if (changed := change(done)) is not None:
+            await changed
+        attempt = Attempt(done, 10_000 + len(stopped), asyncio.Event(), [])
+        if case == "recorded":  # and now it records its end, as Execution does
+            assert await store.transition(done.id, JobStatus.COMPLETED, expect=fencing_token(done))
+        await node._check_attempts([attempt])
+        stale = attempt.entry_id in node._worker.stale_entries  # its entry left to the new owner
+        stopped[case] = (attempt.cancel.is_set(), stale)
+    assert stopped == {
+        "recorded": (False, False),
+        "cancelled by the API": (True, False),
+        "re-queued": (True, True),
+        "failed as lost": (True, True),
+        "deleted": (True, True),
+    }
 
 
 async def test_no_job_without_its_queue_entry_and_no_entry_without_its_job(queue) -> None:

@@ -87,7 +87,7 @@ REQUEUE = (
 )
 # A claim numbers its attempt from the queue entry's count: a new entry starts where the job is.
 ENTRY_ATTEMPTS = "UPDATE procrastinate_jobs SET attempts = %(attempts)s WHERE id = %(new)s"
-OWNERS = "SELECT id, status, attempts, worker_id FROM jobs WHERE id = ANY(%(ids)s)"
+OWNERS = "SELECT id, status, attempts, worker_id, error_message FROM jobs WHERE id = ANY(%(ids)s)"
 STALE_MESSAGE = "stale attempt: the job was queued again and runs elsewhere"
 # procrastinate prunes workers at start by heartbeat age alone, which an outage fakes; the
 # loss check below prunes instead, under its own rule. This only clears very old rows.
@@ -279,7 +279,9 @@ class WorkerNode:
     async def _check_attempts(self, attempts: Sequence[Attempt]) -> None:
         """Stop the attempts that no longer own their job (re-queued, claimed by another
         attempt, failed as lost, deleted): kill the process, keep their queue entries, which
-        another attempt now holds, untouched."""
+        another attempt now holds, untouched. An attempt still owns a job that is running, or
+        final by its own hand (it has just recorded its end and is about to leave); one whose
+        job the API cancelled in the store is stopped as cancelled and keeps its entry."""
         connector = self.app.connector
         assert isinstance(connector, procrastinate.PsycopgConnector)
         rows = await connector.execute_query_all_async(
@@ -289,10 +291,12 @@ class WorkerNode:
         for attempt in attempts:
             row = owners.get(attempt.job.id)
             mine = fencing_token(attempt.job)
-            if row is not None and row["status"] == JobStatus.RUNNING.value:
-                if {"attempts": row["attempts"], "worker_id": row["worker_id"]} == mine:
-                    continue
-            self._stop_stale(attempt)
+            if row is None or {"attempts": row["attempts"], "worker_id": row["worker_id"]} != mine:
+                self._stop_stale(attempt)
+            elif row["status"] == JobStatus.CANCELLED.value:
+                attempt.cancel.set()
+            elif row["status"] != JobStatus.RUNNING.value and row["error_message"] == LOST_MESSAGE:
+                self._stop_stale(attempt)
 
     def _stop_stale(self, attempt: Attempt) -> None:
         if attempt.cancel.is_set() and attempt.entry_id in self._worker.stale_entries:
