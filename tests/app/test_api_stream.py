@@ -222,7 +222,7 @@ async def test_past_the_output_cap_the_stream_is_the_stored_output(make_api) -> 
     code = (
         "import time\n"
         "print('h' * 599, flush=True)\n"  # the head is the first 512 bytes: it arrives live
-        "time.sleep(0.5)\n"
+        "time.sleep(3)\n"  # long enough for the stream to connect on a loaded machine
         "print('t' * 1999, flush=True)\n"
     )
     job_id = await api.submit(code)
