@@ -195,6 +195,11 @@ class SessionsUnsupported(InterpreterError):
     """This server runs no sessions."""
 
 
+class SessionStartRefused(InvalidRequest):
+    """The session's kernel could not start with what the request gave it (its packages, its
+    environment variables): retrying the same request would fail the same way."""
+
+
 class RegistryUnavailable(ServiceUnavailable):
     """The package registry could not be reached; retry later."""
 
@@ -217,6 +222,10 @@ class ExecutionError(InterpreterError):
 
 class EnvironmentFailed(ExecutionError):
     """The job's package environment could not be built."""
+
+
+class KernelExited(ExecutionError):
+    """A session's kernel exited before it answered (its last line says why)."""
 
 
 class StoreError(InterpreterError):

@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from interpreter.errors import InterpreterError, SessionNotFound
+from interpreter.errors import InterpreterError, InvalidRequest, SessionNotFound
 from interpreter.job import utcnow
 from interpreter.limits import ResourceLimits
 from interpreter.queues.procrastinate.app import QUEUE
@@ -100,12 +100,13 @@ class SessionHost:
     async def _start(self, session_id: str, owner: str | None, request: dict[str, Any]) -> None:
         try:
             session = await self.sessions.create(owner, parse_request(request), session_id)
-        except InterpreterError as exc:
+        except InterpreterError as exc:  # "refused": the request's fault, as a 4xx says
+            status = "refused" if isinstance(exc, InvalidRequest) else "failed"
             async with self.engine.begin() as conn:
                 await conn.execute(
                     sa.update(table)
                     .where(table.c.id == session_id)
-                    .values(status="failed", error=exc.message, seen_at=utcnow())
+                    .values(status=status, error=exc.message, seen_at=utcnow())
                 )
             return
         if not await self._write(session):  # the replica gave up waiting: nobody knows it

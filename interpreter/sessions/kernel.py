@@ -32,7 +32,7 @@ import zmq
 import zmq.asyncio
 from jupyter_client.asynchronous.client import AsyncKernelClient
 
-from interpreter.errors import ExecutionError
+from interpreter.errors import ExecutionError, KernelExited
 from interpreter.limits import ResourceLimits
 from interpreter.process.orphans import OrphanMarks
 from interpreter.process.run import run_process
@@ -281,7 +281,7 @@ class Kernel:
         deadline = loop.time() + READY_TIMEOUT_S
         while True:
             if not self.running:
-                raise ExecutionError(f"the kernel exited at start: {self.log_tail()}")
+                raise KernelExited(f"the kernel exited at start: {self.log_tail()}")
             if loop.time() > deadline:
                 raise ExecutionError(f"the kernel did not answer within {READY_TIMEOUT_S:g} s")
             msg_id = client.kernel_info()
@@ -326,13 +326,12 @@ class Kernel:
         return False
 
     def log_tail(self) -> str:
-        """The last line of the kernel's own output (why it could not start: its exception)."""
+        """Why the kernel could not start, from the end of its own output."""
         try:
             text = (self.log_dir / "kernel.stderr").read_bytes()[-2000:]
         except OSError:
             return "no output"
-        lines = text.decode("utf-8", "replace").strip().splitlines()
-        return lines[-1][:300] if lines else "no output"
+        return last_words(text.decode("utf-8", "replace"))
 
     def interrupt(self) -> None:
         """Ask the kernel to interrupt what it runs (a ``KeyboardInterrupt`` in the cell)."""
@@ -480,6 +479,21 @@ class Kernel:
             reply = await asyncio.wait_for(asyncio.shield(replied), 2.0)
             failed = failed or reply.get("status") == "error"
         return CellEnd("error" if failed else "ok")
+
+
+# A line that states an exception: "ValueError: ...", "module.SomeError: ...", "KeyboardInterrupt"
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b(: .*)?$")
+
+
+def last_words(text: str) -> str:
+    """The line of a dying interpreter's output that says why: its exception, which is the last
+    line of a traceback but comes before the thread dump of a fatal error ("LookupError:
+    unknown encoding: ..." then "<no Python frame>"); else its last line."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return "no output"
+    stated = [line for line in lines if EXCEPTION_LINE.match(line)]
+    return (stated[-1] if stated else lines[-1])[:300]
 
 
 def _parent(msg: Any) -> Any:

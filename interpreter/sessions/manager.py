@@ -31,9 +31,11 @@ from interpreter.environment import build_environment
 from interpreter.errors import (
     ExecutionError,
     InterpreterError,
+    KernelExited,
     ServiceUnavailable,
     SessionNotFound,
     SessionsFull,
+    SessionStartRefused,
     SessionsUnsupported,
     SessionUnavailable,
     TooManySessions,
@@ -327,6 +329,11 @@ class Sessions:
             session.touch()
         except ExecutionError as exc:  # the kernel's words: no host path, its last line only
             await self._end(session, "it could not start", force=True)
+            if isinstance(exc, KernelExited) and (request.packages or request.environment):
+                raise SessionStartRefused(
+                    "the session could not start with its packages or environment variables: "
+                    f"{exc.message}"
+                ) from None
             raise ServiceUnavailable(f"the session could not start: {exc.message}") from None
         except BaseException:
             await self._end(session, "it could not start", force=True)

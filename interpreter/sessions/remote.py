@@ -27,6 +27,7 @@ from interpreter.errors import (
     ServiceUnavailable,
     SessionNotFound,
     SessionsFull,
+    SessionStartRefused,
     SessionUnavailable,
     TooManySessions,
 )
@@ -170,6 +171,8 @@ class RemoteSessions:
         if row is None or row.view is None:  # its start failed: the worker said why
             async with self.engine.begin() as conn:
                 await conn.execute(sa.delete(table).where(table.c.id == session_id))
+            if row is not None and row.status == "refused":  # as the worker's error said
+                raise SessionStartRefused(row.error)
             error = row.error if row is not None else "it ended"
             raise ServiceUnavailable(f"the session could not start: {error}")
         view: dict[str, Any] = row.view

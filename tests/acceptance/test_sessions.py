@@ -510,6 +510,18 @@ def test_a_key_holds_at_most_its_cap_and_no_other_key_reaches_its_sessions(
     expect_error(other.get(f"/jobs/{mine_result['job_id']}/results"), 404)
 
 
+def test_a_kernel_its_environment_breaks_is_refused_as_the_requests_fault(
+    sessions: Sessions,
+) -> None:
+    # the interpreter cannot start with an encoding that does not exist: retrying would fail
+    # the same way, so the answer is a 422 saying why, not a 503 saying "retry later"
+    broken = sessions.attempt(environment_variables={"PYTHONIOENCODING": "no-such-encoding"})
+    detail = expect_error(broken, 422)
+    assert detail.startswith("the session could not start with its packages or environment"), detail
+    assert sessions.client.get("/sessions").json()["sessions"] == []  # nothing left of it
+    assert sessions.create()["status"] == "idle"  # and the next session starts
+
+
 def test_bad_bodies_and_unknown_sessions_are_json_errors(client: httpx.Client) -> None:
     # shell sessions take no packages (and a server without shell sessions refuses the language)
     shell = client.post("/sessions", json={"language": "bash", "packages": ["six"]})

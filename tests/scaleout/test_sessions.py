@@ -70,6 +70,11 @@ def test_a_session_on_a_worker_serves_every_replica_and_ends_with_it(cluster: Cl
             pass
     assert refused.value.response.status_code == 501
     assert "PostgreSQL" in json.loads(refused.value.response.body)["detail"]
+    # a kernel its environment breaks: refused as the request's fault, as in the embedded mode
+    broken = one.post("/sessions", json={"environment_variables": {"PYTHONIOENCODING": "nope"}})
+    assert broken.status_code == 422, broken.text
+    assert broken.json()["detail"].startswith("the session could not start with its packages")
+    assert broken.json()["detail"].endswith("LookupError: unknown encoding: nope"), broken.text
 
     restarted = two.post(f"/sessions/{session_id}/restart")
     assert restarted.status_code == 200, restarted.text

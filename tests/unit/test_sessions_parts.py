@@ -11,7 +11,7 @@ import pytest
 
 from interpreter.errors import InvalidRequest
 from interpreter.sessions.cell import Cell
-from interpreter.sessions.kernel import plain
+from interpreter.sessions.kernel import last_words, plain
 from interpreter.sessions.relay import Relay
 
 pytestmark = pytest.mark.unit
@@ -121,3 +121,28 @@ def test_a_frame_the_kernel_should_not_get_is_refused(bad: str) -> None:
     with pytest.raises(InvalidRequest):
         sending.send(bad)
     assert client.shell_channel.sent == [] and client.control_channel.sent == []
+
+
+@pytest.mark.parametrize(
+    ("output", "words"),
+    [
+        (  # a traceback: its last line
+            "Traceback (most recent call last):\n"
+            '  File "<frozen runpy>", line 198, in _run_module_as_main\n'
+            "ModuleNotFoundError: No module named 'ipykernel_launcher'\n",
+            "ModuleNotFoundError: No module named 'ipykernel_launcher'",
+        ),
+        (  # a fatal error at start: the exception, not the thread dump after it
+            "Fatal Python error: init_sys_streams: can't initialize sys standard streams\n"
+            "Python runtime state: core initialized\n"
+            "LookupError: unknown encoding: no-such-encoding\n\n"
+            "Current thread 0x00007f (most recent call first):\n"
+            "  <no Python frame>\n",
+            "LookupError: unknown encoding: no-such-encoding",
+        ),
+        ("Killed\n", "Killed"),  # no exception: the last line
+        ("", "no output"),
+    ],
+)
+def test_a_kernel_that_could_not_start_says_why(output: str, words: str) -> None:
+    assert last_words(output) == words

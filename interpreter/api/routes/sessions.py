@@ -66,10 +66,16 @@ def _bounded(value: float | None, default: float, maximum: float, name: str, env
     status_code=201,
     responses={
         400: error("The body could not be read"),
-        422: error("Invalid body, language, limits, environment or packages"),
+        422: error(
+            "Invalid body, language, limits, environment or packages, or the kernel exited "
+            "at start with the request's packages or environment variables"
+        ),
         429: error("This API key holds INTERPRETER_MAX_SESSIONS_PER_KEY sessions already"),
         501: error("This server runs no sessions"),
-        503: error("The server holds INTERPRETER_MAX_SESSIONS sessions, or the registry is down"),
+        503: error(
+            "The server holds INTERPRETER_MAX_SESSIONS sessions, the registry is down, or the "
+            "kernel could not start"
+        ),
     },
 )
 async def create_session(
