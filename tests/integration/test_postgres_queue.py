@@ -97,6 +97,24 @@ async def test_a_job_runs_and_its_outputs_are_in_the_store(queue) -> None:
     assert await queue_rows(queue) == 0
 
 
+async def test_a_job_longer_than_half_the_loss_window_leaves_no_queue_entry(queue) -> None:
+    """An attempt that ran longer than half the lost-worker window checks, once it is done,
+    whether it still owned its job; its own final status must not make it stale, or its
+    queue entry is left behind for an owner that does not exist."""
+    queue, store = queue
+    assert queue.settings.worker_lost_after_s == 1.0
+    job, _ = await queue.submit(new_job("import time; time.sleep(0.8)"))
+
+    done = await final(store, job.id)
+
+    assert done.status == JobStatus.COMPLETED
+    for _ in range(100):
+        if await queue_rows(queue) == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert await queue_rows(queue) == 0
+
+
 @pytest.mark.steady
 async def test_only_an_attempt_that_lost_its_job_is_stopped_as_stale(queue) -> None:
     """The worker's check of its own attempts, as it runs every heartbeat: an attempt whose job
