@@ -76,9 +76,7 @@ def client_detail(exc: InterpreterError) -> str:
     """The detail a client reads: the message, except for the server's own failures."""
     if isinstance(exc, StoreError):
         return STORE_UNAVAILABLE
-    if status_code_for(exc) >= 500 and not isinstance(
-        exc, ServiceUnavailable | SessionsUnsupported
-    ):
+    if status_code_for(exc) == 500:  # an error of ours with no status of its own
         return INTERNAL_ERROR
     return exc.message
 
@@ -109,7 +107,7 @@ def error_response(exc: InterpreterError, headers: dict[str, str] | None = None)
 
 async def _interpreter_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, InterpreterError)
-    if status_code_for(exc) >= 500 and not isinstance(exc, SessionsUnsupported):
+    if status_code_for(exc) in (500, 503):  # not 501: a feature this server does not offer
         logger.error("request failed: %s", exc.message, extra={"path": request.url.path})
     return error_response(exc)
 

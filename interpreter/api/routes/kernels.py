@@ -163,12 +163,11 @@ async def kernel_channels(websocket: WebSocket, kernel_id: str) -> None:
             await _refuse(websocket, AuthenticationFailed("missing or invalid API key"))
             return
     try:
-        session = (await local_sessions(parts)).get(kernel_id, owner)
+        sessions = await local_sessions(parts)
+        session = sessions.get(kernel_id, owner)
     except InterpreterError as exc:
         await _refuse(websocket, exc)
         return
-    sessions = parts.sessions
-    assert isinstance(sessions, Sessions)
     await websocket.accept()
     try:
         async with sessions.attached(session) as kernel:
