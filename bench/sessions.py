@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -77,7 +76,9 @@ from run import (  # noqa: E402
 )
 from warm_pool import stop_tree  # noqa: E402
 
+from interpreter.config import Settings  # noqa: E402
 from interpreter.sandbox.cgroups import CgroupV1, detect  # noqa: E402
+from interpreter.sessions.manager import kernels_dir  # noqa: E402
 
 STATE_DIR = Path("/var/tmp/interpreter-bench-sessions")  # each run's data (not a tmpfs)
 PACKAGES = ["pandas", "matplotlib"]
@@ -92,7 +93,6 @@ IDLE_S = 2.0
 START_TIMEOUT_S = 120.0  # the sandbox's checks at start
 INSTALL_TIMEOUT_S = 900.0  # a first session: uv resolves, downloads and installs
 GIB = 2**30
-KERNELS_ROOT = Path("/run/interpreter/kernels")  # the default INTERPRETER_SANDBOX_RUN_DIR's
 
 
 # ---------------------------------------------------------------- sessions
@@ -201,9 +201,9 @@ class RawKernel:
 
 def kernel_connection(server: Server) -> Path:
     """The connection file of the server's one session (a root can read the sealed directory)."""
-    data_dir = os.path.realpath(server.log.parent / f"{server.name}-data")  # start_ours's
-    instance = hashlib.sha256(os.fsencode(data_dir)).hexdigest()[:12]
-    found = list((KERNELS_ROOT / instance).glob("*/connection.json"))
+    data_dir = server.log.parent / f"{server.name}-data"  # start_ours's
+    run_dir = Settings.model_fields["sandbox_run_dir"].default  # the server runs with it
+    found = list(kernels_dir(data_dir, run_dir).glob("*/connection.json"))
     expect(len(found) == 1, f"one kernel's connection file expected, found {found}")
     return found[0]
 

@@ -148,15 +148,20 @@ def snapshot(session: Session) -> dict[str, Any]:
     }
 
 
+def kernels_dir(data_dir: Path, run_dir: Path) -> Path:
+    """The directory of a server's kernels' socket directories: one per data directory, under
+    the machine's ``<run dir>/kernels`` (short paths: an ipc path is at most 107 bytes)."""
+    instance = hashlib.sha256(os.fsencode(os.path.realpath(data_dir))).hexdigest()[:12]
+    return run_dir / "kernels" / instance
+
+
 def _socket_root(settings: Settings) -> Path:
-    """Where kernels' socket directories go: short paths (ipc paths are at most 107 bytes),
-    searchable by the kernels' uids, one per data directory."""
-    instance = hashlib.sha256(os.fsencode(os.path.realpath(settings.data_dir))).hexdigest()[:12]
-    root = settings.sandbox_run_dir / "kernels"
+    """Where kernels' socket directories go, searchable by the kernels' uids."""
+    here = kernels_dir(settings.data_dir, settings.sandbox_run_dir)
     try:
-        root.mkdir(mode=0o711, parents=True, exist_ok=True)
-        os.chmod(root, 0o711)
-        return root / instance
+        here.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
+        os.chmod(here.parent, 0o711)
+        return here
     except OSError:  # not root, and no sandbox: a fresh directory of the server's own
         return Path(tempfile.mkdtemp(prefix="interpreter-kernels-"))
 
@@ -249,6 +254,8 @@ class Sessions:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
+        for task in list(self._interrupts):  # resent interrupts: their kernels end here
+            task.cancel()
         await asyncio.gather(
             *(self._end(s, "the server stopped") for s in list(self._sessions.values()))
         )
@@ -493,7 +500,7 @@ class Sessions:
 
         async def again() -> None:
             for _ in range(INTERRUPTS - 1):
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(INTERRUPT_GRACE_S / INTERRUPTS)
                 running = session.status == "busy" and session.executions == cell
                 if not running or session.kernel is not kernel:
                     return
